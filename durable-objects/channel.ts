@@ -1,0 +1,493 @@
+/**
+ * One Durable Object per channel: it assigns each event the channel's next
+ * `seq`, keeps a bounded history in SQLite for resume, and fans events out to
+ * its hibernatable WebSockets. Read top to bottom as the life of a
+ * connection: connect (fetch), events (ingest), message, close.
+ */
+import { DurableObject } from "cloudflare:workers";
+import { z } from "zod";
+import { verifyToken, AuthError } from "../src/auth";
+import { channelAllowed } from "../src/channels";
+import { closeReason, closeReplyCode } from "../src/closecodes";
+import { loadConfig, type Config } from "../src/config";
+import type { Env } from "../src/env";
+import { matchesFilter } from "../src/filter";
+import { errorFields, log } from "../src/log";
+import {
+  ChangeEvent,
+  ChannelName,
+  ClientMessage,
+  CloseCode,
+  Envelope,
+  Filter,
+  PING_FRAME,
+  PONG_FRAME,
+  type ServerMessage,
+} from "../src/protocol";
+import { take, type Bucket } from "../src/ratelimit";
+
+/** What the Worker forwards after it has authenticated and authorized a connection. */
+export const SessionInit = z.object({
+  channel: ChannelName,
+  sub: z.string(),
+  role: z.string().optional(),
+  channels: z.array(z.string()),
+  exp: z.number().int(),
+  filter: Filter.optional(),
+  since: z.number().int().nonnegative().optional(),
+  echoProtocol: z.string().optional(),
+});
+export type SessionInit = z.infer<typeof SessionInit>;
+export const SESSION_HEADER = "x-notifiws-session";
+
+/** Per-socket state; serialized as the hibernation attachment (max 2 KiB). */
+interface Session {
+  id: string;
+  sub: string;
+  role?: string;
+  channels: string[];
+  /** Token expiry, epoch seconds. */
+  exp: number;
+  filter?: Filter;
+  /** Cache key for frames built for this filter ("" = unfiltered). */
+  filterKey: string;
+  bucket: Bucket;
+  connectedAt: number;
+}
+
+export interface ChannelStats {
+  channel: string;
+  connections: number;
+  headSeq: number;
+  events: number;
+  duplicates: number;
+  messagesSent: number;
+  sendErrors: number;
+  lastEventAt: number | null;
+  historySize: number;
+}
+
+export interface IngestOutcome {
+  accepted: number;
+  duplicates: number;
+  headSeq: number;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
+`;
+
+type Counters = Pick<ChannelStats, "headSeq" | "events" | "duplicates" | "messagesSent" | "sendErrors" | "lastEventAt">;
+
+/** Dedupe-table pruning runs at most this often; it is a range delete on an index. */
+const DEDUPE_PRUNE_INTERVAL_MS = 60_000;
+
+export class ChannelObject extends DurableObject<Env> {
+  private readonly sql: SqlStorage;
+  private channel: string | undefined;
+  private counters: Counters;
+  /** In-memory mirror of attachments, rebuilt lazily after hibernation. */
+  private readonly sessions = new Map<WebSocket, Session>();
+  private registered = false;
+  private lastDedupePrune = 0;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    this.sql.exec(SCHEMA);
+    const meta = new Map<string, unknown>();
+    for (const row of this.sql.exec<{ k: string; v: SqlStorageValue }>("SELECT k, v FROM meta")) meta.set(row.k, row.v);
+    this.channel = (meta.get("channel") as string | undefined) ?? undefined;
+    const num = (k: string) => Number(meta.get(k) ?? 0);
+    this.counters = {
+      headSeq: num("headSeq"),
+      events: num("events"),
+      duplicates: num("duplicates"),
+      messagesSent: num("messagesSent"),
+      sendErrors: num("sendErrors"),
+      lastEventAt: meta.has("lastEventAt") ? num("lastEventAt") : null,
+    };
+    // Answered by the runtime without waking the object, so idle channels stay hibernated.
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
+  }
+
+  private get config(): Config {
+    return loadConfig(this.env);
+  }
+
+  // -------------------------------------------------------------------------
+  // Connect
+  // -------------------------------------------------------------------------
+
+  override async fetch(request: Request): Promise<Response> {
+    try {
+      if (request.headers.get("upgrade")?.toLowerCase() !== "websocket")
+        return Response.json({ error: { code: "UPGRADE_REQUIRED", message: "expected a WebSocket upgrade" } }, { status: 426 });
+      const init = SessionInit.parse(JSON.parse(request.headers.get(SESSION_HEADER) ?? "null"));
+      this.bindChannel(init.channel);
+
+      const pair = new WebSocketPair();
+      const [client, server] = [pair[0], pair[1]];
+      this.ctx.acceptWebSocket(server);
+      const session: Session = {
+        id: crypto.randomUUID(),
+        sub: init.sub,
+        role: init.role,
+        channels: init.channels,
+        exp: init.exp,
+        filter: init.filter,
+        filterKey: init.filter ? JSON.stringify(init.filter) : "",
+        bucket: { tokens: this.config.CLIENT_RATE_BURST, at: Date.now() },
+        connectedAt: Date.now(),
+      };
+      this.save(server, session);
+      this.send(server, {
+        type: "welcome",
+        channel: init.channel,
+        connectionId: session.id,
+        headSeq: this.counters.headSeq,
+        expiresAt: session.exp,
+      } satisfies ServerMessage);
+      // Replay runs synchronously before any other event can be processed
+      // (no await between reading history and returning), so replay and live
+      // delivery never overlap or leave a gap.
+      if (init.since !== undefined) this.replay(server, session, init.since);
+      await this.scheduleExpiry(session.exp);
+      const headers = init.echoProtocol ? { "sec-websocket-protocol": init.echoProtocol } : undefined;
+      return new Response(null, { status: 101, webSocket: client, headers });
+    } catch (err) {
+      log("error", "channel connect failed", { class: "ChannelObject", channel: this.channel, ...errorFields(err) });
+      return Response.json({ error: { code: "INTERNAL", message: "could not open the connection" } }, { status: 500 });
+    }
+  }
+
+  /** Sends every retained event after `since` (filtered), or a reset when that is impossible. */
+  private replay(ws: WebSocket, session: Session, since: number): void {
+    const head = this.counters.headSeq;
+    const oldest = this.oldestSeq();
+    if (since > head) {
+      this.send(ws, { type: "reset", reason: "ahead_of_head", headSeq: head, oldestSeq: oldest } satisfies ServerMessage);
+      return;
+    }
+    if (since < oldest - 1) {
+      this.send(ws, { type: "reset", reason: "history_expired", headSeq: head, oldestSeq: oldest } satisfies ServerMessage);
+      return;
+    }
+    const bodies: string[] = [];
+    for (const row of this.sql.exec<{ body: string }>("SELECT body FROM events WHERE seq > ? ORDER BY seq", since)) {
+      if (session.filter && !matchesFilter(JSON.parse(row.body) as Envelope, session.filter)) continue;
+      bodies.push(row.body);
+    }
+    for (const frame of this.frames(bodies)) this.sendRaw(ws, frame);
+  }
+
+  // -------------------------------------------------------------------------
+  // Events
+  // -------------------------------------------------------------------------
+
+  /**
+   * Stores new events (dedupe by id, next seq each) and fans them out. Called
+   * by the Worker over RPC; returns only after the writes are part of this
+   * object's state, and the output gate holds the reply until they are durable.
+   */
+  async ingest(channel: string, events: ChangeEvent[]): Promise<IngestOutcome> {
+    this.bindChannel(channel);
+    const cfg = this.config;
+    const now = Date.now();
+    const fresh: string[] = [];
+    const freshEvents: Envelope[] = [];
+    let duplicates = 0;
+    for (const raw of events) {
+      const ev = ChangeEvent.parse(raw);
+      if (ev.channel !== channel) throw new Error(`event for ${ev.channel} sent to ${channel}`);
+      const seen = this.sql.exec("SELECT 1 FROM seen WHERE id = ?", ev.id).toArray();
+      if (seen.length > 0) {
+        duplicates++;
+        continue;
+      }
+      const seq = ++this.counters.headSeq;
+      const envelope: Envelope = { ...ev, seq };
+      const body = JSON.stringify(envelope);
+      this.sql.exec("INSERT INTO seen (id, seq, at) VALUES (?, ?, ?)", ev.id, seq, now);
+      this.sql.exec("INSERT INTO events (seq, at, body) VALUES (?, ?, ?)", seq, now, body);
+      fresh.push(body);
+      freshEvents.push(envelope);
+    }
+    this.counters.duplicates += duplicates;
+    if (fresh.length > 0) {
+      this.counters.events += fresh.length;
+      this.counters.lastEventAt = now;
+      this.sql.exec(
+        "DELETE FROM events WHERE seq <= ? OR at < ?",
+        this.counters.headSeq - cfg.HISTORY_MAX_EVENTS,
+        now - cfg.HISTORY_MAX_AGE_SECONDS * 1000,
+      );
+      if (now - this.lastDedupePrune > DEDUPE_PRUNE_INTERVAL_MS) {
+        this.lastDedupePrune = now;
+        this.sql.exec("DELETE FROM seen WHERE at < ?", now - cfg.DEDUPE_WINDOW_SECONDS * 1000);
+      }
+      this.fanOut(fresh, freshEvents, now);
+    }
+    this.persistCounters();
+    await this.register();
+    return { accepted: fresh.length, duplicates, headSeq: this.counters.headSeq };
+  }
+
+  /**
+   * One frame set per distinct filter, built once and sent to every socket
+   * that shares it, so a burst costs one send per frame per socket.
+   */
+  private fanOut(bodies: string[], events: Envelope[], now: number): void {
+    const byFilter = new Map<string, string[]>();
+    for (const ws of this.ctx.getWebSockets()) {
+      const session = this.session(ws);
+      if (!session) continue;
+      if (session.exp * 1000 <= now) {
+        this.close(ws, CloseCode.TOKEN_EXPIRED, "token expired");
+        continue;
+      }
+      let frames = byFilter.get(session.filterKey);
+      if (!frames) {
+        const selected = session.filter ? bodies.filter((_, i) => matchesFilter(events[i] as Envelope, session.filter)) : bodies;
+        frames = this.frames(selected);
+        byFilter.set(session.filterKey, frames);
+      }
+      for (const frame of frames) if (!this.sendRaw(ws, frame)) break;
+    }
+  }
+
+  /** Packs pre-serialized envelopes into `events` frames no larger than MAX_FRAME_BYTES (an oversize event gets a frame of its own). */
+  private frames(bodies: string[]): string[] {
+    if (bodies.length === 0) return [];
+    const max = this.config.MAX_FRAME_BYTES;
+    const out: string[] = [];
+    let chunk: string[] = [];
+    let size = 0;
+    for (const b of bodies) {
+      if (chunk.length > 0 && size + b.length + 1 > max) {
+        out.push(`{"type":"events","events":[${chunk.join(",")}]}`);
+        chunk = [];
+        size = 0;
+      }
+      chunk.push(b);
+      size += b.length + 1;
+    }
+    out.push(`{"type":"events","events":[${chunk.join(",")}]}`);
+    return out;
+  }
+
+  // -------------------------------------------------------------------------
+  // Messages
+  // -------------------------------------------------------------------------
+
+  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    try {
+      const session = this.session(ws);
+      if (!session) return;
+      const cfg = this.config;
+      const size = typeof message === "string" ? new TextEncoder().encode(message).length : message.byteLength;
+      if (size > cfg.MAX_CLIENT_MESSAGE_BYTES) {
+        this.close(ws, CloseCode.MESSAGE_TOO_BIG, `message exceeds ${cfg.MAX_CLIENT_MESSAGE_BYTES} bytes`);
+        return;
+      }
+      const now = Date.now();
+      const limited = take(session.bucket, now, cfg.CLIENT_RATE_PER_SEC, cfg.CLIENT_RATE_BURST);
+      session.bucket = limited.bucket;
+      this.save(ws, session);
+      if (!limited.allowed) {
+        this.close(ws, CloseCode.RATE_LIMITED, `more than ${cfg.CLIENT_RATE_PER_SEC} messages/s`);
+        return;
+      }
+      if (session.exp * 1000 <= now) {
+        this.close(ws, CloseCode.TOKEN_EXPIRED, "token expired");
+        return;
+      }
+      if (typeof message !== "string") {
+        this.send(ws, { type: "error", code: "BAD_MESSAGE", message: "binary frames are not supported" });
+        return;
+      }
+      let json: unknown;
+      try {
+        json = JSON.parse(message);
+      } catch {
+        this.send(ws, { type: "error", code: "BAD_JSON", message: "message is not valid JSON" });
+        return;
+      }
+      const parsed = ClientMessage.safeParse(json);
+      if (!parsed.success) {
+        const type = (json as { type?: unknown } | null)?.type;
+        const known = ["ping", "resume", "refresh"].includes(String(type));
+        this.send(ws, {
+          type: "error",
+          code: known ? "BAD_MESSAGE" : "UNKNOWN_TYPE",
+          message: known ? `invalid ${String(type)} message` : `unknown message type ${JSON.stringify(type ?? null).slice(0, 40)}`,
+        });
+        return;
+      }
+      const msg = parsed.data;
+      switch (msg.type) {
+        case "ping":
+          this.sendRaw(ws, PONG_FRAME);
+          return;
+        case "resume":
+          this.replay(ws, session, msg.since);
+          return;
+        case "refresh":
+          await this.refresh(ws, session, msg.token);
+          return;
+      }
+    } catch (err) {
+      log("error", "webSocketMessage failed", { class: "ChannelObject", channel: this.channel, ...errorFields(err) });
+      this.close(ws, CloseCode.INTERNAL_ERROR, "internal error");
+    }
+  }
+
+  /** A new token must be valid, for the same subject, and still allow this channel. */
+  private async refresh(ws: WebSocket, session: Session, token: string): Promise<void> {
+    try {
+      const claims = await verifyToken(token, this.config);
+      if (claims.sub !== session.sub || !channelAllowed(this.channel ?? "", claims.channels, claims.sub)) {
+        this.close(ws, CloseCode.FORBIDDEN, "refresh token is not valid for this subject or channel");
+        return;
+      }
+      session.exp = claims.exp;
+      session.channels = claims.channels;
+      this.save(ws, session);
+      this.send(ws, { type: "refreshed", expiresAt: claims.exp });
+      await this.scheduleExpiry(claims.exp);
+    } catch (err) {
+      if (!(err instanceof AuthError)) throw err;
+      this.close(ws, CloseCode.FORBIDDEN, `refresh rejected: ${err.code}`);
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Close
+  // -------------------------------------------------------------------------
+
+  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    try {
+      this.sessions.delete(ws);
+      ws.close(closeReplyCode(code), closeReason(reason));
+    } catch {
+      // Already closed by the runtime (auto-reply to close); nothing to do.
+    }
+  }
+
+  override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
+    try {
+      this.sessions.delete(ws);
+      log("warn", "websocket error", { class: "ChannelObject", channel: this.channel, ...errorFields(error) });
+    } catch {
+      // Logging must never throw out of a hibernation handler.
+    }
+  }
+
+  /** Closes sockets whose token expired and re-arms for the next expiry. */
+  override async alarm(): Promise<void> {
+    try {
+      const now = Date.now();
+      let next = Infinity;
+      for (const ws of this.ctx.getWebSockets()) {
+        const s = this.session(ws);
+        if (!s) continue;
+        if (s.exp * 1000 <= now) this.close(ws, CloseCode.TOKEN_EXPIRED, "token expired");
+        else next = Math.min(next, s.exp * 1000);
+      }
+      if (next !== Infinity) await this.ctx.storage.setAlarm(next);
+    } catch (err) {
+      log("error", "alarm failed", { class: "ChannelObject", channel: this.channel, ...errorFields(err) });
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Stats
+  // -------------------------------------------------------------------------
+
+  async stats(): Promise<ChannelStats> {
+    const history = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM events").one().n;
+    return {
+      channel: this.channel ?? "",
+      connections: this.ctx.getWebSockets().length,
+      ...this.counters,
+      historySize: history,
+    };
+  }
+
+  // -------------------------------------------------------------------------
+  // Helpers
+  // -------------------------------------------------------------------------
+
+  private bindChannel(channel: string): void {
+    if (this.channel === channel) return;
+    if (this.channel !== undefined) throw new Error(`object bound to ${this.channel}, not ${channel}`);
+    this.channel = channel;
+    this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('channel', ?)", channel);
+  }
+
+  /** Tells the control object this channel exists (once per instance) so /stats can find it. */
+  private async register(): Promise<void> {
+    if (this.registered || !this.channel) return;
+    await this.env.CONTROL.get(this.env.CONTROL.idFromName("control")).registerChannel(this.channel);
+    this.registered = true;
+  }
+
+  private oldestSeq(): number {
+    const row = this.sql.exec<{ s: number | null }>("SELECT MIN(seq) AS s FROM events").one();
+    return row.s ?? this.counters.headSeq + 1;
+  }
+
+  private persistCounters(): void {
+    const c = this.counters;
+    for (const [k, v] of Object.entries(c)) if (v !== null) this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", k, v);
+  }
+
+  private async scheduleExpiry(expSeconds: number): Promise<void> {
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || current > expSeconds * 1000) await this.ctx.storage.setAlarm(expSeconds * 1000);
+  }
+
+  private session(ws: WebSocket): Session | undefined {
+    let s = this.sessions.get(ws);
+    if (!s) {
+      s = ws.deserializeAttachment() as Session | undefined;
+      if (s) this.sessions.set(ws, s);
+    }
+    return s;
+  }
+
+  private save(ws: WebSocket, session: Session): void {
+    this.sessions.set(ws, session);
+    ws.serializeAttachment(session);
+  }
+
+  private send(ws: WebSocket, msg: ServerMessage): boolean {
+    return this.sendRaw(ws, JSON.stringify(msg));
+  }
+
+  /** A failed send closes that socket with 1011 and is counted; it never affects the others. */
+  private sendRaw(ws: WebSocket, data: string): boolean {
+    try {
+      ws.send(data);
+      this.counters.messagesSent++;
+      return true;
+    } catch (err) {
+      this.counters.sendErrors++;
+      log("warn", "send failed; closing socket", { class: "ChannelObject", channel: this.channel, ...errorFields(err) });
+      this.close(ws, CloseCode.INTERNAL_ERROR, "send failed");
+      return false;
+    }
+  }
+
+  private close(ws: WebSocket, code: number, reason: string): void {
+    this.sessions.delete(ws);
+    try {
+      ws.close(code, closeReason(reason));
+    } catch {
+      // The socket is already closing; the close handler will clean up.
+    }
+  }
+}

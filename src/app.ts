@@ -1,0 +1,51 @@
+import { Hono } from "hono";
+import { HTTPException } from "hono/http-exception";
+import { ConfigError, loadConfig, type Config } from "./config";
+import type { Env } from "./env";
+import { ApiError, errorBody } from "./errors";
+import { errorFields, log, setLogLevel } from "./log";
+import { ingestRoutes } from "./routes/ingest";
+import { publishRoutes } from "./routes/publish";
+import { statsRoutes } from "./routes/stats";
+import { wsRoutes } from "./routes/ws";
+
+export type AppEnv = { Bindings: Env; Variables: { config: Config } };
+
+export function createApp() {
+  const app = new Hono<AppEnv>();
+
+  app.get("/health", (c) => c.json({ ok: true }));
+
+  // Configuration is validated before any route that depends on it runs.
+  app.use("*", async (c, next) => {
+    const config = loadConfig(c.env);
+    setLogLevel(config.LOG_LEVEL);
+    c.set("config", config);
+    await next();
+  });
+
+  app.route("/", wsRoutes);
+  app.route("/", ingestRoutes);
+  app.route("/", publishRoutes);
+  app.route("/", statsRoutes);
+
+  app.notFound((c) => c.json(errorBody("NOT_FOUND", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`), 404));
+
+  app.onError((err, c) => {
+    if (err instanceof ApiError) return c.json(errorBody(err.code, err.message), err.status);
+    if (err instanceof ConfigError) {
+      log("error", "configuration invalid", { variables: err.variables, detail: err.message });
+      return c.json(errorBody(err.code, err.message), 500);
+    }
+    if (err instanceof HTTPException) {
+      // Hono middleware (bearerAuth) errors already carry our JSON body when configured.
+      if (err.res) return err.getResponse();
+      const code = err.status === 401 ? "UNAUTHORIZED" : err.status === 400 ? "BAD_REQUEST" : "HTTP_ERROR";
+      return c.json(errorBody(code, err.message || "request rejected"), err.status);
+    }
+    log("error", "unhandled error", { path: new URL(c.req.url).pathname, ...errorFields(err) });
+    return c.json(errorBody("INTERNAL", "internal error"), 500);
+  });
+
+  return app;
+}

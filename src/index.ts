@@ -1,0 +1,11 @@
+import { createApp } from "./app";
+import type { Env } from "./env";
+
+export { ChannelObject } from "../durable-objects/channel";
+export { ControlObject } from "../durable-objects/control";
+
+const app = createApp();
+
+export default {
+  fetch: (request, env, ctx) => app.fetch(request, env, ctx),
+} satisfies ExportedHandler<Env>;

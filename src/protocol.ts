@@ -1,0 +1,223 @@
+/**
+ * The notifiws wire protocol: the one module that spells every message.
+ * The Worker, the channel Durable Object, the relay, the client SDK and the
+ * tests import these schemas; nothing else builds a message by hand.
+ * docs/protocol.md is the human-readable contract for the same shapes.
+ */
+import { z } from "zod";
+
+/** Protocol name offered and echoed in Sec-WebSocket-Protocol. */
+export const SUBPROTOCOL = "notifiws.v1";
+/** Prefix of the subprotocol entry that carries the bearer token (browsers cannot set headers on WebSockets). */
+export const BEARER_PROTOCOL_PREFIX = "bearer.";
+
+/**
+ * Heartbeat frames. The Durable Object answers PING_FRAME with PONG_FRAME via
+ * setWebSocketAutoResponse, which matches the request byte for byte, so
+ * clients must send exactly this string.
+ */
+export const PING_FRAME = '{"type":"ping"}';
+export const PONG_FRAME = '{"type":"pong"}';
+
+/** Channel names: letters, digits and `_ . : -`, 1..128 chars, not starting with a separator. */
+export const ChannelName = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[A-Za-z0-9_][A-Za-z0-9_.:-]*$/, "channel names use letters, digits and _ . : -");
+
+export const Operation = z.enum(["insert", "update", "delete", "publish"]);
+export type Operation = z.infer<typeof Operation>;
+
+const Row = z.record(z.string(), z.unknown());
+
+/**
+ * A change as produced by Postgres (through the relay) or the publish API,
+ * before the channel assigns its sequence number.
+ */
+export const ChangeEvent = z.object({
+  /** Globally unique and stable across redeliveries: the dedupe key. */
+  id: z.string().min(1).max(128),
+  channel: ChannelName,
+  op: Operation,
+  /** Source table (`schema.table`), absent for published events. */
+  table: z.string().max(128).optional(),
+  /** The published columns of the new row (old row for deletes); free-form for publish. */
+  data: Row.nullable(),
+  /** Published columns of the previous row, for updates on watched tables that ask for it. */
+  old: Row.nullable().optional(),
+  /** Commit (or publish) time, epoch milliseconds. */
+  committedAt: z.number().int().nonnegative(),
+});
+export type ChangeEvent = z.infer<typeof ChangeEvent>;
+
+/** An event as delivered to subscribers: the change plus its per-channel sequence number. */
+export const Envelope = ChangeEvent.extend({
+  seq: z.number().int().positive(),
+});
+export type Envelope = z.infer<typeof Envelope>;
+
+/** Hard ceiling on events in one ingest batch; INGEST_MAX_EVENTS may lower it. */
+export const MAX_BATCH_EVENTS = 5000;
+
+/** Body of POST /internal/events (relay -> Worker). */
+export const IngestBatch = z.object({
+  batchId: z.string().min(1).max(128),
+  events: z.array(ChangeEvent).min(1).max(MAX_BATCH_EVENTS),
+});
+export type IngestBatch = z.infer<typeof IngestBatch>;
+
+/** Body of POST /api/channels/:channel/publish. */
+export const PublishRequest = z.object({
+  id: z.string().min(1).max(128).optional(),
+  data: Row,
+  table: z.string().max(128).optional(),
+});
+export type PublishRequest = z.infer<typeof PublishRequest>;
+
+// ---------------------------------------------------------------------------
+// Server-side filters
+// ---------------------------------------------------------------------------
+
+const Scalar = z.union([z.string(), z.number(), z.boolean(), z.null()]);
+
+export const Condition = z.discriminatedUnion("op", [
+  z.object({
+    /** Column of `data` (dot path for nested JSON, e.g. `meta.region`). */
+    field: z.string().min(1).max(128),
+    op: z.enum(["eq", "ne"]),
+    value: Scalar,
+  }),
+  z.object({ field: z.string().min(1).max(128), op: z.enum(["lt", "lte", "gt", "gte"]), value: z.union([z.number(), z.string()]) }),
+  z.object({ field: z.string().min(1).max(128), op: z.literal("in"), value: z.array(Scalar).min(1).max(100) }),
+  z.object({ field: z.string().min(1).max(128), op: z.literal("exists"), value: z.boolean().default(true) }),
+]);
+export type Condition = z.infer<typeof Condition>;
+
+/**
+ * Per-connection filter. Every present part must match (AND). Evaluated by
+ * `matchesFilter` without eval; kept small because it lives in the socket's
+ * hibernation attachment (2 KiB limit).
+ */
+export const Filter = z
+  .object({
+    table: z.string().max(128).optional(),
+    ops: z.array(Operation).min(1).optional(),
+    where: z.array(Condition).max(16).optional(),
+  })
+  .strict();
+export type Filter = z.infer<typeof Filter>;
+
+/** Max serialized filter size (bytes of JSON). */
+export const MAX_FILTER_BYTES = 1024;
+
+// ---------------------------------------------------------------------------
+// Client -> server messages
+// ---------------------------------------------------------------------------
+
+export const ClientMessage = z.discriminatedUnion("type", [
+  /** Heartbeat. Normally answered by auto-response without waking the object; see PING_FRAME. */
+  z.object({ type: z.literal("ping") }),
+  /** Replay every event after `since`, then continue live. */
+  z.object({ type: z.literal("resume"), since: z.number().int().nonnegative() }),
+  /** Extend the connection with a fresh token for the same subject. */
+  z.object({ type: z.literal("refresh"), token: z.string().min(1).max(8192) }),
+]);
+export type ClientMessage = z.infer<typeof ClientMessage>;
+
+// ---------------------------------------------------------------------------
+// Server -> client messages
+// ---------------------------------------------------------------------------
+
+export const ErrorCode = z.enum([
+  "BAD_JSON",
+  "BAD_MESSAGE",
+  "UNKNOWN_TYPE",
+  "BAD_TOKEN",
+  "FORBIDDEN",
+  "INTERNAL",
+]);
+export type ErrorCode = z.infer<typeof ErrorCode>;
+
+export const ServerMessage = z.discriminatedUnion("type", [
+  /** First frame on every connection. */
+  z.object({
+    type: z.literal("welcome"),
+    channel: ChannelName,
+    connectionId: z.string(),
+    /** Highest seq assigned on this channel so far (0 if none). */
+    headSeq: z.number().int().nonnegative(),
+    /** Token expiry, epoch seconds. */
+    expiresAt: z.number().int(),
+  }),
+  /** One or more events, in seq order. */
+  z.object({ type: z.literal("events"), events: z.array(Envelope).min(1) }),
+  /**
+   * The requested resume point is outside the retained history: events were
+   * missed. Refetch state, then continue; live events follow from headSeq + 1.
+   */
+  z.object({
+    type: z.literal("reset"),
+    reason: z.enum(["history_expired", "ahead_of_head"]),
+    headSeq: z.number().int().nonnegative(),
+    oldestSeq: z.number().int().nonnegative(),
+  }),
+  z.object({ type: z.literal("pong") }),
+  z.object({ type: z.literal("refreshed"), expiresAt: z.number().int() }),
+  /** A recoverable problem with a client message; the connection stays open. */
+  z.object({ type: z.literal("error"), code: ErrorCode, message: z.string() }),
+]);
+export type ServerMessage = z.infer<typeof ServerMessage>;
+
+// ---------------------------------------------------------------------------
+// Close codes
+// ---------------------------------------------------------------------------
+
+/** WebSocket close codes used by notifiws (4000-4999 are application codes per RFC 6455 §7.4.2). */
+export const CloseCode = {
+  /** Server shutting the connection down normally. */
+  NORMAL: 1000,
+  /** A client message exceeded MAX_CLIENT_MESSAGE_BYTES. */
+  MESSAGE_TOO_BIG: 1009,
+  /** The server failed to send to this socket or hit an unexpected error. */
+  INTERNAL_ERROR: 1011,
+  /** The token expired and was not refreshed in time. Reconnect with a new token. */
+  TOKEN_EXPIRED: 4001,
+  /** A refresh token was invalid or not for this subject/channel. Do not retry with the same token. */
+  FORBIDDEN: 4003,
+  /** The client sent messages faster than the per-connection rate limit. */
+  RATE_LIMITED: 4008,
+} as const;
+export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
+
+/** Close codes after which a client should not reconnect without new credentials. */
+export const PERMANENT_CLOSE_CODES: readonly number[] = [CloseCode.FORBIDDEN];
+
+// ---------------------------------------------------------------------------
+// HTTP errors
+// ---------------------------------------------------------------------------
+
+export const HttpErrorBody = z.object({
+  error: z.object({ code: z.string(), message: z.string() }),
+});
+export type HttpErrorBody = z.infer<typeof HttpErrorBody>;
+
+/** Reply of POST /internal/events on success. */
+export const IngestResult = z.object({
+  batchId: z.string(),
+  accepted: z.number().int().nonnegative(),
+  duplicates: z.number().int().nonnegative(),
+  channels: z.record(z.string(), z.object({ headSeq: z.number().int().nonnegative() })),
+});
+export type IngestResult = z.infer<typeof IngestResult>;
+
+// ---------------------------------------------------------------------------
+// Relay signing headers
+// ---------------------------------------------------------------------------
+
+/** Unix seconds at signing time. */
+export const TIMESTAMP_HEADER = "x-notifiws-timestamp";
+/** `v1=<hex hmac-sha256(secret, timestamp + "." + body)>`. */
+export const SIGNATURE_HEADER = "x-notifiws-signature";
+/** Accepted clock skew for signed ingest requests. */
+export const SIGNATURE_TOLERANCE_SECONDS = 300;

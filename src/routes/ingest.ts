@@ -1,0 +1,53 @@
+/**
+ * POST /internal/events: signed event batches from the relay. Everything is
+ * validated before anything is applied; 200 means every channel object
+ * stored its events, so the relay may delete them from the outbox.
+ */
+import { Hono } from "hono";
+import type { AppEnv } from "../app";
+import { deliver, DeliveryError } from "../deliver";
+import { ApiError } from "../errors";
+import { IngestBatch, SIGNATURE_HEADER, TIMESTAMP_HEADER, type IngestResult } from "../protocol";
+import { verify } from "../signing";
+
+export const ingestRoutes = new Hono<AppEnv>();
+
+ingestRoutes.post("/internal/events", async (c) => {
+  const config = c.var.config;
+  const declared = Number(c.req.header("content-length") ?? "0");
+  if (declared > config.INGEST_MAX_BYTES) throw new ApiError(413, "BATCH_TOO_LARGE", `body exceeds ${config.INGEST_MAX_BYTES} bytes`);
+  const body = await c.req.text();
+  if (new TextEncoder().encode(body).length > config.INGEST_MAX_BYTES)
+    throw new ApiError(413, "BATCH_TOO_LARGE", `body exceeds ${config.INGEST_MAX_BYTES} bytes`);
+
+  const sig = await verify(config.INGEST_SECRETS, c.req.header(TIMESTAMP_HEADER), c.req.header(SIGNATURE_HEADER), body);
+  if (!sig.ok) throw new ApiError(401, sig.code, sig.message);
+
+  let json: unknown;
+  try {
+    json = JSON.parse(body);
+  } catch {
+    throw new ApiError(400, "BAD_JSON", "body is not valid JSON");
+  }
+  const parsed = IngestBatch.safeParse(json);
+  if (!parsed.success) {
+    const first = parsed.error.issues.slice(0, 3).map((i) => `${i.path.join(".") || "body"}: ${i.message}`).join("; ");
+    throw new ApiError(400, "INVALID_BATCH", `invalid batch: ${first}`);
+  }
+  const batch = parsed.data;
+  if (batch.events.length > config.INGEST_MAX_EVENTS)
+    throw new ApiError(413, "TOO_MANY_EVENTS", `a batch may carry at most ${config.INGEST_MAX_EVENTS} events`);
+
+  const control = c.env.CONTROL.get(c.env.CONTROL.idFromName("control"));
+  if (await control.batchApplied(batch.batchId))
+    throw new ApiError(409, "BATCH_REPLAYED", `batch ${batch.batchId} was already applied`);
+
+  try {
+    const result = await deliver(c.env, batch.events);
+    await control.recordBatch(batch.batchId);
+    return c.json({ batchId: batch.batchId, ...result } satisfies IngestResult);
+  } catch (err) {
+    if (err instanceof DeliveryError) throw new ApiError(503, "CHANNEL_UNAVAILABLE", `${err.message}; retry the batch`);
+    throw err;
+  }
+});

@@ -1,0 +1,11 @@
+/** Secrets used only by the Workers-pool tests. */
+export const TEST_BINDINGS = {
+  JWT_SECRET: "test-jwt-secret-0123456789abcdef0123456789",
+  INGEST_SECRETS: "test-ingest-secret-new-0123456789abcdef,test-ingest-secret-old-0123456789abcdef",
+  ADMIN_TOKEN: "test-admin-token-0123456789",
+  // sha256("test-publish-key")
+  PUBLISH_KEY_HASHES: "b9f9141087986c30f1789065c5bb2a63e1523f7978e78a70ad948db77ebbaba8",
+  ALLOWED_ORIGINS: "https://app.example",
+  HISTORY_MAX_EVENTS: "50",
+  LOG_LEVEL: "error",
+} as const;

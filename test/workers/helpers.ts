@@ -1,0 +1,138 @@
+import { exports } from "cloudflare:workers";
+import { SignJWT } from "jose";
+import { ServerMessage, type ChangeEvent, type Envelope, SIGNATURE_HEADER, TIMESTAMP_HEADER } from "../../src/protocol";
+import { sign } from "../../src/signing";
+import { TEST_BINDINGS } from "./bindings";
+
+export const BASE = "https://notifiws.test";
+export const INGEST_SECRET = TEST_BINDINGS.INGEST_SECRETS.split(",")[0]!;
+export const OLD_INGEST_SECRET = TEST_BINDINGS.INGEST_SECRETS.split(",")[1]!;
+
+export function fetchWorker(path: string, init?: RequestInit): Promise<Response> {
+  return exports.default.fetch(new Request(BASE + path, init));
+}
+
+let uniq = 0;
+/** A channel name unique to this test run, so tests never share state. */
+export function freshChannel(prefix = "t"): string {
+  return `${prefix}.${Date.now().toString(36)}${(uniq++).toString(36)}`;
+}
+
+export async function token(claims: { sub?: string; channels?: string[]; expSeconds?: number; secret?: string; role?: string } = {}): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ channels: claims.channels ?? ["*"], ...(claims.role ? { role: claims.role } : {}) })
+    .setProtectedHeader({ alg: "HS256" })
+    .setSubject(claims.sub ?? "user-1")
+    .setIssuedAt(now)
+    .setExpirationTime(now + (claims.expSeconds ?? 3600))
+    .sign(new TextEncoder().encode(claims.secret ?? TEST_BINDINGS.JWT_SECRET));
+}
+
+export function event(channel: string, n: number, extra: Partial<ChangeEvent> = {}): ChangeEvent {
+  return { id: `${channel}-${n}`, channel, op: "insert", table: "public.ventas", data: { n }, committedAt: Date.now(), ...extra };
+}
+
+export async function ingest(events: ChangeEvent[], opts: { batchId?: string; secret?: string; timestamp?: number; body?: string } = {}): Promise<Response> {
+  const body = opts.body ?? JSON.stringify({ batchId: opts.batchId ?? crypto.randomUUID(), events });
+  const ts = opts.timestamp ?? Math.floor(Date.now() / 1000);
+  return fetchWorker("/internal/events", {
+    method: "POST",
+    headers: { "content-type": "application/json", [TIMESTAMP_HEADER]: String(ts), [SIGNATURE_HEADER]: await sign(opts.secret ?? INGEST_SECRET, ts, body) },
+    body,
+  });
+}
+
+/** A connected test client that records every frame and can wait for one. */
+export class Client {
+  readonly messages: ServerMessage[] = [];
+  closed: { code: number; reason: string } | undefined;
+  private waiters: (() => void)[] = [];
+
+  constructor(readonly ws: WebSocket, readonly response: Response) {
+    ws.addEventListener("message", (e) => {
+      this.messages.push(ServerMessage.parse(JSON.parse(e.data as string)));
+      this.wake();
+    });
+    ws.addEventListener("close", (e) => {
+      this.closed = { code: e.code, reason: e.reason };
+      this.wake();
+    });
+  }
+
+  private wake() {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  /** Every event received so far, in arrival order. */
+  get events(): Envelope[] {
+    return this.messages.flatMap((m) => (m.type === "events" ? m.events : []));
+  }
+
+  async waitFor<T>(what: string, check: () => T | undefined | false, timeoutMs = 5000): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const v = check();
+      if (v !== undefined && v !== false) return v;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}; got ${JSON.stringify(this.messages).slice(0, 500)} closed=${JSON.stringify(this.closed)}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  waitForEvents(n: number, timeoutMs?: number): Promise<Envelope[]> {
+    return this.waitFor(`${n} events`, () => (this.events.length >= n ? this.events : undefined), timeoutMs);
+  }
+
+  waitForClose(timeoutMs?: number): Promise<{ code: number; reason: string }> {
+    return this.waitFor("the socket to close", () => this.closed, timeoutMs);
+  }
+
+  waitForType<K extends ServerMessage["type"]>(type: K, timeoutMs?: number): Promise<Extract<ServerMessage, { type: K }>> {
+    return this.waitFor(`a ${type} message`, () => this.messages.find((m) => m.type === type) as Extract<ServerMessage, { type: K }> | undefined, timeoutMs);
+  }
+
+  send(data: string) {
+    this.ws.send(data);
+  }
+  close() {
+    try {
+      this.ws.close(1000, "done");
+    } catch {
+      /* already closed */
+    }
+  }
+}
+
+export async function connect(
+  channel: string,
+  opts: { token?: string | null; since?: number; filter?: unknown; via?: "protocol" | "header" | "query"; origin?: string } = {},
+): Promise<Client> {
+  const t = opts.token === undefined ? await token() : opts.token;
+  const params = new URLSearchParams();
+  if (opts.since !== undefined) params.set("since", String(opts.since));
+  if (opts.filter !== undefined) params.set("filter", JSON.stringify(opts.filter));
+  const headers: Record<string, string> = { upgrade: "websocket" };
+  if (opts.origin) headers.origin = opts.origin;
+  const via = opts.via ?? "protocol";
+  if (t !== null) {
+    if (via === "protocol") headers["sec-websocket-protocol"] = `notifiws.v1, bearer.${t}`;
+    else if (via === "header") headers.authorization = `Bearer ${t}`;
+    else params.set("token", t);
+  }
+  const qs = params.toString();
+  const res = await fetchWorker(`/ws/${channel}${qs ? `?${qs}` : ""}`, { headers });
+  if (res.status !== 101 || !res.webSocket) throw new Error(`upgrade refused: ${res.status} ${await res.text()}`);
+  res.webSocket.accept();
+  const client = new Client(res.webSocket, res);
+  await client.waitForType("welcome");
+  return client;
+}
+
+export const seqs = (events: Envelope[]) => events.map((e) => e.seq);
+export const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
