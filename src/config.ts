@@ -49,10 +49,6 @@ export const ConfigSchema = z
     MAX_FRAME_BYTES: int(512 * 1024, 1024, 1_000_000),
     /** Log level: debug | info | warn | error. Default info. */
     LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
-  })
-  .superRefine((c, ctx) => {
-    if (!c.JWT_SECRET && !c.JWT_JWKS_URL)
-      ctx.addIssue({ code: "custom", path: ["JWT_SECRET"], message: "set JWT_SECRET or JWT_JWKS_URL" });
   });
 
 export type Config = z.infer<typeof ConfigSchema>;
@@ -85,8 +81,12 @@ export function loadConfig(env: object): Config {
     raw[key] = v;
   }
   const parsed = ConfigSchema.safeParse(raw);
-  if (!parsed.success) {
-    const { variables, details } = describeIssues(parsed.error.issues);
+  const issues: z.core.$ZodIssue[] = parsed.success ? [] : [...parsed.error.issues];
+  // Checked outside the schema so it is reported together with every other problem.
+  if (raw.JWT_SECRET === undefined && raw.JWT_JWKS_URL === undefined)
+    issues.push({ code: "custom", path: ["JWT_SECRET"], message: "set JWT_SECRET or JWT_JWKS_URL", input: undefined });
+  if (!parsed.success || issues.length > 0) {
+    const { variables, details } = describeIssues(issues);
     throw new ConfigError(variables, details);
   }
   cache.set(env, parsed.data);
