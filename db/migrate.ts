@@ -1,0 +1,76 @@
+/**
+ * Applies db/migrations/*.sql in name order, each in its own transaction,
+ * recording what it applied in notifiws.schema_migrations. Safe to re-run and
+ * safe to run concurrently (an advisory lock serializes runners).
+ * Usage: DATABASE_URL=postgres://... npm run db:migrate
+ */
+import { readdir, readFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import pg from "pg";
+
+const MIGRATIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), "migrations");
+/** Advisory lock key for migration runs (distinct from the relay's leader lock). */
+const MIGRATION_LOCK = 7_354_001;
+
+export async function migrate(databaseUrl: string, log: (msg: string) => void = () => {}): Promise<string[]> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  const applied: string[] = [];
+  try {
+    await client.query("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK]);
+    await client.query("CREATE SCHEMA IF NOT EXISTS notifiws");
+    await client.query("CREATE TABLE IF NOT EXISTS notifiws.schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())");
+    const done = new Set((await client.query<{ name: string }>("SELECT name FROM notifiws.schema_migrations")).rows.map((r) => r.name));
+    const files = (await readdir(MIGRATIONS_DIR)).filter((f) => /^\d+_.*\.sql$/.test(f)).sort();
+    for (const file of files) {
+      if (done.has(file)) continue;
+      const sql = await readFile(join(MIGRATIONS_DIR, file), "utf8");
+      await client.query("BEGIN");
+      try {
+        await client.query(sql);
+        await client.query("INSERT INTO notifiws.schema_migrations (name) VALUES ($1)", [file]);
+        await client.query("COMMIT");
+      } catch (err) {
+        await client.query("ROLLBACK");
+        throw new Error(`migration ${file} failed: ${(err as Error).message}`);
+      }
+      applied.push(file);
+      log(`applied ${file}`);
+    }
+  } finally {
+    await client.query("SELECT pg_advisory_unlock($1)", [MIGRATION_LOCK]).catch(() => undefined);
+    await client.end();
+  }
+  return applied;
+}
+
+/** Runs a plain SQL file (e.g. db/demo.sql) in one transaction. */
+export async function runSqlFile(databaseUrl: string, file: string): Promise<void> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    await client.query("BEGIN");
+    await client.query(await readFile(file, "utf8"));
+    await client.query("COMMIT");
+  } catch (err) {
+    await client.query("ROLLBACK").catch(() => undefined);
+    throw err;
+  } finally {
+    await client.end();
+  }
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const url = process.env.DATABASE_URL;
+  if (!url) {
+    console.error(JSON.stringify({ level: "error", msg: "DATABASE_URL is required", code: "CONFIG_INVALID", variables: ["DATABASE_URL"] }));
+    process.exit(2);
+  }
+  migrate(url, (m) => console.log(JSON.stringify({ level: "info", msg: m })))
+    .then((applied) => console.log(JSON.stringify({ level: "info", msg: "migrations up to date", applied: applied.length })))
+    .catch((err) => {
+      console.error(JSON.stringify({ level: "error", msg: (err as Error).message, code: "MIGRATION_FAILED" }));
+      process.exit(1);
+    });
+}

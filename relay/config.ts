@@ -1,0 +1,55 @@
+/** Relay configuration from the environment, validated with zod at start. */
+import { z } from "zod";
+import { describeIssues } from "../src/config";
+
+const int = (def: number, min: number, max: number) => z.coerce.number().int().min(min).max(max).default(def);
+
+export const RelayConfigSchema = z.object({
+  /** Direct (not pooled) Postgres connection string: LISTEN needs a session. Required. */
+  DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL"),
+  /** Base URL of the notifiws Worker; batches go to `${WORKER_URL}/internal/events`. Required. */
+  WORKER_URL: z.url(),
+  /** HMAC secret shared with the Worker's INGEST_SECRETS (>= 32 chars). Required. */
+  INGEST_SECRET: z.string().min(32, "must be at least 32 characters"),
+  /** Max events per batch. Default 500. */
+  RELAY_BATCH_MAX_EVENTS: int(500, 1, 5000),
+  /** Max JSON bytes per batch. Default 1 MiB. */
+  RELAY_BATCH_MAX_BYTES: int(1024 * 1024, 1024, 32 * 1024 * 1024),
+  /** How long to wait after a wake-up to coalesce more rows into one batch, ms. Default 2. */
+  RELAY_COALESCE_MS: int(2, 0, 10_000),
+  /** Safety poll: drain even without a NOTIFY this often, ms. Default 5000. */
+  RELAY_POLL_MS: int(5000, 50, 600_000),
+  /** Timeout of one POST to the Worker, ms. Default 10000. */
+  RELAY_POST_TIMEOUT_MS: int(10_000, 100, 300_000),
+  /** Liveness query interval on the LISTEN connection, ms. Default 10000. */
+  RELAY_LIVENESS_MS: int(10_000, 100, 600_000),
+  /** How often a standby retries the leader lock, ms. Default 1000. */
+  RELAY_STANDBY_POLL_MS: int(1000, 50, 60_000),
+  /** Backoff base and cap (full jitter), ms. Defaults 100 and 10000. */
+  RELAY_BACKOFF_BASE_MS: int(100, 1, 60_000),
+  RELAY_BACKOFF_MAX_MS: int(10_000, 1, 600_000),
+  /** Advisory lock key that elects the single draining relay. Default 7354002. */
+  RELAY_LOCK_KEY: int(7_354_002, 1, 2 ** 31 - 1),
+  /** Port for /healthz and /metrics; 0 picks a free one. Default 9464. */
+  RELAY_HTTP_PORT: int(9464, 0, 65_535),
+  /** Bind address for /healthz and /metrics. Default 127.0.0.1 (the container image sets 0.0.0.0). */
+  RELAY_HTTP_HOST: z.string().min(1).default("127.0.0.1"),
+  /** debug | info | warn | error. Default info. */
+  LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+});
+export type RelayConfig = z.infer<typeof RelayConfigSchema>;
+
+export type ParseResult = { ok: true; config: RelayConfig } | { ok: false; variables: string[]; message: string };
+
+/** Parses the environment; on failure names every bad variable (never its value). */
+export function parseRelayConfig(env: Record<string, string | undefined>): ParseResult {
+  const raw: Record<string, string> = {};
+  for (const key of Object.keys(RelayConfigSchema.shape)) {
+    const v = env[key];
+    if (v !== undefined && v.trim() !== "") raw[key] = v;
+  }
+  const parsed = RelayConfigSchema.safeParse(raw);
+  if (parsed.success) return { ok: true, config: parsed.data };
+  const { variables, details } = describeIssues(parsed.error.issues);
+  return { ok: false, variables, message: `invalid relay configuration: ${details}` };
+}

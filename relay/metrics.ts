@@ -1,0 +1,90 @@
+/** Relay counters and the /healthz + /metrics HTTP server. */
+import { createServer, type Server } from "node:http";
+
+export class RelayMetrics {
+  connected = false;
+  leader = false;
+  eventsDelivered = 0;
+  batches = 0;
+  retries = 0;
+  failures = 0;
+  deadLettered = 0;
+  reconnects = 0;
+  private latencies: number[] = [];
+  private deliveries: { at: number; n: number }[] = [];
+
+  recordPost(ms: number): void {
+    this.latencies.push(ms);
+    if (this.latencies.length > 2048) this.latencies.splice(0, this.latencies.length - 2048);
+  }
+
+  recordDelivered(n: number, now = Date.now()): void {
+    this.eventsDelivered += n;
+    this.batches++;
+    this.deliveries.push({ at: now, n });
+    while (this.deliveries.length > 0 && this.deliveries[0]!.at < now - 10_000) this.deliveries.shift();
+  }
+
+  /** Events per second over the last 10 s. */
+  rate(now = Date.now()): number {
+    const recent = this.deliveries.filter((d) => d.at >= now - 10_000);
+    return recent.reduce((s, d) => s + d.n, 0) / 10;
+  }
+
+  quantile(q: number): number {
+    if (this.latencies.length === 0) return 0;
+    const sorted = [...this.latencies].sort((a, b) => a - b);
+    return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+  }
+
+  render(backlog: { events: number; oldestSeconds: number } | undefined): string {
+    const g = (name: string, type: string, help: string, value: number | string) => `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${value}`;
+    const lines = [
+      g("notifiws_relay_connected", "gauge", "1 when the LISTEN connection is up", this.connected ? 1 : 0),
+      g("notifiws_relay_leader", "gauge", "1 when this relay holds the leader lock", this.leader ? 1 : 0),
+      g("notifiws_relay_events_delivered_total", "counter", "Events acknowledged by the Worker", this.eventsDelivered),
+      g("notifiws_relay_batches_total", "counter", "Batches acknowledged by the Worker", this.batches),
+      g("notifiws_relay_events_per_second", "gauge", "Delivery rate over the last 10 s", this.rate()),
+      g("notifiws_relay_post_retries_total", "counter", "POST attempts that were retried", this.retries),
+      g("notifiws_relay_post_failures_total", "counter", "POST attempts that failed (network, timeout, non-2xx)", this.failures),
+      g("notifiws_relay_dead_letter_total", "counter", "Rows moved to notifiws.dead_letter", this.deadLettered),
+      g("notifiws_relay_reconnects_total", "counter", "Postgres reconnects", this.reconnects),
+      `# HELP notifiws_relay_post_latency_seconds POST latency over the last 2048 batches\n# TYPE notifiws_relay_post_latency_seconds summary`,
+      ...[0.5, 0.9, 0.99].map((q) => `notifiws_relay_post_latency_seconds{quantile="${q}"} ${this.quantile(q) / 1000}`),
+    ];
+    if (backlog) {
+      lines.push(g("notifiws_relay_backlog_events", "gauge", "Rows waiting in notifiws.outbox", backlog.events));
+      lines.push(g("notifiws_relay_oldest_undelivered_seconds", "gauge", "Age of the oldest waiting row", backlog.oldestSeconds));
+    }
+    return lines.join("\n") + "\n";
+  }
+}
+
+export function startHttp(
+  metrics: RelayMetrics,
+  backlog: () => Promise<{ events: number; oldestSeconds: number } | undefined>,
+  host: string,
+  port: number,
+): Promise<Server> {
+  const server = createServer((req, res) => {
+    void (async () => {
+      try {
+        if (req.url === "/healthz") {
+          const body = JSON.stringify({ ok: metrics.connected, connected: metrics.connected, leader: metrics.leader });
+          res.writeHead(metrics.connected ? 200 : 503, { "content-type": "application/json" }).end(body);
+        } else if (req.url === "/metrics") {
+          const b = await backlog().catch(() => undefined);
+          res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }).end(metrics.render(b));
+        } else {
+          res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: { code: "NOT_FOUND", message: "try /healthz or /metrics" } }));
+        }
+      } catch {
+        res.writeHead(500).end();
+      }
+    })();
+  });
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve(server));
+  });
+}
