@@ -27,9 +27,9 @@ SELECT notifiws.watch('public.inventory', 'inventory.alerts', ARRAY['sku', 'name
   condition => 'NEW.stock < 5', ops => ARRAY['insert', 'update']);
 
 INSERT INTO public.inventory (sku, name, stock, price, supplier_cost) VALUES
-  ('KB-01', 'Mechanical keyboard', 40, 89.00, 41.00),
-  ('MS-02', 'Wireless mouse', 60, 29.50, 11.20),
-  ('MN-03', '27" monitor', 15, 249.00, 160.00),
-  ('HD-04', 'USB-C hub', 25, 39.90, 14.00),
-  ('CB-05', 'HDMI cable', 80, 9.90, 2.10)
+  ('KB-01', 'Mechanical keyboard', 14, 89.00, 41.00),
+  ('MS-02', 'Wireless mouse', 22, 29.50, 11.20),
+  ('MN-03', '27" monitor', 9, 249.00, 160.00),
+  ('HD-04', 'USB-C hub', 17, 39.90, 14.00),
+  ('CB-05', 'HDMI cable', 30, 9.90, 2.10)
 ON CONFLICT (sku) DO NOTHING;

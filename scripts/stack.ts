@@ -1,0 +1,241 @@
+/**
+ * The whole local stack as one object: Postgres (embedded unless
+ * DATABASE_URL), migrations and the demo schema, the Worker under
+ * `wrangler dev --local`, and the relay. Used by `npm run dev` and by the
+ * end-to-end tests, so both run exactly the same parts.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes, createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { SignJWT } from "jose";
+import { migrate, runSqlFile } from "../db/migrate";
+import { freePort, startEmbeddedPostgres, type RunningPostgres } from "./embedded-pg";
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+
+export interface Secrets {
+  JWT_SECRET: string;
+  INGEST_SECRET: string;
+  ADMIN_TOKEN: string;
+  PUBLISH_KEY: string;
+}
+
+export interface StackOptions {
+  /** Folder for Postgres data, Worker state and secrets. Default `.notifiws` in the repo. */
+  stateDir?: string;
+  /** Existing Postgres; skips the embedded one. Default: process.env.DATABASE_URL. */
+  databaseUrl?: string;
+  workerPort?: number;
+  relayPort?: number;
+  pgPort?: number;
+  /** Apply db/demo.sql. Default true. */
+  demo?: boolean;
+  /** Extra Worker variables (e.g. HISTORY_MAX_EVENTS). */
+  workerVars?: Record<string, string>;
+  /** Extra relay variables. */
+  relayEnv?: Record<string, string>;
+  /** Print child output. Default false. */
+  verbose?: boolean;
+}
+
+export class PortInUseError extends Error {
+  constructor(readonly port: number, readonly variable: string) {
+    super(`port ${port} is already in use; set ${variable} to another port (e.g. ${variable}=${port + 1})`);
+  }
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once("error", () => resolve(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
+  });
+}
+
+export async function loadSecrets(stateDir: string): Promise<Secrets> {
+  const file = join(stateDir, "secrets.json");
+  if (existsSync(file)) return JSON.parse(await readFile(file, "utf8")) as Secrets;
+  const gen = () => randomBytes(32).toString("base64url");
+  const secrets: Secrets = { JWT_SECRET: gen(), INGEST_SECRET: gen(), ADMIN_TOKEN: gen(), PUBLISH_KEY: gen() };
+  await writeFile(file, JSON.stringify(secrets, null, 2), { mode: 0o600 });
+  return secrets;
+}
+
+export async function devToken(secrets: Secrets, claims: { sub?: string; channels?: string[]; expSeconds?: number } = {}): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ channels: claims.channels ?? ["*"] })
+    .setProtectedHeader({ alg: "HS256" })
+    .setSubject(claims.sub ?? "dev")
+    .setIssuedAt(now)
+    .setExpirationTime(now + (claims.expSeconds ?? 24 * 3600))
+    .sign(new TextEncoder().encode(secrets.JWT_SECRET));
+}
+
+/** A child process with its output captured and a promise for its exit. */
+export class Proc {
+  output = "";
+  readonly exited: Promise<number | null>;
+  constructor(readonly name: string, readonly child: ChildProcess, verbose: boolean) {
+    const onData = (d: Buffer) => {
+      this.output += d.toString();
+      if (this.output.length > 200_000) this.output = this.output.slice(-100_000);
+      if (verbose) process.stderr.write(d);
+    };
+    child.stdout?.on("data", onData);
+    child.stderr?.on("data", onData);
+    this.exited = new Promise((resolve) => child.on("exit", (code) => resolve(code)));
+  }
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+  /** SIGTERM, then SIGKILL after `graceMs`. */
+  async stop(graceMs = 5000): Promise<void> {
+    if (!this.running) return;
+    this.kill("SIGTERM");
+    const t = setTimeout(() => this.kill("SIGKILL"), graceMs);
+    await this.exited;
+    clearTimeout(t);
+  }
+  kill(signal: NodeJS.Signals): void {
+    if (!this.running) return;
+    // Children run in their own process group so wrangler's workerd goes too.
+    try {
+      process.kill(-this.child.pid!, signal);
+    } catch {
+      this.child.kill(signal);
+    }
+  }
+}
+
+async function waitHttp(url: string, what: string, proc: Proc, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      if (res.ok) return;
+    } catch {
+      /* not up yet */
+    }
+    if (!proc.running) throw new Error(`${what} exited before answering ${url}:\n${proc.output.slice(-3000)}`);
+    if (Date.now() > deadline) throw new Error(`${what} did not answer ${url} within ${timeoutMs}ms:\n${proc.output.slice(-3000)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export class Stack {
+  pg: RunningPostgres | undefined;
+  worker: Proc | undefined;
+  relay: Proc | undefined;
+  databaseUrl = "";
+  workerUrl = "";
+  relayUrl = "";
+  secrets!: Secrets;
+  private inspectorPort = 0;
+
+  constructor(readonly opts: StackOptions = {}) {}
+
+  get stateDir(): string {
+    return this.opts.stateDir ?? join(ROOT, ".notifiws");
+  }
+
+  /** Starts every part; throws PortInUseError naming the port and its variable. */
+  async start(): Promise<this> {
+    await mkdir(this.stateDir, { recursive: true });
+    // The postgres user must traverse this folder to reach its data directory.
+    await chmod(this.stateDir, 0o755);
+    const workerPort = this.opts.workerPort ?? (await freePort());
+    const relayPort = this.opts.relayPort ?? (await freePort());
+    const external = this.opts.databaseUrl ?? process.env.DATABASE_URL;
+    const checks: [number, string][] = [
+      [workerPort, "PORT"],
+      [relayPort, "RELAY_HTTP_PORT"],
+    ];
+    if (!external && this.opts.pgPort) checks.push([this.opts.pgPort, "PG_PORT"]);
+    for (const [port, variable] of checks) if (!(await portFree(port))) throw new PortInUseError(port, variable);
+    this.inspectorPort = await freePort();
+
+    this.secrets = await loadSecrets(this.stateDir);
+    if (external) this.databaseUrl = external;
+    else {
+      this.pg = await startEmbeddedPostgres({ dir: join(this.stateDir, "pg"), port: this.opts.pgPort });
+      this.databaseUrl = this.pg.url;
+    }
+    await migrate(this.databaseUrl);
+    if (this.opts.demo ?? true) await runSqlFile(this.databaseUrl, join(ROOT, "db/demo.sql"));
+
+    this.workerUrl = `http://127.0.0.1:${workerPort}`;
+    this.relayUrl = `http://127.0.0.1:${relayPort}`;
+    await this.startWorker();
+    await this.startRelay();
+    return this;
+  }
+
+  workerEnv(): Record<string, string> {
+    return {
+      JWT_SECRET: this.secrets.JWT_SECRET,
+      INGEST_SECRETS: this.secrets.INGEST_SECRET,
+      ADMIN_TOKEN: this.secrets.ADMIN_TOKEN,
+      PUBLISH_KEY_HASHES: createHash("sha256").update(this.secrets.PUBLISH_KEY).digest("hex"),
+      ALLOWED_ORIGINS: `${this.workerUrl},http://localhost:${new URL(this.workerUrl).port}`,
+      ...this.opts.workerVars,
+    };
+  }
+
+  async startWorker(): Promise<void> {
+    const envFile = join(this.stateDir, "worker.env");
+    // Secrets go through a git-ignored env file, never the command line.
+    await writeFile(envFile, Object.entries(this.workerEnv()).map(([k, v]) => `${k}=${v}`).join("\n") + "\n", { mode: 0o600 });
+    const port = new URL(this.workerUrl).port;
+    const child = spawn(
+      join(ROOT, "node_modules/.bin/wrangler"),
+      [
+        "dev",
+        "--local",
+        "--ip", "127.0.0.1",
+        "--port", port,
+        "--inspector-port", String(this.inspectorPort),
+        "--persist-to", join(this.stateDir, "wrangler"),
+        "--env-file", envFile,
+        "--show-interactive-dev-session=false",
+        "--log-level", this.opts.verbose ? "info" : "warn",
+      ],
+      { cwd: ROOT, env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" }, stdio: ["ignore", "pipe", "pipe"], detached: true },
+    );
+    this.worker = new Proc("worker", child, this.opts.verbose ?? false);
+    await waitHttp(`${this.workerUrl}/health`, "wrangler dev", this.worker, 60_000);
+  }
+
+  relayEnv(): Record<string, string> {
+    return {
+      DATABASE_URL: this.databaseUrl,
+      WORKER_URL: this.workerUrl,
+      INGEST_SECRET: this.secrets.INGEST_SECRET,
+      RELAY_HTTP_PORT: new URL(this.relayUrl).port,
+      RELAY_HTTP_HOST: "127.0.0.1",
+      RELAY_BACKOFF_MAX_MS: "2000",
+      ...this.opts.relayEnv,
+    };
+  }
+
+  async startRelay(): Promise<void> {
+    const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "relay/main.ts")], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...this.relayEnv() },
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+    });
+    this.relay = new Proc("relay", child, this.opts.verbose ?? false);
+    await waitHttp(`${this.relayUrl}/healthz`, "relay", this.relay, 30_000);
+  }
+
+  /** Stops every child and Postgres; safe to call twice. */
+  async stop(): Promise<void> {
+    await Promise.all([this.relay?.stop(), this.worker?.stop()]);
+    await this.pg?.stop().catch(() => undefined);
+    this.pg = undefined;
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * End to end, every real part: embedded Postgres -> triggers/outbox -> relay
+ * (child process) -> Worker under wrangler dev -> channel Durable Object ->
+ * WebSocket clients.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { devToken, Stack } from "../../scripts/stack";
+import { waitUntil } from "./support/postgres";
+import { WsClient } from "./support/wsclient";
+
+let stack: Stack;
+let db: pg.Pool;
+let dir: string;
+let token: string;
+const clients: WsClient[] = [];
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "notifiws-e2e-"));
+  stack = await new Stack({ stateDir: dir, relayEnv: { RELAY_BACKOFF_MAX_MS: "500", LOG_LEVEL: "error" } }).start();
+  db = new pg.Pool({ connectionString: stack.databaseUrl, max: 4 });
+  token = await devToken(stack.secrets);
+}, 120_000);
+
+afterAll(async () => {
+  clients.forEach((c) => c.terminate());
+  await db?.end();
+  await stack?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+async function subscribe(channel: string, opts: { since?: number; token?: string } = {}): Promise<WsClient> {
+  const c = await WsClient.connect(stack.workerUrl, channel, opts.token ?? token, opts);
+  clients.push(c);
+  return c;
+}
+
+async function sale(quantity = 1, email = "buyer@example.com"): Promise<number> {
+  const r = await db.query<{ id: string }>("INSERT INTO ventas (sku, quantity, total, customer_email) VALUES ('KB-01', $1::int, 89.00 * $1::int, $2) RETURNING id", [quantity, email]);
+  return Number(r.rows[0]!.id);
+}
+
+/** Asserts a contiguous, duplicate-free seq run. */
+function expectContiguous(seqs: number[]) {
+  expect(new Set(seqs).size).toBe(seqs.length);
+  for (let i = 1; i < seqs.length; i++) expect(seqs[i]).toBe(seqs[i - 1]! + 1);
+}
+
+describe("end to end", () => {
+  it("an INSERT reaches every subscriber of its channel and no one else", async () => {
+    const sales = await Promise.all([subscribe("sales"), subscribe("sales"), subscribe("sales")]);
+    const inventory = await subscribe("inventory");
+    const id = await sale(2);
+    for (const c of sales) {
+      const [e] = await c.waitFor("the sale", () => (c.events.length >= 1 ? c.events : undefined));
+      expect(e).toMatchObject({ channel: "sales", op: "insert", table: "public.ventas", data: { id, quantity: 2 } });
+    }
+    expect(new Set(sales.map((c) => c.events[0]!.seq)).size).toBe(1);
+    await db.query("UPDATE inventory SET stock = stock + 1 WHERE sku = 'MS-02'");
+    await inventory.waitFor("the stock change", () => inventory.events.length >= 1);
+    expect(inventory.events.every((e) => e.channel === "inventory")).toBe(true);
+    expect(sales.every((c) => c.events.every((e) => e.channel === "sales"))).toBe(true);
+  });
+
+  it("refuses a client whose token does not allow the channel", async () => {
+    const narrow = await devToken(stack.secrets, { channels: ["inventory.*"] });
+    await expect(subscribe("sales", { token: narrow })).rejects.toMatchObject({ status: 403 });
+    await expect(subscribe("sales", { token: "forged.token.value" })).rejects.toMatchObject({ status: 401 });
+  });
+
+  it("never sends an unpublished column to a client", async () => {
+    const c = await subscribe("sales");
+    const id = await sale(1, "private-person@example.com");
+    await c.waitFor("the sale", () => c.events.some((e) => e.data?.id === id));
+    expect(c.raw.join("\n")).not.toContain("private-person");
+    expect(c.raw.join("\n")).not.toContain("customer_email");
+    const inv = await subscribe("inventory");
+    await db.query("UPDATE inventory SET stock = stock + 1, supplier_cost = 999.99 WHERE sku = 'HD-04'");
+    await inv.waitFor("the stock change", () => inv.events.length >= 1);
+    expect(inv.raw.join("\n")).not.toContain("supplier_cost");
+  });
+
+  it("loses nothing when the relay is SIGKILLed mid-stream and restarted", async () => {
+    const c = await subscribe("sales");
+    const ids: number[] = [];
+    const writer = (async () => {
+      for (let i = 0; i < 120; i++) ids.push(await sale());
+    })();
+    await c.waitFor("some events before the kill", () => c.events.length >= 20);
+    stack.relay!.kill("SIGKILL");
+    await stack.relay!.exited;
+    await writer;
+    await stack.startRelay();
+    const evs = await c.waitFor("all 120 sales", () => (c.events.filter((e) => ids.includes(e.data!.id as number)).length >= 120 ? c.events : undefined), 30_000);
+    const mine = evs.filter((e) => ids.includes(e.data!.id as number));
+    expect(mine.map((e) => e.data!.id)).toEqual(ids);
+    expectContiguous(evs.map((e) => e.seq));
+  });
+
+  it("a client that disconnects while events flow resumes from its last seq with no gap or duplicate", async () => {
+    const first = await subscribe("sales");
+    const ids: number[] = [];
+    const writer = (async () => {
+      for (let i = 0; i < 60; i++) ids.push(await sale());
+    })();
+    await first.waitFor("some events", () => first.events.length >= 10);
+    first.terminate();
+    const resumeFrom = first.lastSeq;
+    const seenBefore = first.events.map((e) => e.data!.id as number);
+    await writer;
+    const again = await subscribe("sales", { since: resumeFrom });
+    await again.waitFor("the rest of the 60", () => {
+      const have = new Set([...seenBefore, ...again.events.map((e) => e.data!.id as number)]);
+      return ids.every((id) => have.has(id));
+    });
+    expect(again.events[0]!.seq).toBe(resumeFrom + 1);
+    expectContiguous([...first.events, ...again.events].map((e) => e.seq));
+  });
+
+  it("delivers the relay's backlog after the Worker comes back from a restart", async () => {
+    const before = await subscribe("sales");
+    await sale();
+    await before.waitFor("a sale", () => before.events.length >= 1);
+    const resumeFrom = before.lastSeq;
+    await stack.worker!.stop();
+    const ids: number[] = [];
+    for (let i = 0; i < 25; i++) ids.push(await sale());
+    await waitUntil("the relay to hold a backlog", async () => {
+      const n = Number((await db.query<{ n: string }>("SELECT count(*) AS n FROM notifiws.outbox")).rows[0]!.n);
+      return n >= 25;
+    });
+    await stack.startWorker();
+    const after = await subscribe("sales", { since: resumeFrom });
+    await after.waitFor("the 25 backlog sales", () => ids.every((id) => after.events.some((e) => e.data!.id === id)), 30_000);
+    expect(after.events.filter((e) => ids.includes(e.data!.id as number)).map((e) => e.data!.id)).toEqual(ids);
+    expectContiguous(after.events.map((e) => e.seq));
+    expect(after.events[0]!.seq).toBe(resumeFrom + 1);
+  });
+});
