@@ -4,7 +4,7 @@
  *
  * Flags: --no-traffic (no demo writes), --rate=N (sales per second, default 2).
  * Ports: PORT (Worker, default 8787), RELAY_HTTP_PORT (default 9464),
- * PG_PORT (embedded Postgres, default 54329).
+ * PG_PORT (embedded Postgres, default 54329), BRIDGE_PORT (Neon driver bridge, 54330).
  */
 import { parseArgs } from "node:util";
 import { log } from "../src/log";
@@ -37,6 +37,7 @@ const stack = new Stack({
   workerPort: num("PORT", process.env.PORT, 8787),
   relayPort: num("RELAY_HTTP_PORT", process.env.RELAY_HTTP_PORT, 9464),
   pgPort: num("PG_PORT", process.env.PG_PORT, 54329),
+  bridgePort: num("BRIDGE_PORT", process.env.BRIDGE_PORT, 54330),
   verbose: values.verbose,
 });
 

@@ -14,6 +14,7 @@ import { fileURLToPath } from "node:url";
 import { SignJWT } from "jose";
 import { migrate, runSqlFile } from "../db/migrate";
 import { freePort, startEmbeddedPostgres, type RunningPostgres } from "./embedded-pg";
+import { startBridge, type Bridge } from "./ws-bridge";
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -32,6 +33,8 @@ export interface StackOptions {
   workerPort?: number;
   relayPort?: number;
   pgPort?: number;
+  /** WebSocket-to-TCP bridge for the Worker's Neon driver. Default: a free port. */
+  bridgePort?: number;
   /** Apply db/demo.sql. Default true. */
   demo?: boolean;
   /** Extra Worker variables (e.g. HISTORY_MAX_EVENTS). */
@@ -130,6 +133,7 @@ export class Stack {
   pg: RunningPostgres | undefined;
   worker: Proc | undefined;
   relay: Proc | undefined;
+  bridge: Bridge | undefined;
   databaseUrl = "";
   workerUrl = "";
   relayUrl = "";
@@ -155,6 +159,7 @@ export class Stack {
       [relayPort, "RELAY_HTTP_PORT"],
     ];
     if (!external && this.opts.pgPort) checks.push([this.opts.pgPort, "PG_PORT"]);
+    if (this.opts.bridgePort) checks.push([this.opts.bridgePort, "BRIDGE_PORT"]);
     for (const [port, variable] of checks) if (!(await portFree(port))) throw new PortInUseError(port, variable);
     this.inspectorPort = await freePort();
 
@@ -167,6 +172,8 @@ export class Stack {
     await migrate(this.databaseUrl);
     if (this.opts.demo ?? true) await runSqlFile(this.databaseUrl, join(ROOT, "db/demo.sql"));
 
+    const pgUrl = new URL(this.databaseUrl);
+    this.bridge = await startBridge({ port: this.opts.bridgePort ?? 0, allow: `${pgUrl.hostname}:${pgUrl.port || 5432}` });
     this.workerUrl = `http://127.0.0.1:${workerPort}`;
     this.relayUrl = `http://127.0.0.1:${relayPort}`;
     await this.startWorker();
@@ -181,6 +188,8 @@ export class Stack {
       ADMIN_TOKEN: this.secrets.ADMIN_TOKEN,
       PUBLISH_KEY_HASHES: createHash("sha256").update(this.secrets.PUBLISH_KEY).digest("hex"),
       ALLOWED_ORIGINS: `${this.workerUrl},http://localhost:${new URL(this.workerUrl).port}`,
+      DASHBOARD_DATABASE_URL: this.databaseUrl,
+      NEON_WS_PROXY: `127.0.0.1:${this.bridge!.port}/v1`,
       ...this.opts.workerVars,
     };
   }
@@ -235,6 +244,8 @@ export class Stack {
   /** Stops every child and Postgres; safe to call twice. */
   async stop(): Promise<void> {
     await Promise.all([this.relay?.stop(), this.worker?.stop()]);
+    await this.bridge?.close();
+    this.bridge = undefined;
     await this.pg?.stop().catch(() => undefined);
     this.pg = undefined;
   }

@@ -4,6 +4,7 @@ import { ConfigError, loadConfig, type Config } from "./config";
 import type { Env } from "./env";
 import { ApiError, errorBody } from "./errors";
 import { errorFields, log, setLogLevel } from "./log";
+import { demoRoutes } from "./routes/demo";
 import { ingestRoutes } from "./routes/ingest";
 import { publishRoutes } from "./routes/publish";
 import { statsRoutes } from "./routes/stats";
@@ -28,6 +29,7 @@ export function createApp() {
   app.route("/", ingestRoutes);
   app.route("/", publishRoutes);
   app.route("/", statsRoutes);
+  app.route("/", demoRoutes);
 
   app.notFound((c) => c.json(errorBody("NOT_FOUND", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`), 404));
 

@@ -47,6 +47,10 @@ export const ConfigSchema = z
     INGEST_MAX_BYTES: int(4 * 1024 * 1024, 1024, 32 * 1024 * 1024),
     /** Max outgoing frame size before a batch is split, bytes. Default 512 KiB (Workers cap messages at 1 MiB). */
     MAX_FRAME_BYTES: int(512 * 1024, 1024, 1_000_000),
+    /** Postgres URL the demo dashboard reads its initial state from (@neondatabase/serverless). Unset: /api/demo/state answers 503. */
+    DASHBOARD_DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL").optional(),
+    /** Local development only: `host:port/path` of a WebSocket-to-TCP bridge for the Neon driver. Unset: Neon's own endpoint. */
+    NEON_WS_PROXY: z.string().min(1).optional(),
     /** Log level: debug | info | warn | error. Default info. */
     LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
   });

@@ -3,6 +3,7 @@
  * so rejected traffic never costs a Durable Object request.
  */
 import { Hono } from "hono";
+import { cors } from "hono/cors";
 import type { AppEnv } from "../app";
 import { AuthError, extractToken, verifyToken } from "../auth";
 import { channelAllowed } from "../channels";
@@ -12,6 +13,9 @@ import { SESSION_HEADER, type SessionInit } from "../../durable-objects/channel"
 
 export const wsRoutes = new Hono<AppEnv>();
 
+// Lets browser apps on allowed origins ask why a handshake failed (see the 426 check below).
+wsRoutes.use("/ws/*", cors({ origin: (origin, c) => (originAllowed(origin, c.var.config.ALLOWED_ORIGINS) ? origin : null), allowHeaders: ["Authorization"], allowMethods: ["GET"] }));
+
 export function originAllowed(origin: string | undefined, allowed: readonly string[]): boolean {
   // Non-browser clients send no Origin; browsers always do, and it cannot be forged from a page.
   if (origin === undefined) return true;
@@ -20,9 +24,6 @@ export function originAllowed(origin: string | undefined, allowed: readonly stri
 
 wsRoutes.get("/ws/:channel", async (c) => {
   const config = c.var.config;
-  if (c.req.header("upgrade")?.toLowerCase() !== "websocket")
-    throw new ApiError(426, "UPGRADE_REQUIRED", "this endpoint only accepts WebSocket upgrades");
-
   const channel = ChannelName.safeParse(c.req.param("channel"));
   if (!channel.success) throw new ApiError(400, "BAD_CHANNEL", "channel names are 1-128 of letters, digits and _ . : -");
 
@@ -46,6 +47,11 @@ wsRoutes.get("/ws/:channel", async (c) => {
   }
   if (!channelAllowed(channel.data, claims.channels, claims.sub))
     throw new ApiError(403, "CHANNEL_FORBIDDEN", `token does not allow channel ${channel.data}`);
+
+  // Checked after auth on purpose: a plain GET with the same credentials is
+  // how clients learn why a handshake failed (browsers hide the HTTP status).
+  if (c.req.header("upgrade")?.toLowerCase() !== "websocket")
+    throw new ApiError(426, "UPGRADE_REQUIRED", "credentials are valid; this endpoint only accepts WebSocket upgrades");
 
   let since: number | undefined;
   const sinceRaw = c.req.query("since");

@@ -94,9 +94,13 @@ describe("GET /ws/:channel authentication", () => {
     expect(await upgrade(path, { authorization: `Bearer ${t}` })).toMatchObject({ status: 400, code });
   });
 
-  it("answers a plain GET with 426", async () => {
-    const res = await exports.default.fetch(new Request("https://x/ws/sales"));
-    expect(res.status).toBe(426);
+  it("answers a plain GET with 426 when the credentials are good, so clients can diagnose refusals", async () => {
+    const t = await token({ channels: ["sales"] });
+    const ok = await exports.default.fetch(new Request("https://x/ws/sales", { headers: { authorization: `Bearer ${t}` } }));
+    expect(ok.status).toBe(426);
+    const denied = await exports.default.fetch(new Request("https://x/ws/other", { headers: { authorization: `Bearer ${t}` } }));
+    expect(denied.status).toBe(403);
+    expect((await exports.default.fetch(new Request("https://x/ws/sales"))).status).toBe(401);
   });
 });
 

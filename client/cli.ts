@@ -1,0 +1,96 @@
+/**
+ * `notifiws tail <channel> [--since N] [--filter JSON] [--url URL] [--token T]`
+ * Prints events as JSON lines on stdout; connection status goes to stderr as
+ * JSON lines. Ctrl-C closes the subscription and exits 0.
+ *
+ * Defaults: --url from NOTIFIWS_URL or http://127.0.0.1:8787; --token from
+ * NOTIFIWS_TOKEN, or a dev token minted from .notifiws/secrets.json when
+ * `npm run dev` is running in this checkout.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { SignJWT } from "jose";
+import { connect, type Filter } from "./index";
+
+const USAGE = "usage: notifiws tail <channel> [--since N] [--filter JSON] [--url URL] [--token TOKEN]";
+
+function die(code: string, message: string): never {
+  process.stderr.write(JSON.stringify({ level: "error", code, msg: message }) + "\n");
+  process.exit(2);
+}
+
+async function devToken(): Promise<string | undefined> {
+  const file = join(process.cwd(), ".notifiws", "secrets.json");
+  if (!existsSync(file)) return undefined;
+  const { JWT_SECRET } = JSON.parse(readFileSync(file, "utf8")) as { JWT_SECRET: string };
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ channels: ["*"] }).setProtectedHeader({ alg: "HS256" }).setSubject("cli").setIssuedAt(now).setExpirationTime(now + 3600).sign(new TextEncoder().encode(JWT_SECRET));
+}
+
+export async function main(argv: string[]): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: { since: { type: "string" }, filter: { type: "string" }, url: { type: "string" }, token: { type: "string" }, help: { type: "boolean", short: "h" } },
+    });
+  } catch (err) {
+    die("BAD_ARGS", `${(err as Error).message}\n${USAGE}`);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(USAGE + "\n");
+    return;
+  }
+  const [command, channel] = positionals;
+  if (command !== "tail" || !channel) die("BAD_ARGS", USAGE);
+  let since: number | undefined;
+  if (values.since !== undefined) {
+    since = Number(values.since);
+    if (!Number.isSafeInteger(since) || since < 0) die("BAD_ARGS", "--since must be a non-negative integer");
+  }
+  let filter: Filter | undefined;
+  if (values.filter !== undefined) {
+    try {
+      filter = JSON.parse(values.filter);
+    } catch {
+      die("BAD_ARGS", "--filter must be JSON, e.g. '{\"where\":[{\"field\":\"stock\",\"op\":\"lt\",\"value\":5}]}'");
+    }
+  }
+  const url = values.url ?? process.env.NOTIFIWS_URL ?? "http://127.0.0.1:8787";
+  const fixed = values.token ?? process.env.NOTIFIWS_TOKEN;
+  const getToken = fixed ? () => fixed : async () => (await devToken()) ?? die("NO_TOKEN", "pass --token or NOTIFIWS_TOKEN (or run npm run dev in this folder)");
+
+  const status = (fields: object) => void process.stderr.write(JSON.stringify({ level: "info", ...fields }) + "\n");
+  await new Promise<void>((resolve) => {
+    const sub = connect({
+      url,
+      channel,
+      since,
+      filter,
+      getToken,
+      onEvent: (e) => process.stdout.write(JSON.stringify(e) + "\n"),
+      onReset: (info) => {
+        status({ msg: "reset: events were missed, refetch state", ...info });
+      },
+      onStateChange: (state) => {
+        status({ msg: "state", state, channel });
+        if (state === "closed") resolve();
+      },
+      onError: (err) => process.stderr.write(JSON.stringify({ level: err.permanent ? "error" : "warn", ...err }) + "\n"),
+    });
+    const stop = () => {
+      sub.close();
+      resolve();
+    };
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+  });
+}
+
+await main(process.argv.slice(2)).then(
+  () => process.exit(0),
+  (err: unknown) => die("FAILED", (err as Error).message),
+);

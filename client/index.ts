@@ -1,0 +1,352 @@
+/**
+ * notifiws client SDK: one subscription to one channel, for browsers and for
+ * Node 22+ (global WebSocket). No runtime dependency: message types come from
+ * the shared protocol module as types only.
+ *
+ * The subscription reconnects with exponential backoff and full jitter,
+ * resumes from the last seq it delivered (so the application sees every event
+ * once and in order across any number of reconnects), sends heartbeats and
+ * detects dead connections, and refreshes the token before it expires.
+ */
+import type { Envelope, Filter, ServerMessage } from "../src/protocol";
+
+export type { Envelope, Filter, ServerMessage } from "../src/protocol";
+
+// Kept in sync with src/protocol.ts (values, not types, so no zod at runtime).
+const SUBPROTOCOL = "notifiws.v1";
+const PING_FRAME = '{"type":"ping"}';
+const CLOSE_FORBIDDEN = 4003;
+const CLOSE_TOKEN_EXPIRED = 4001;
+
+export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
+
+export interface ResetInfo {
+  reason: "history_expired" | "ahead_of_head";
+  headSeq: number;
+  oldestSeq: number;
+}
+
+export interface SubscriptionError {
+  /** HTTP status of a refused handshake (401/403/400), or undefined for protocol errors. */
+  status?: number;
+  /** Stable code: TOKEN_INVALID, CHANNEL_FORBIDDEN, FORBIDDEN (close 4003), BAD_JSON, … */
+  code: string;
+  message: string;
+  /** True when the subscription gave up (closed) because of this error. */
+  permanent: boolean;
+}
+
+export interface ConnectOptions {
+  /** Base URL of the notifiws Worker (http(s):// or ws(s)://). */
+  url: string;
+  channel: string;
+  /** A fixed token. Use getToken instead when tokens expire. */
+  token?: string;
+  /** Called for the first token and before each refresh/reconnect. */
+  getToken?: () => string | Promise<string>;
+  /** Resume after this seq (the last one your application processed). Default: live only. */
+  since?: number;
+  /** Server-side filter (see docs/protocol.md). */
+  filter?: Filter;
+  onEvent?: (event: Envelope) => void;
+  /** Events were missed (history window passed): refetch state. Events continue after it resolves. */
+  onReset?: (info: ResetInfo) => void | Promise<void>;
+  onStateChange?: (state: ConnectionState) => void;
+  onError?: (error: SubscriptionError) => void;
+  /** Backoff base in ms. Default 500. */
+  backoffBaseMs?: number;
+  /** Backoff cap in ms. Default 30000. */
+  backoffMaxMs?: number;
+  /** Heartbeat interval in ms. Default 25000. */
+  heartbeatMs?: number;
+  /** A connection with no frame for this long after a ping is dead. Default 10000. */
+  heartbeatTimeoutMs?: number;
+  /** Refresh the token this many seconds before it expires (needs getToken). Default 60. */
+  refreshBeforeSeconds?: number;
+  /** WebSocket implementation. Default globalThis.WebSocket. */
+  WebSocket?: typeof WebSocket;
+  /** fetch implementation for diagnosing refused handshakes. Default globalThis.fetch. */
+  fetch?: typeof fetch;
+}
+
+export interface Subscription {
+  readonly state: ConnectionState;
+  /** Last seq delivered to onEvent (or the resume point). */
+  readonly lastSeq: number;
+  /** now − committedAt of the last event, ms (undefined before the first event). */
+  readonly lagMs: number | undefined;
+  /** Handshakes attempted so far (1 + reconnects). */
+  readonly attempts: number;
+  /** Stops for good. */
+  close(): void;
+}
+
+export function fullJitter(attempt: number, baseMs: number, capMs: number): number {
+  return Math.floor(Math.random() * Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30)));
+}
+
+function decodeExp(token: string): number | undefined {
+  try {
+    const part = token.split(".")[1];
+    if (!part) return undefined;
+    const json = atob(part.replace(/-/g, "+").replace(/_/g, "/"));
+    const exp = (JSON.parse(json) as { exp?: unknown }).exp;
+    return typeof exp === "number" ? exp : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function connect(options: ConnectOptions): Subscription {
+  const WS = options.WebSocket ?? globalThis.WebSocket;
+  const doFetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
+  if (!WS) throw new Error("no WebSocket implementation: pass options.WebSocket (Node < 22)");
+  if (!options.token && !options.getToken) throw new Error("pass token or getToken");
+  const baseMs = options.backoffBaseMs ?? 500;
+  const maxMs = options.backoffMaxMs ?? 30_000;
+  const heartbeatMs = options.heartbeatMs ?? 25_000;
+  const heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? 10_000;
+  const refreshBefore = options.refreshBeforeSeconds ?? 60;
+
+  let state: ConnectionState = "connecting";
+  let lastSeq = options.since;
+  let lagMs: number | undefined;
+  let attempts = 0;
+  let failures = 0;
+  let closedByUser = false;
+  let ws: WebSocket | undefined;
+  let token: string | undefined = options.token;
+  const timers = new Set<ReturnType<typeof setTimeout>>();
+  // Messages are handled one at a time so an async onReset holds later events back.
+  let queue: Promise<void> = Promise.resolve();
+
+  const setState = (s: ConnectionState) => {
+    if (s === state) return;
+    state = s;
+    options.onStateChange?.(s);
+  };
+  const later = (ms: number, fn: () => void) => {
+    const t = setTimeout(() => {
+      timers.delete(t);
+      fn();
+    }, ms);
+    timers.add(t);
+    return t;
+  };
+  const clearTimers = () => {
+    for (const t of timers) clearTimeout(t);
+    timers.clear();
+  };
+  const fail = (err: SubscriptionError) => {
+    options.onError?.(err);
+    if (err.permanent) stop();
+  };
+
+  const httpBase = options.url.replace(/^ws/, "http").replace(/\/$/, "");
+  const channelPath = `/ws/${encodeURIComponent(options.channel)}`;
+
+  async function nextToken(): Promise<string> {
+    if (options.getToken) token = await options.getToken();
+    return token as string;
+  }
+
+  async function open(): Promise<void> {
+    if (closedByUser) return;
+    attempts++;
+    let t: string;
+    try {
+      t = await nextToken();
+    } catch (err) {
+      options.onError?.({ code: "TOKEN_UNAVAILABLE", message: (err as Error).message, permanent: false });
+      return scheduleReconnect();
+    }
+    if (closedByUser) return;
+    const url = new URL(channelPath, httpBase.replace(/^http/, "ws"));
+    if (lastSeq !== undefined) url.searchParams.set("since", String(lastSeq));
+    if (options.filter) url.searchParams.set("filter", JSON.stringify(options.filter));
+    let socket: WebSocket;
+    try {
+      socket = new WS(url.toString(), [SUBPROTOCOL, `bearer.${t}`]);
+    } catch (err) {
+      options.onError?.({ code: "CONNECT_FAILED", message: (err as Error).message, permanent: false });
+      return scheduleReconnect();
+    }
+    ws = socket;
+    let welcomed = false;
+    let lastFrameAt = Date.now();
+    let heartbeat: ReturnType<typeof setTimeout> | undefined;
+
+    const beat = () => {
+      heartbeat = later(heartbeatMs, () => {
+        if (ws !== socket) return;
+        const sentAt = Date.now();
+        try {
+          socket.send(PING_FRAME);
+        } catch {
+          /* closing */
+        }
+        later(heartbeatTimeoutMs, () => {
+          // No frame at all since the ping: the connection is dead (a half-open TCP path never closes by itself).
+          if (ws === socket && lastFrameAt < sentAt) drop(socket, "heartbeat timeout");
+        });
+        beat();
+      });
+    };
+
+    socket.onmessage = (e: MessageEvent) => {
+      lastFrameAt = Date.now();
+      let msg: ServerMessage;
+      try {
+        msg = JSON.parse(String(e.data)) as ServerMessage;
+      } catch {
+        return;
+      }
+      queue = queue.then(() => handle(socket, msg)).catch((err: unknown) => {
+        options.onError?.({ code: "HANDLER_FAILED", message: (err as Error).message, permanent: false });
+      });
+    };
+
+    const handle = async (s: WebSocket, msg: ServerMessage) => {
+      if (ws !== s) return;
+      switch (msg.type) {
+        case "welcome":
+          welcomed = true;
+          failures = 0;
+          if (lastSeq === undefined) lastSeq = msg.headSeq;
+          setState("open");
+          beat();
+          scheduleRefresh(s, msg.expiresAt);
+          return;
+        case "events":
+          for (const ev of msg.events) {
+            // Replays after a reconnect can overlap what was already delivered.
+            if (lastSeq !== undefined && ev.seq <= lastSeq) continue;
+            lastSeq = ev.seq;
+            lagMs = Date.now() - ev.committedAt;
+            options.onEvent?.(ev);
+          }
+          return;
+        case "reset":
+          await options.onReset?.({ reason: msg.reason, headSeq: msg.headSeq, oldestSeq: msg.oldestSeq });
+          lastSeq = msg.headSeq;
+          return;
+        case "refreshed":
+          scheduleRefresh(s, msg.expiresAt);
+          return;
+        case "error":
+          options.onError?.({ code: msg.code, message: msg.message, permanent: false });
+          return;
+        default:
+          return;
+      }
+    };
+
+    const onClosed = (code: number, reason: string) => {
+      if (ws !== socket) return;
+      ws = undefined;
+      if (heartbeat) clearTimeout(heartbeat);
+      if (closedByUser) return;
+      if (code === CLOSE_FORBIDDEN) return fail({ code: "FORBIDDEN", message: reason || "refused", permanent: true });
+      if (!welcomed) return void diagnose(t);
+      if (code === CLOSE_TOKEN_EXPIRED) {
+        // Reconnect at once with a fresh token; a fixed token will be refused and reported.
+        setState("reconnecting");
+        return void open();
+      }
+      scheduleReconnect();
+    };
+    socket.onclose = (e: CloseEvent) => onClosed(e.code, e.reason);
+    // Some runtimes (Node's undici) report a refused handshake with "error" and no "close".
+    socket.onerror = () => {
+      if (!welcomed) onClosed(1006, "handshake failed");
+    };
+  }
+
+  /** Drops a connection without waiting for a close handshake that may never come. */
+  function drop(socket: WebSocket, why: string) {
+    if (ws !== socket) return;
+    ws = undefined;
+    socket.onclose = null;
+    socket.onmessage = null;
+    try {
+      socket.close(1000, why);
+    } catch {
+      /* already closed */
+    }
+    scheduleReconnect();
+  }
+
+  /** The browser hides the status of a failed handshake; ask the same URL over plain HTTP. */
+  async function diagnose(t: string): Promise<void> {
+    if (doFetch) {
+      try {
+        const res = await doFetch(`${httpBase}${channelPath}`, { headers: { authorization: `Bearer ${t}` } });
+        if (res.status === 401 || res.status === 403 || res.status === 400) {
+          const body = (await res.json().catch(() => ({}))) as { error?: { code?: string; message?: string } };
+          // 401 with a refreshable token source is worth one more try with a new token.
+          const permanent = !(res.status === 401 && options.getToken && failures < 1);
+          failures++;
+          const err = { status: res.status, code: body.error?.code ?? `HTTP_${res.status}`, message: body.error?.message ?? "refused", permanent };
+          if (permanent) return fail(err);
+          options.onError?.(err);
+        }
+      } catch {
+        /* network down: plain reconnect */
+      }
+    }
+    scheduleReconnect();
+  }
+
+  function scheduleReconnect() {
+    if (closedByUser) return;
+    setState("reconnecting");
+    later(fullJitter(failures++, baseMs, maxMs), () => void open());
+  }
+
+  function scheduleRefresh(s: WebSocket, expiresAt: number) {
+    if (!options.getToken) return;
+    const inMs = Math.max(0, (expiresAt - refreshBefore) * 1000 - Date.now());
+    later(inMs, async () => {
+      if (ws !== s) return;
+      try {
+        const fresh = await nextToken();
+        const exp = decodeExp(fresh);
+        if (exp !== undefined && exp <= expiresAt) return; // not newer; try again at reconnect
+        s.send(JSON.stringify({ type: "refresh", token: fresh }));
+      } catch (err) {
+        options.onError?.({ code: "TOKEN_UNAVAILABLE", message: (err as Error).message, permanent: false });
+      }
+    });
+  }
+
+  function stop() {
+    closedByUser = true;
+    clearTimers();
+    const s = ws;
+    ws = undefined;
+    try {
+      s?.close(1000, "client closed");
+    } catch {
+      /* already closed */
+    }
+    setState("closed");
+  }
+
+  void open();
+
+  return {
+    get state() {
+      return state;
+    },
+    get lastSeq() {
+      return lastSeq ?? 0;
+    },
+    get lagMs() {
+      return lagMs;
+    },
+    get attempts() {
+      return attempts;
+    },
+    close: stop,
+  };
+}

@@ -1,0 +1,77 @@
+/**
+ * GET /api/demo/state: the dashboard's initial state, read from Postgres with
+ * @neondatabase/serverless (WebSocket transport). Only published columns are
+ * selected, the same ones db/demo.sql publishes. Needs a client token that
+ * allows both `sales` and `inventory`.
+ */
+import { Client, neonConfig } from "@neondatabase/serverless";
+import { Hono } from "hono";
+import type { AppEnv } from "../app";
+import { AuthError, extractToken, verifyToken } from "../auth";
+import { channelAllowed } from "../channels";
+import { ApiError } from "../errors";
+
+export const demoRoutes = new Hono<AppEnv>();
+
+export interface DemoState {
+  salesToday: number;
+  revenueToday: number;
+  /** Highest sale id included in the totals: live sale events with id <= this are already counted. */
+  lastSaleId: number;
+  perMinute: { minute: string; revenue: number; sales: number }[];
+  inventory: { sku: string; name: string; stock: number; price: number; updated_at: string }[];
+}
+
+demoRoutes.get("/api/demo/state", async (c) => {
+  const config = c.var.config;
+  const found = extractToken(c.req.raw);
+  if (!found) throw new ApiError(401, "TOKEN_MISSING", "send a token as Authorization: Bearer");
+  let claims;
+  try {
+    claims = await verifyToken(found.token, config);
+  } catch (err) {
+    if (err instanceof AuthError) throw new ApiError(401, err.code, err.message);
+    throw err;
+  }
+  if (!["sales", "inventory"].every((ch) => channelAllowed(ch, claims.channels, claims.sub)))
+    throw new ApiError(403, "CHANNEL_FORBIDDEN", "the dashboard needs the sales and inventory channels");
+  if (!config.DASHBOARD_DATABASE_URL) throw new ApiError(503, "DASHBOARD_DISABLED", "set DASHBOARD_DATABASE_URL to serve the demo state");
+
+  if (config.NEON_WS_PROXY) {
+    // Local development: a plain WebSocket-to-TCP bridge in front of a local Postgres.
+    const proxy = config.NEON_WS_PROXY;
+    neonConfig.wsProxy = (host, port) => `${proxy}?address=${host}:${port}`;
+    neonConfig.useSecureWebSocket = false;
+    neonConfig.pipelineTLS = false;
+    neonConfig.pipelineConnect = false;
+  }
+  const client = new Client({ connectionString: config.DASHBOARD_DATABASE_URL });
+  try {
+    await client.connect();
+    const [totals, perMinute, inventory] = await Promise.all([
+      client.query(
+        `SELECT count(*) FILTER (WHERE created_at >= date_trunc('day', now()))::int AS sales,
+                coalesce(sum(total) FILTER (WHERE created_at >= date_trunc('day', now())), 0)::float8 AS revenue,
+                coalesce(max(id), 0)::float8 AS last_id
+           FROM ventas`,
+      ),
+      client.query(
+        `SELECT date_trunc('minute', created_at) AS minute, sum(total)::float8 AS revenue, count(*)::int AS sales
+           FROM ventas WHERE created_at >= now() - interval '30 minutes' GROUP BY 1 ORDER BY 1`,
+      ),
+      client.query(`SELECT sku, name, stock, price::float8 AS price, updated_at FROM inventory ORDER BY sku`),
+    ]);
+    const t = totals.rows[0] as { sales: number; revenue: number; last_id: number };
+    return c.json({
+      salesToday: t.sales,
+      revenueToday: t.revenue,
+      lastSaleId: t.last_id,
+      perMinute: perMinute.rows as DemoState["perMinute"],
+      inventory: inventory.rows as DemoState["inventory"],
+    } satisfies DemoState);
+  } catch (err) {
+    throw new ApiError(503, "DATABASE_UNAVAILABLE", `could not read the demo state: ${(err as Error).message}`);
+  } finally {
+    c.executionCtx.waitUntil(client.end().catch(() => undefined));
+  }
+});

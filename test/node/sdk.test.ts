@@ -1,0 +1,175 @@
+/** The client SDK against the real Worker under wrangler dev, fed by Postgres through the relay. */
+import { mkdtemp, rm } from "node:fs/promises";
+import { createServer, connect as tcpConnect, type Server, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { connect, type ConnectionState, type Envelope, type ResetInfo, type Subscription, type SubscriptionError } from "../../client/index";
+import { devToken, Stack } from "../../scripts/stack";
+import { waitUntil } from "./support/postgres";
+
+let stack: Stack;
+let db: pg.Pool;
+let dir: string;
+const subs: Subscription[] = [];
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "notifiws-sdk-"));
+  stack = await new Stack({ stateDir: dir, workerVars: { HISTORY_MAX_EVENTS: "30" }, relayEnv: { RELAY_BACKOFF_MAX_MS: "300", LOG_LEVEL: "error" } }).start();
+  db = new pg.Pool({ connectionString: stack.databaseUrl, max: 4 });
+}, 120_000);
+
+afterAll(async () => {
+  subs.forEach((s) => s.close());
+  await db?.end();
+  await stack?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+const sale = async () =>
+  Number((await db.query<{ id: string }>("INSERT INTO ventas (sku, quantity, total) VALUES ('CB-05', 1, 9.90) RETURNING id")).rows[0]!.id);
+
+function subscribe(opts: Partial<Parameters<typeof connect>[0]> & { channel: string }) {
+  const events: Envelope[] = [];
+  const states: ConnectionState[] = [];
+  const errors: SubscriptionError[] = [];
+  const resets: ResetInfo[] = [];
+  const sub = connect({
+    url: stack.workerUrl,
+    getToken: () => devToken(stack.secrets),
+    backoffBaseMs: 50,
+    backoffMaxMs: 500,
+    onEvent: (e) => events.push(e),
+    onStateChange: (s) => states.push(s),
+    onError: (e) => errors.push(e),
+    onReset: (r) => {
+      resets.push(r);
+    },
+    ...opts,
+  });
+  subs.push(sub);
+  return { sub, events, states, errors, resets };
+}
+
+function expectOnceInOrder(events: Envelope[]) {
+  const seqs = events.map((e) => e.seq);
+  expect(new Set(seqs).size).toBe(seqs.length);
+  for (let i = 1; i < seqs.length; i++) expect(seqs[i]).toBe(seqs[i - 1]! + 1);
+}
+
+describe("client SDK", () => {
+  it("reconnects after the server drops the socket and resumes with no gap or duplicate", async () => {
+    const s = subscribe({ channel: "sales" });
+    await waitUntil("open", () => s.sub.state === "open");
+    const ids: number[] = [];
+    for (let i = 0; i < 10; i++) ids.push(await sale());
+    await waitUntil("10 events", () => s.events.length >= 10);
+    await stack.worker!.stop();
+    await waitUntil("reconnecting", () => s.sub.state === "reconnecting");
+    for (let i = 0; i < 10; i++) ids.push(await sale());
+    await stack.startWorker();
+    await waitUntil("all 20 sales", () => s.events.length >= 20, 30_000);
+    expect(s.events.map((e) => e.data!.id)).toEqual(ids);
+    expectOnceInOrder(s.events);
+    expect(s.sub.attempts).toBeGreaterThan(1);
+    expect(s.states).toContain("reconnecting");
+    s.sub.close();
+  });
+
+  it("calls the reset handler when the resume point is older than the history", async () => {
+    for (let i = 0; i < 40; i++) await sale();
+    await waitUntil("outbox drained", async () => (await db.query("SELECT 1 FROM notifiws.outbox LIMIT 1")).rowCount === 0);
+    const s = subscribe({ channel: "sales", since: 1 });
+    const [reset] = await waitUntil("a reset", () => (s.resets.length ? s.resets : undefined));
+    expect(reset!.reason).toBe("history_expired");
+    const id = await sale();
+    await waitUntil("a live event after the reset", () => s.events.some((e) => e.data!.id === id));
+    expect(s.events[0]!.seq).toBe(reset!.headSeq + 1);
+    s.sub.close();
+  });
+
+  it("reports a refusal (403) once and does not retry it", async () => {
+    const narrow = await devToken(stack.secrets, { channels: ["inventory"] });
+    const s = subscribe({ channel: "sales", getToken: undefined, token: narrow });
+    await waitUntil("closed", () => s.sub.state === "closed");
+    expect(s.errors).toEqual([expect.objectContaining({ status: 403, code: "CHANNEL_FORBIDDEN", permanent: true })]);
+    expect(s.sub.attempts).toBe(1);
+  });
+
+  it("refreshes the token before it expires without reconnecting", async () => {
+    let minted = 0;
+    const s = subscribe({
+      channel: "sales",
+      getToken: () => {
+        minted++;
+        return devToken(stack.secrets, { expSeconds: 3 });
+      },
+      refreshBeforeSeconds: 2,
+    });
+    await waitUntil("two refreshes", () => minted >= 3, 10_000);
+    const id = await sale();
+    await waitUntil("an event on the refreshed connection", () => s.events.some((e) => e.data!.id === id));
+    expect(s.sub.attempts).toBe(1);
+    expect(s.sub.state).toBe("open");
+    s.sub.close();
+  });
+
+  it("detects a dead connection by heartbeat and reconnects", async () => {
+    const proxy = await freezableProxy(Number(new URL(stack.workerUrl).port));
+    try {
+      const s = subscribe({ channel: "sales", url: `http://127.0.0.1:${proxy.port}`, heartbeatMs: 200, heartbeatTimeoutMs: 400 });
+      await waitUntil("open", () => s.sub.state === "open");
+      proxy.freezeAll(); // packets stop, nothing closes: a half-open connection
+      await waitUntil("a second connection", () => s.sub.attempts >= 2 && s.sub.state === "open", 10_000);
+      const id = await sale();
+      await waitUntil("an event after reconnecting", () => s.events.some((e) => e.data!.id === id));
+      expectOnceInOrder(s.events);
+      s.sub.close();
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it("reports lag from commit time", async () => {
+    const s = subscribe({ channel: "sales" });
+    await waitUntil("open", () => s.sub.state === "open");
+    await sale();
+    await waitUntil("an event", () => s.events.length >= 1);
+    expect(s.sub.lagMs).toBeGreaterThanOrEqual(0);
+    expect(s.sub.lagMs).toBeLessThan(10_000);
+    s.sub.close();
+  });
+});
+
+/** A TCP proxy whose existing connections can be frozen (no data, no close). */
+async function freezableProxy(targetPort: number) {
+  const pairs: [Socket, Socket][] = [];
+  const all: Socket[] = [];
+  const server: Server = createServer((down) => {
+    const up = tcpConnect(targetPort, "127.0.0.1");
+    down.pipe(up);
+    up.pipe(down);
+    down.on("error", () => up.destroy());
+    up.on("error", () => down.destroy());
+    pairs.push([down, up]);
+    all.push(down, up);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    port: (server.address() as { port: number }).port,
+    freezeAll() {
+      for (const [down, up] of pairs.splice(0)) {
+        down.unpipe(up);
+        up.unpipe(down);
+        down.pause();
+        up.pause();
+      }
+    },
+    close: () =>
+      new Promise<void>((r) => {
+        all.forEach((s) => s.destroy());
+        server.close(() => r());
+      }),
+  };
+}
