@@ -1,0 +1,42 @@
+/**
+ * Row writer, run as its own process: inserts into bench_rows at a target
+ * rate for a bounded time (or one burst), then reports the id range.
+ * argv: JSON { databaseUrl, rate, seconds } or { databaseUrl, burst }.
+ */
+import pg from "pg";
+
+const opts = JSON.parse(process.argv[2]!) as { databaseUrl: string; rate?: number; seconds?: number; burst?: number };
+const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: 4 });
+const ids: number[] = [];
+const insert = async (n: number) => {
+  const r = await pool.query<{ id: string }>("INSERT INTO bench_rows (payload) SELECT 'x' FROM generate_series(1, $1) RETURNING id", [n]);
+  for (const row of r.rows) ids.push(Number(row.id));
+};
+
+if (opts.burst) {
+  // One transaction per 500 rows, as fast as Postgres takes them.
+  for (let left = opts.burst; left > 0; left -= 500) await insert(Math.min(500, left));
+} else {
+  const rate = opts.rate!;
+  const total = Math.round(rate * opts.seconds!);
+  // 10 ms ticks; at high rates several rows share a statement (and a transaction).
+  const perTick = rate / 100;
+  const started = performance.now();
+  let sent = 0;
+  const inflight = new Set<Promise<void>>();
+  while (sent < total) {
+    const due = Math.min(total, Math.floor(((performance.now() - started) / 10 + 1) * perTick));
+    const n = due - sent;
+    if (n > 0) {
+      sent += n;
+      const p = insert(n).finally(() => inflight.delete(p));
+      inflight.add(p);
+      if (inflight.size >= 4) await Promise.race(inflight);
+    }
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  await Promise.all(inflight);
+}
+await pool.end();
+ids.sort((a, b) => a - b);
+process.send!({ count: ids.length, minId: ids[0] ?? 0, maxId: ids[ids.length - 1] ?? -1 });
