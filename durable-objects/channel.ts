@@ -14,7 +14,7 @@ import type { Env } from "../src/env";
 import { matchesFilter } from "../src/filter";
 import { errorFields, log } from "../src/log";
 import {
-  ChangeEvent,
+  type ChangeEvent,
   ChannelName,
   ClientMessage,
   CloseCode,
@@ -22,6 +22,7 @@ import {
   Filter,
   PING_FRAME,
   PONG_FRAME,
+  SIGNATURE_TOLERANCE_SECONDS,
   type ServerMessage,
 } from "../src/protocol";
 import { take, type Bucket } from "../src/ratelimit";
@@ -71,6 +72,8 @@ export interface IngestOutcome {
   accepted: number;
   duplicates: number;
   headSeq: number;
+  /** This object already applied a batch with this id (nothing was done). */
+  replayed: boolean;
 }
 
 const SCHEMA = `
@@ -78,9 +81,14 @@ CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL,
 CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
+CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS events_at ON events(at);
 `;
 
 type Counters = Pick<ChannelStats, "headSeq" | "events" | "duplicates" | "messagesSent" | "sendErrors" | "lastEventAt">;
+
+/** Keep batch ids for twice the signature window (both directions of clock skew) plus a minute. */
+const BATCH_RETENTION_MS = 2 * SIGNATURE_TOLERANCE_SECONDS * 1000 + 60_000;
 
 /** Dedupe-table pruning runs at most this often; it is a range delete on an index. */
 const DEDUPE_PRUNE_INTERVAL_MS = 60_000;
@@ -193,25 +201,33 @@ export class ChannelObject extends DurableObject<Env> {
    * by the Worker over RPC; returns only after the writes are part of this
    * object's state, and the output gate holds the reply until they are durable.
    */
-  async ingest(channel: string, events: ChangeEvent[]): Promise<IngestOutcome> {
+  async ingest(channel: string, events: ChangeEvent[], batchId?: string): Promise<IngestOutcome> {
     this.bindChannel(channel);
     const cfg = this.config;
     const now = Date.now();
+    // The batch ledger lives here, next to the events, so replay protection
+    // costs no extra object round trip. Ids only need to outlive the ±5 min
+    // signature window, after which the timestamp check rejects a replay.
+    if (batchId !== undefined) {
+      const cur = this.sql.exec("INSERT INTO batches (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING", batchId, now);
+      if (cur.rowsWritten === 0) return { accepted: 0, duplicates: 0, headSeq: this.counters.headSeq, replayed: true };
+      this.sql.exec("DELETE FROM batches WHERE at < ?", now - BATCH_RETENTION_MS);
+    }
     const fresh: string[] = [];
     const freshEvents: Envelope[] = [];
     let duplicates = 0;
-    for (const raw of events) {
-      const ev = ChangeEvent.parse(raw);
+    // Events were validated by the Worker (zod) before this RPC; only the routing is re-checked.
+    for (const ev of events) {
       if (ev.channel !== channel) throw new Error(`event for ${ev.channel} sent to ${channel}`);
-      const seen = this.sql.exec("SELECT 1 FROM seen WHERE id = ?", ev.id).toArray();
-      if (seen.length > 0) {
+      const seq = this.counters.headSeq + 1;
+      const inserted = this.sql.exec("INSERT INTO seen (id, seq, at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING", ev.id, seq, now);
+      if (inserted.rowsWritten === 0) {
         duplicates++;
         continue;
       }
-      const seq = ++this.counters.headSeq;
+      this.counters.headSeq = seq;
       const envelope: Envelope = { ...ev, seq };
       const body = JSON.stringify(envelope);
-      this.sql.exec("INSERT INTO seen (id, seq, at) VALUES (?, ?, ?)", ev.id, seq, now);
       this.sql.exec("INSERT INTO events (seq, at, body) VALUES (?, ?, ?)", seq, now, body);
       fresh.push(body);
       freshEvents.push(envelope);
@@ -220,11 +236,9 @@ export class ChannelObject extends DurableObject<Env> {
     if (fresh.length > 0) {
       this.counters.events += fresh.length;
       this.counters.lastEventAt = now;
-      this.sql.exec(
-        "DELETE FROM events WHERE seq <= ? OR at < ?",
-        this.counters.headSeq - cfg.HISTORY_MAX_EVENTS,
-        now - cfg.HISTORY_MAX_AGE_SECONDS * 1000,
-      );
+      // Two indexed range deletes (an OR would scan the table).
+      this.sql.exec("DELETE FROM events WHERE seq <= ?", this.counters.headSeq - cfg.HISTORY_MAX_EVENTS);
+      this.sql.exec("DELETE FROM events WHERE at < ?", now - cfg.HISTORY_MAX_AGE_SECONDS * 1000);
       if (now - this.lastDedupePrune > DEDUPE_PRUNE_INTERVAL_MS) {
         this.lastDedupePrune = now;
         this.sql.exec("DELETE FROM seen WHERE at < ?", now - cfg.DEDUPE_WINDOW_SECONDS * 1000);
@@ -233,7 +247,7 @@ export class ChannelObject extends DurableObject<Env> {
     }
     this.persistCounters();
     await this.register();
-    return { accepted: fresh.length, duplicates, headSeq: this.counters.headSeq };
+    return { accepted: fresh.length, duplicates, headSeq: this.counters.headSeq, replayed: false };
   }
 
   /**

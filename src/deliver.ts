@@ -12,7 +12,13 @@ export class DeliveryError extends Error {
   }
 }
 
-export async function deliver(env: Env, events: ChangeEvent[]): Promise<Omit<IngestResult, "batchId">> {
+export class ReplayError extends Error {}
+
+/**
+ * `batchId` enables replay protection: when every channel object reports it
+ * already applied this batch, ReplayError is thrown (nothing was done).
+ */
+export async function deliver(env: Env, events: ChangeEvent[], batchId?: string): Promise<Omit<IngestResult, "batchId">> {
   const groups = new Map<string, ChangeEvent[]>();
   for (const ev of events) {
     const g = groups.get(ev.channel);
@@ -21,15 +27,17 @@ export async function deliver(env: Env, events: ChangeEvent[]): Promise<Omit<Ing
   }
   const entries = [...groups];
   const results = await Promise.allSettled(
-    entries.map(([channel, evs]) => env.CHANNEL.get(env.CHANNEL.idFromName(channel)).ingest(channel, evs)),
+    entries.map(([channel, evs]) => env.CHANNEL.get(env.CHANNEL.idFromName(channel)).ingest(channel, evs, batchId)),
   );
   const failed: string[] = [];
   const channels: IngestResult["channels"] = {};
   let accepted = 0;
   let duplicates = 0;
+  let replays = 0;
   results.forEach((r, i) => {
     const channel = entries[i]![0];
     if (r.status === "fulfilled") {
+      if (r.value.replayed) replays++;
       accepted += r.value.accepted;
       duplicates += r.value.duplicates;
       channels[channel] = { headSeq: r.value.headSeq };
@@ -39,5 +47,6 @@ export async function deliver(env: Env, events: ChangeEvent[]): Promise<Omit<Ing
     }
   });
   if (failed.length > 0) throw new DeliveryError(failed);
+  if (replays === entries.length) throw new ReplayError(`batch ${batchId} was already applied`);
   return { accepted, duplicates, channels };
 }

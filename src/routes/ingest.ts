@@ -5,7 +5,7 @@
  */
 import { Hono } from "hono";
 import type { AppEnv } from "../app";
-import { deliver, DeliveryError } from "../deliver";
+import { deliver, DeliveryError, ReplayError } from "../deliver";
 import { ApiError } from "../errors";
 import { IngestBatch, SIGNATURE_HEADER, TIMESTAMP_HEADER, type IngestResult } from "../protocol";
 import { verify } from "../signing";
@@ -38,15 +38,11 @@ ingestRoutes.post("/internal/events", async (c) => {
   if (batch.events.length > config.INGEST_MAX_EVENTS)
     throw new ApiError(413, "TOO_MANY_EVENTS", `a batch may carry at most ${config.INGEST_MAX_EVENTS} events`);
 
-  const control = c.env.CONTROL.get(c.env.CONTROL.idFromName("control"));
-  if (await control.batchApplied(batch.batchId))
-    throw new ApiError(409, "BATCH_REPLAYED", `batch ${batch.batchId} was already applied`);
-
   try {
-    const result = await deliver(c.env, batch.events);
-    await control.recordBatch(batch.batchId);
+    const result = await deliver(c.env, batch.events, batch.batchId);
     return c.json({ batchId: batch.batchId, ...result } satisfies IngestResult);
   } catch (err) {
+    if (err instanceof ReplayError) throw new ApiError(409, "BATCH_REPLAYED", err.message);
     if (err instanceof DeliveryError) throw new ApiError(503, "CHANNEL_UNAVAILABLE", `${err.message}; retry the batch`);
     throw err;
   }
