@@ -7,9 +7,9 @@
 import { Client, neonConfig } from "@neondatabase/serverless";
 import { Hono } from "hono";
 import type { AppEnv } from "../app";
-import { AuthError, extractToken, verifyToken } from "../auth";
 import { channelAllowed } from "../channels";
 import { ApiError } from "../errors";
+import { authenticate } from "../request";
 
 export const demoRoutes = new Hono<AppEnv>();
 
@@ -24,15 +24,7 @@ export interface DemoState {
 
 demoRoutes.get("/api/demo/state", async (c) => {
   const config = c.var.config;
-  const found = extractToken(c.req.raw);
-  if (!found) throw new ApiError(401, "TOKEN_MISSING", "send a token as Authorization: Bearer");
-  let claims;
-  try {
-    claims = await verifyToken(found.token, config);
-  } catch (err) {
-    if (err instanceof AuthError) throw new ApiError(401, err.code, err.message);
-    throw err;
-  }
+  const claims = await authenticate(c.req.raw, config);
   if (!["sales", "inventory"].every((ch) => channelAllowed(ch, claims.channels, claims.sub)))
     throw new ApiError(403, "CHANNEL_FORBIDDEN", "the dashboard needs the sales and inventory channels");
   if (!config.DASHBOARD_DATABASE_URL) throw new ApiError(503, "DASHBOARD_DISABLED", "set DASHBOARD_DATABASE_URL to serve the demo state");

@@ -6,6 +6,7 @@
 import { Hono } from "hono";
 import type { AppEnv } from "../app";
 import { deliver, DeliveryError, ReplayError } from "../deliver";
+import { parseJson } from "../request";
 import { ApiError } from "../errors";
 import { IngestBatch, SIGNATURE_HEADER, TIMESTAMP_HEADER, type IngestResult } from "../protocol";
 import { verify } from "../signing";
@@ -23,12 +24,7 @@ ingestRoutes.post("/internal/events", async (c) => {
   const sig = await verify(config.INGEST_SECRETS, c.req.header(TIMESTAMP_HEADER), c.req.header(SIGNATURE_HEADER), body);
   if (!sig.ok) throw new ApiError(401, sig.code, sig.message);
 
-  let json: unknown;
-  try {
-    json = JSON.parse(body);
-  } catch {
-    throw new ApiError(400, "BAD_JSON", "body is not valid JSON");
-  }
+  const json = parseJson(body);
   const parsed = IngestBatch.safeParse(json);
   if (!parsed.success) {
     const first = parsed.error.issues.slice(0, 3).map((i) => `${i.path.join(".") || "body"}: ${i.message}`).join("; ");

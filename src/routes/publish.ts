@@ -6,6 +6,7 @@ import { Hono } from "hono";
 import { bearerAuth } from "hono/bearer-auth";
 import type { AppEnv } from "../app";
 import { deliver, DeliveryError } from "../deliver";
+import { parseJson } from "../request";
 import { ApiError, errorBody } from "../errors";
 import { ChannelName, PublishRequest, type ChangeEvent } from "../protocol";
 
@@ -35,12 +36,7 @@ publishRoutes.post(
     if (!channel.success) throw new ApiError(400, "BAD_CHANNEL", "channel names are 1-128 of letters, digits and _ . : -");
     const body = await c.req.text();
     if (body.length > MAX_PUBLISH_BYTES) throw new ApiError(413, "BODY_TOO_LARGE", `body exceeds ${MAX_PUBLISH_BYTES} bytes`);
-    let json: unknown;
-    try {
-      json = JSON.parse(body);
-    } catch {
-      throw new ApiError(400, "BAD_JSON", "body is not valid JSON");
-    }
+    const json = parseJson(body);
     const parsed = PublishRequest.safeParse(json);
     if (!parsed.success) throw new ApiError(400, "INVALID_EVENT", `invalid event: ${parsed.error.issues.map((i) => `${i.path.join(".") || "body"} ${i.message}`).join("; ")}`);
     const event: ChangeEvent = {

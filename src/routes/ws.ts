@@ -5,9 +5,9 @@
 import { Hono } from "hono";
 import { cors } from "hono/cors";
 import type { AppEnv } from "../app";
-import { AuthError, extractToken, verifyToken } from "../auth";
 import { channelAllowed } from "../channels";
 import { ApiError } from "../errors";
+import { authenticate, parseJson } from "../request";
 import { ChannelName, Filter, MAX_FILTER_BYTES, SUBPROTOCOL } from "../protocol";
 import { SESSION_HEADER, type SessionInit } from "../../durable-objects/channel";
 
@@ -36,15 +36,7 @@ wsRoutes.get("/ws/:channel", async (c) => {
   if (offered.length > 0 && !offered.includes(SUBPROTOCOL))
     throw new ApiError(400, "BAD_SUBPROTOCOL", `offer the "${SUBPROTOCOL}" subprotocol alongside the token`);
 
-  const found = extractToken(c.req.raw);
-  if (!found) throw new ApiError(401, "TOKEN_MISSING", "send a token as subprotocol bearer.<jwt>, Authorization: Bearer, or ?token=");
-  let claims;
-  try {
-    claims = await verifyToken(found.token, config);
-  } catch (err) {
-    if (err instanceof AuthError) throw new ApiError(401, err.code, err.message);
-    throw err;
-  }
+  const claims = await authenticate(c.req.raw, config);
   if (!channelAllowed(channel.data, claims.channels, claims.sub))
     throw new ApiError(403, "CHANNEL_FORBIDDEN", `token does not allow channel ${channel.data}`);
 
@@ -64,13 +56,7 @@ wsRoutes.get("/ws/:channel", async (c) => {
   const filterRaw = c.req.query("filter");
   if (filterRaw !== undefined) {
     if (filterRaw.length > MAX_FILTER_BYTES) throw new ApiError(400, "BAD_FILTER", `filter exceeds ${MAX_FILTER_BYTES} bytes`);
-    let json: unknown;
-    try {
-      json = JSON.parse(filterRaw);
-    } catch {
-      throw new ApiError(400, "BAD_FILTER", "filter is not valid JSON");
-    }
-    const parsed = Filter.safeParse(json);
+    const parsed = Filter.safeParse(parseJson(filterRaw, "BAD_FILTER", "filter"));
     if (!parsed.success) throw new ApiError(400, "BAD_FILTER", `invalid filter: ${parsed.error.issues.map((i) => `${i.path.join(".") || "filter"} ${i.message}`).join("; ")}`);
     filter = parsed.data;
   }

@@ -1,0 +1,25 @@
+/** Request helpers shared by the routes: client authentication and JSON bodies, as ApiErrors. */
+import { AuthError, extractToken, verifyToken, type Claims } from "./auth";
+import type { Config } from "./config";
+import { ApiError } from "./errors";
+
+/** Finds and verifies the client token; 401 with a stable code otherwise. */
+export async function authenticate(req: Request, config: Config): Promise<Claims> {
+  const found = extractToken(req);
+  if (!found) throw new ApiError(401, "TOKEN_MISSING", "send a token as subprotocol bearer.<jwt>, Authorization: Bearer, or ?token=");
+  try {
+    return await verifyToken(found.token, config);
+  } catch (err) {
+    if (err instanceof AuthError) throw new ApiError(401, err.code, err.message);
+    throw err;
+  }
+}
+
+/** JSON.parse that answers 400 with `code` (default BAD_JSON); `what` names the input in the message. */
+export function parseJson(text: string, code = "BAD_JSON", what = "body"): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ApiError(400, code, `${what} is not valid JSON`);
+  }
+}
