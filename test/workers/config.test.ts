@@ -1,7 +1,9 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { createApp } from "../../src/app";
+import { SignJWT } from "jose";
 import { HttpErrorBody } from "../../src/protocol";
+import { TEST_BINDINGS } from "./bindings";
 
 describe("bad configuration", () => {
   it("answers 500 CONFIG_INVALID naming every bad variable, without values", async () => {
@@ -18,5 +20,26 @@ describe("bad configuration", () => {
   it("keeps /health answering even when configuration is bad", async () => {
     const res = await createApp().request("/health", {}, { ...env, INGEST_SECRETS: "" });
     expect(res.status).toBe(200);
+  });
+});
+
+describe("issuer and audience", () => {
+  const withIss = { ...env, JWT_ISSUER: "https://auth.example", JWT_AUDIENCE: "notifiws" };
+  const sign = (claims: Record<string, unknown>) =>
+    new SignJWT({ channels: ["*"], ...claims })
+      .setProtectedHeader({ alg: "HS256" })
+      .setSubject("u")
+      .setExpirationTime("1h")
+      .sign(new TextEncoder().encode(TEST_BINDINGS.JWT_SECRET));
+
+  it("refuses tokens without the configured iss/aud and accepts matching ones", async () => {
+    const app = createApp();
+    const ask = async (token: string) => app.request("/ws/sales", { headers: { authorization: `Bearer ${token}` } }, withIss);
+    const none = await ask(await sign({}));
+    expect(none.status).toBe(401);
+    expect(HttpErrorBody.parse(await none.json()).error.code).toBe("TOKEN_INVALID");
+    expect((await ask(await sign({ iss: "https://evil.example", aud: "notifiws" }))).status).toBe(401);
+    // 426: credentials accepted, only the upgrade is missing.
+    expect((await ask(await sign({ iss: "https://auth.example", aud: "notifiws" }))).status).toBe(426);
   });
 });
