@@ -2,53 +2,40 @@
  * The dashboard in headless Chromium (Debian's chromium, driven by
  * playwright-core) against the whole local stack.
  */
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import pg from "pg";
 import { chromium, type Browser } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { devToken, ROOT, Stack } from "../../scripts/stack";
+import { beforeAll, describe, expect, it } from "vitest";
+import { devToken, ROOT } from "../../scripts/stack";
+import { useStack } from "./support/stack";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-let stack: Stack;
-let db: pg.Pool;
-let dir: string;
 let browser: Browser;
+const fx = useStack("browser", {}, () => browser?.close());
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), "notifiws-browser-"));
-  stack = await new Stack({ stateDir: dir, relayEnv: { LOG_LEVEL: "error" } }).start();
-  db = new pg.Pool({ connectionString: stack.databaseUrl, max: 2 });
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
 }, 120_000);
 
-afterAll(async () => {
-  await browser?.close();
-  await db?.end();
-  await stack?.stop();
-  if (dir) await rm(dir, { recursive: true, force: true });
-});
-
 describe("dashboard", () => {
   it("shows a new sale and a low-stock alert as they happen", async () => {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     const pageErrors: string[] = [];
     page.on("pageerror", (e) => pageErrors.push(e.message));
-    await page.goto(`${stack.workerUrl}/#token=${await devToken(stack.secrets)}`);
+    await page.goto(`${fx.stack.workerUrl}/#token=${await devToken(fx.stack.secrets)}`);
     for (const pill of ["#status-sales", "#status-inventory", "#status-alerts"])
       await page.waitForSelector(`${pill}[data-state="open"]`, { timeout: 15_000 });
     await page.waitForSelector("#inventory tr[data-sku='KB-01']", { timeout: 15_000 });
     const before = Number(await page.textContent("#sales-count"));
 
-    await db.query("INSERT INTO ventas (sku, quantity, total, customer_email) VALUES ('KB-01', 3, 267.00, 'someone@example.com')");
+    await fx.db.query("INSERT INTO ventas (sku, quantity, total, customer_email) VALUES ('KB-01', 3, 267.00, 'someone@example.com')");
     await page.waitForFunction((n) => document.querySelector("#sales-count")?.textContent === String(n), before + 1, { timeout: 15_000 });
     expect(await page.textContent("#revenue")).toContain("267");
 
-    await db.query("UPDATE inventory SET stock = 2 WHERE sku = 'MN-03'");
+    await fx.db.query("UPDATE inventory SET stock = 2 WHERE sku = 'MN-03'");
     await page.waitForSelector("#inventory tr.low[data-sku='MN-03']", { timeout: 15_000 });
     const toast = await page.waitForSelector(".toast", { timeout: 15_000 });
     expect(await toast.textContent()).toContain("MN-03");
@@ -61,7 +48,7 @@ describe("dashboard", () => {
 
   it("fits a phone screen without horizontal scrolling", async () => {
     const page = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true });
-    await page.goto(`${stack.workerUrl}/#token=${await devToken(stack.secrets)}`);
+    await page.goto(`${fx.stack.workerUrl}/#token=${await devToken(fx.stack.secrets)}`);
     await page.waitForSelector("#inventory tr[data-sku='KB-01']", { timeout: 15_000 });
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
     expect(overflow).toBeLessThanOrEqual(0);

@@ -3,43 +3,27 @@
  * (child process) -> Worker under wrangler dev -> channel Durable Object ->
  * WebSocket clients.
  */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { devToken, Stack } from "../../scripts/stack";
+import { beforeAll, describe, expect, it } from "vitest";
+import { devToken } from "../../scripts/stack";
+import { useStack } from "./support/stack";
 import { waitUntil } from "./support/postgres";
 import { WsClient } from "./support/wsclient";
 
-let stack: Stack;
-let db: pg.Pool;
-let dir: string;
-let token: string;
 const clients: WsClient[] = [];
-
+const fx = useStack("e2e", { relayEnv: { RELAY_BACKOFF_MAX_MS: "500" } }, () => clients.forEach((c) => c.terminate()));
+let token: string;
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), "notifiws-e2e-"));
-  stack = await new Stack({ stateDir: dir, relayEnv: { RELAY_BACKOFF_MAX_MS: "500", LOG_LEVEL: "error" } }).start();
-  db = new pg.Pool({ connectionString: stack.databaseUrl, max: 4 });
-  token = await devToken(stack.secrets);
-}, 120_000);
-
-afterAll(async () => {
-  clients.forEach((c) => c.terminate());
-  await db?.end();
-  await stack?.stop();
-  if (dir) await rm(dir, { recursive: true, force: true });
+  token = await devToken(fx.stack.secrets);
 });
 
 async function subscribe(channel: string, opts: { since?: number; token?: string } = {}): Promise<WsClient> {
-  const c = await WsClient.connect(stack.workerUrl, channel, opts.token ?? token, opts);
+  const c = await WsClient.connect(fx.stack.workerUrl, channel, opts.token ?? token, opts);
   clients.push(c);
   return c;
 }
 
 async function sale(quantity = 1, email = "buyer@example.com"): Promise<number> {
-  const r = await db.query<{ id: string }>("INSERT INTO ventas (sku, quantity, total, customer_email) VALUES ('KB-01', $1::int, 89.00 * $1::int, $2) RETURNING id", [quantity, email]);
+  const r = await fx.db.query<{ id: string }>("INSERT INTO ventas (sku, quantity, total, customer_email) VALUES ('KB-01', $1::int, 89.00 * $1::int, $2) RETURNING id", [quantity, email]);
   return Number(r.rows[0]!.id);
 }
 
@@ -59,14 +43,14 @@ describe("end to end", () => {
       expect(e).toMatchObject({ channel: "sales", op: "insert", table: "public.ventas", data: { id, quantity: 2 } });
     }
     expect(new Set(sales.map((c) => c.events[0]!.seq)).size).toBe(1);
-    await db.query("UPDATE inventory SET stock = stock + 1 WHERE sku = 'MS-02'");
+    await fx.db.query("UPDATE inventory SET stock = stock + 1 WHERE sku = 'MS-02'");
     await inventory.waitFor("the stock change", () => inventory.events.length >= 1);
     expect(inventory.events.every((e) => e.channel === "inventory")).toBe(true);
     expect(sales.every((c) => c.events.every((e) => e.channel === "sales"))).toBe(true);
   });
 
   it("refuses a client whose token does not allow the channel", async () => {
-    const narrow = await devToken(stack.secrets, { channels: ["inventory.*"] });
+    const narrow = await devToken(fx.stack.secrets, { channels: ["inventory.*"] });
     await expect(subscribe("sales", { token: narrow })).rejects.toMatchObject({ status: 403 });
     await expect(subscribe("sales", { token: "forged.token.value" })).rejects.toMatchObject({ status: 401 });
   });
@@ -78,7 +62,7 @@ describe("end to end", () => {
     expect(c.raw.join("\n")).not.toContain("private-person");
     expect(c.raw.join("\n")).not.toContain("customer_email");
     const inv = await subscribe("inventory");
-    await db.query("UPDATE inventory SET stock = stock + 1, supplier_cost = 999.99 WHERE sku = 'HD-04'");
+    await fx.db.query("UPDATE inventory SET stock = stock + 1, supplier_cost = 999.99 WHERE sku = 'HD-04'");
     await inv.waitFor("the stock change", () => inv.events.length >= 1);
     expect(inv.raw.join("\n")).not.toContain("supplier_cost");
   });
@@ -90,10 +74,10 @@ describe("end to end", () => {
       for (let i = 0; i < 120; i++) ids.push(await sale());
     })();
     await c.waitFor("some events before the kill", () => c.events.length >= 20);
-    stack.relay!.kill("SIGKILL");
-    await stack.relay!.exited;
+    fx.stack.relay!.kill("SIGKILL");
+    await fx.stack.relay!.exited;
     await writer;
-    await stack.startRelay();
+    await fx.stack.startRelay();
     const evs = await c.waitFor("all 120 sales", () => (c.events.filter((e) => ids.includes(e.data!.id as number)).length >= 120 ? c.events : undefined), 30_000);
     const mine = evs.filter((e) => ids.includes(e.data!.id as number));
     expect(mine.map((e) => e.data!.id)).toEqual(ids);
@@ -125,14 +109,14 @@ describe("end to end", () => {
     await sale();
     await before.waitFor("a sale", () => before.events.length >= 1);
     const resumeFrom = before.lastSeq;
-    await stack.worker!.stop();
+    await fx.stack.worker!.stop();
     const ids: number[] = [];
     for (let i = 0; i < 25; i++) ids.push(await sale());
     await waitUntil("the relay to hold a backlog", async () => {
-      const n = Number((await db.query<{ n: string }>("SELECT count(*) AS n FROM notifiws.outbox")).rows[0]!.n);
+      const n = Number((await fx.db.query<{ n: string }>("SELECT count(*) AS n FROM notifiws.outbox")).rows[0]!.n);
       return n >= 25;
     });
-    await stack.startWorker();
+    await fx.stack.startWorker();
     const after = await subscribe("sales", { since: resumeFrom });
     await after.waitFor("the 25 backlog sales", () => ids.every((id) => after.events.some((e) => e.data!.id === id)), 30_000);
     expect(after.events.filter((e) => ids.includes(e.data!.id as number)).map((e) => e.data!.id)).toEqual(ids);

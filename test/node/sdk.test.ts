@@ -1,34 +1,16 @@
 /** The client SDK against the real Worker under wrangler dev, fed by Postgres through the relay. */
-import { mkdtemp, rm } from "node:fs/promises";
 import { createServer, connect as tcpConnect, type Server, type Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { connect, type ConnectionState, type Envelope, type ResetInfo, type Subscription, type SubscriptionError } from "../../client/index";
-import { devToken, Stack } from "../../scripts/stack";
+import { devToken } from "../../scripts/stack";
+import { useStack } from "./support/stack";
 import { waitUntil } from "./support/postgres";
 
-let stack: Stack;
-let db: pg.Pool;
-let dir: string;
 const subs: Subscription[] = [];
-
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), "notifiws-sdk-"));
-  stack = await new Stack({ stateDir: dir, workerVars: { HISTORY_MAX_EVENTS: "30" }, relayEnv: { RELAY_BACKOFF_MAX_MS: "300", LOG_LEVEL: "error" } }).start();
-  db = new pg.Pool({ connectionString: stack.databaseUrl, max: 4 });
-}, 120_000);
-
-afterAll(async () => {
-  subs.forEach((s) => s.close());
-  await db?.end();
-  await stack?.stop();
-  if (dir) await rm(dir, { recursive: true, force: true });
-});
+const fx = useStack("sdk", { workerVars: { HISTORY_MAX_EVENTS: "30" }, relayEnv: { RELAY_BACKOFF_MAX_MS: "300" } }, () => subs.forEach((s) => s.close()));
 
 const sale = async () =>
-  Number((await db.query<{ id: string }>("INSERT INTO ventas (sku, quantity, total) VALUES ('CB-05', 1, 9.90) RETURNING id")).rows[0]!.id);
+  Number((await fx.db.query<{ id: string }>("INSERT INTO ventas (sku, quantity, total) VALUES ('CB-05', 1, 9.90) RETURNING id")).rows[0]!.id);
 
 function subscribe(opts: Partial<Parameters<typeof connect>[0]> & { channel: string }) {
   const events: Envelope[] = [];
@@ -36,8 +18,8 @@ function subscribe(opts: Partial<Parameters<typeof connect>[0]> & { channel: str
   const errors: SubscriptionError[] = [];
   const resets: ResetInfo[] = [];
   const sub = connect({
-    url: stack.workerUrl,
-    getToken: () => devToken(stack.secrets),
+    url: fx.stack.workerUrl,
+    getToken: () => devToken(fx.stack.secrets),
     backoffBaseMs: 50,
     backoffMaxMs: 500,
     onEvent: (e) => events.push(e),
@@ -65,10 +47,10 @@ describe("client SDK", () => {
     const ids: number[] = [];
     for (let i = 0; i < 10; i++) ids.push(await sale());
     await waitUntil("10 events", () => s.events.length >= 10);
-    await stack.worker!.stop();
+    await fx.stack.worker!.stop();
     await waitUntil("reconnecting", () => s.sub.state === "reconnecting");
     for (let i = 0; i < 10; i++) ids.push(await sale());
-    await stack.startWorker();
+    await fx.stack.startWorker();
     await waitUntil("all 20 sales", () => s.events.length >= 20, 30_000);
     expect(s.events.map((e) => e.data!.id)).toEqual(ids);
     expectOnceInOrder(s.events);
@@ -79,7 +61,7 @@ describe("client SDK", () => {
 
   it("calls the reset handler when the resume point is older than the history", async () => {
     for (let i = 0; i < 40; i++) await sale();
-    await waitUntil("outbox drained", async () => (await db.query("SELECT 1 FROM notifiws.outbox LIMIT 1")).rowCount === 0);
+    await waitUntil("outbox drained", async () => (await fx.db.query("SELECT 1 FROM notifiws.outbox LIMIT 1")).rowCount === 0);
     const s = subscribe({ channel: "sales", since: 1 });
     const [reset] = await waitUntil("a reset", () => (s.resets.length ? s.resets : undefined));
     expect(reset!.reason).toBe("history_expired");
@@ -90,7 +72,7 @@ describe("client SDK", () => {
   });
 
   it("reports a refusal (403) once and does not retry it", async () => {
-    const narrow = await devToken(stack.secrets, { channels: ["inventory"] });
+    const narrow = await devToken(fx.stack.secrets, { channels: ["inventory"] });
     const s = subscribe({ channel: "sales", getToken: undefined, token: narrow });
     await waitUntil("closed", () => s.sub.state === "closed");
     expect(s.errors).toEqual([expect.objectContaining({ status: 403, code: "CHANNEL_FORBIDDEN", permanent: true })]);
@@ -103,7 +85,7 @@ describe("client SDK", () => {
       channel: "sales",
       getToken: () => {
         minted++;
-        return devToken(stack.secrets, { expSeconds: 3 });
+        return devToken(fx.stack.secrets, { expSeconds: 3 });
       },
       refreshBeforeSeconds: 2,
     });
@@ -116,7 +98,7 @@ describe("client SDK", () => {
   });
 
   it("detects a dead connection by heartbeat and reconnects", async () => {
-    const proxy = await freezableProxy(Number(new URL(stack.workerUrl).port));
+    const proxy = await freezableProxy(Number(new URL(fx.stack.workerUrl).port));
     try {
       const s = subscribe({ channel: "sales", url: `http://127.0.0.1:${proxy.port}`, heartbeatMs: 200, heartbeatTimeoutMs: 400 });
       await waitUntil("open", () => s.sub.state === "open");
