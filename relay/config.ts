@@ -11,8 +11,8 @@ export const RelayConfigSchema = z.object({
   WORKER_URL: z.url(),
   /** HMAC secret shared with the Worker's INGEST_SECRETS (>= 32 chars). Required. */
   INGEST_SECRET: z.string().min(32, "must be at least 32 characters"),
-  /** Max events per batch. Default 500. */
-  RELAY_BATCH_MAX_EVENTS: int(500, 1, 5000),
+  /** Max events per batch (keep <= the Worker's INGEST_MAX_EVENTS). Default 1000. */
+  RELAY_BATCH_MAX_EVENTS: int(1000, 1, 5000),
   /** Max JSON bytes per batch. Default 1 MiB. */
   RELAY_BATCH_MAX_BYTES: int(1024 * 1024, 1024, 32 * 1024 * 1024),
   /** How long to wait after a wake-up to coalesce more rows into one batch, ms. Default 2. */
