@@ -50,6 +50,14 @@ describe("fan-out and order", () => {
     expect(c.events.map((e) => e.id)).toEqual([`${ch}-1`, `${ch}-2`, `${ch}-3`]);
   });
 
+  it("counts a repeated id inside one batch once", async () => {
+    const ch = freshChannel();
+    const c = await connect(ch);
+    const res = await ingest([event(ch, 1), event(ch, 1), event(ch, 2)]);
+    expect(await res.json()).toMatchObject({ accepted: 2, duplicates: 1 });
+    expect(seqs(await c.waitForEvents(2))).toEqual([1, 2]);
+  });
+
   it("carries a large row intact", async () => {
     const ch = freshChannel();
     const c = await connect(ch);
