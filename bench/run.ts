@@ -215,7 +215,14 @@ async function main() {
       for (const n of [...new Set([P.subscribers, ...P.connectCounts])]) {
         if (Date.now() > DEADLINE) break;
         log("W1 connect", { flavour, clients: n });
-        const swarm = await Swarm.start({ flavour, url, count: n, token, concurrency: 100 });
+        let swarm: Swarm;
+        try {
+          swarm = await Swarm.start({ flavour, url, count: n, token, concurrency: 100 });
+        } catch (err) {
+          // Record and go on: one failed size must not lose the rest of the run.
+          entry.w1.push({ clients: n, held: 0, error: (err as Error).message });
+          continue;
+        }
         const rep = await swarm.ask<SwarmReport>({ cmd: "report" });
         entry.w1.push({
           clients: n,

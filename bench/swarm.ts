@@ -54,6 +54,8 @@ let firstAt = 0;
 let lastAt = 0;
 
 const now = () => performance.timeOrigin + performance.now();
+/** Per-connection handshake timeout. */
+const CONNECT_TIMEOUT_MS = 30_000;
 
 function record(c: Client, id: number, committedAt: number, at: number) {
   deliveries++;
@@ -73,7 +75,16 @@ function open(): Promise<void> {
   const started = now();
   const c: Client = { seen: new Uint8Array(0), received: 0, close: () => {} };
   return new Promise<void>((resolve) => {
+    let settled = false;
+    // A handshake that neither opens nor fails must not stall the swarm.
+    const timer = setTimeout(() => {
+      c.close();
+      done(false);
+    }, CONNECT_TIMEOUT_MS);
     const done = (ok: boolean) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
       if (ok) {
         connectMs.push(now() - started);
         clients.push(c);
@@ -125,6 +136,8 @@ async function connectAll() {
     while (next < args.count) {
       next++;
       await open();
+      const settled = clients.length + failed;
+      if (settled % 1000 === 0) process.stderr.write(JSON.stringify({ level: "debug", msg: "swarm progress", flavour: args.flavour, connected: clients.length, failed }) + "\n");
     }
   });
   await Promise.all(lanes);
