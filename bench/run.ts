@@ -331,7 +331,7 @@ async function report(results: Record<string, unknown>) {
   await writeFile(join(out, `${stamp}.svg`), chart(w));
   process.stdout.write(md + "\n");
   const loss = n ? n.w2.reduce((s, r) => s + r.missing + r.duplicates, 0) + (n.w3 ? n.w3.missing + n.w3.duplicates : 0) : NaN;
-  const held = [...(n?.w1 ?? [])].reverse().find((r) => r.held > 0);
+  const held = [...(n?.w1 ?? [])].reverse().find((r) => (r.held ?? 0) > 0);
   process.stdout.write(
     `summary: notifiws ${held ? `held ${held.held}/${held.clients} sockets (connect p99 ${Number(held.connectP99).toFixed(0)} ms)` : ""}; ` +
       `p99 ${n?.w2.map((r) => `${fmt(r.p99)}ms@${r.rate}/s`).join(", ")}; loss+dup ${loss}; ${ratios.join("; ")}; relay ${w4?.eventsPerSec ?? "n/a"} ev/s -> bench/results/${stamp}.md\n`,
