@@ -356,7 +356,8 @@ function chart(w: Record<string, { w2: E2E[] }>): string {
   let ly = 30;
   for (const [name, f] of Object.entries(w)) {
     for (const [key, dash] of [["p99", ""], ["p50", "4 3"]] as const) {
-      const pts = f.w2.map((r) => `${x(rates.indexOf(r.rate))},${y(r[key])}`).join(" ");
+      // Unmeasured points (nothing delivered) are left out rather than drawn at the floor.
+      const pts = f.w2.filter((r) => Number.isFinite(r[key])).map((r) => `${x(rates.indexOf(r.rate))},${y(r[key])}`).join(" ");
       svg += `<polyline fill="none" stroke="${colors[name] ?? "#000"}" stroke-width="2" stroke-dasharray="${dash}" points="${pts}"/>`;
     }
     svg += `<text x="${W - 120}" y="${ly}" fill="${colors[name] ?? "#000"}">${name}</text>`;
