@@ -8,15 +8,13 @@
  * once and in order across any number of reconnects), sends heartbeats and
  * detects dead connections, and refreshes the token before it expires.
  */
+import { fullJitter } from "../src/backoff";
 import type { Envelope, Filter, ServerMessage } from "../src/protocol";
+// The zod-free half of the protocol, so the SDK stays dependency-free at runtime.
+import { BEARER_PROTOCOL_PREFIX, CloseCode, PING_FRAME, SUBPROTOCOL } from "../src/wire";
 
 export type { Envelope, Filter, ServerMessage } from "../src/protocol";
-
-// Kept in sync with src/protocol.ts (values, not types, so no zod at runtime).
-const SUBPROTOCOL = "notifiws.v1";
-const PING_FRAME = '{"type":"ping"}';
-const CLOSE_FORBIDDEN = 4003;
-const CLOSE_TOKEN_EXPIRED = 4001;
+export { fullJitter };
 
 export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
 
@@ -79,10 +77,6 @@ export interface Subscription {
   readonly attempts: number;
   /** Stops for good. */
   close(): void;
-}
-
-export function fullJitter(attempt: number, baseMs: number, capMs: number): number {
-  return Math.floor(Math.random() * Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30)));
 }
 
 function decodeExp(token: string): number | undefined {
@@ -166,7 +160,7 @@ export function connect(options: ConnectOptions): Subscription {
     if (options.filter) url.searchParams.set("filter", JSON.stringify(options.filter));
     let socket: WebSocket;
     try {
-      socket = new WS(url.toString(), [SUBPROTOCOL, `bearer.${t}`]);
+      socket = new WS(url.toString(), [SUBPROTOCOL, `${BEARER_PROTOCOL_PREFIX}${t}`]);
     } catch (err) {
       options.onError?.({ code: "CONNECT_FAILED", message: (err as Error).message, permanent: false });
       return scheduleReconnect();
@@ -246,9 +240,9 @@ export function connect(options: ConnectOptions): Subscription {
       ws = undefined;
       if (heartbeat) clearTimeout(heartbeat);
       if (closedByUser) return;
-      if (code === CLOSE_FORBIDDEN) return fail({ code: "FORBIDDEN", message: reason || "refused", permanent: true });
+      if (code === CloseCode.FORBIDDEN) return fail({ code: "FORBIDDEN", message: reason || "refused", permanent: true });
       if (!welcomed) return void diagnose(t);
-      if (code === CLOSE_TOKEN_EXPIRED) {
+      if (code === CloseCode.TOKEN_EXPIRED) {
         // Reconnect at once with a fresh token; a fixed token will be refused and reported.
         setState("reconnecting");
         return void open();

@@ -32,7 +32,6 @@ export const SessionInit = z.object({
   channel: ChannelName,
   sub: z.string(),
   role: z.string().optional(),
-  channels: z.array(z.string()),
   exp: z.number().int(),
   filter: Filter.optional(),
   since: z.number().int().nonnegative().optional(),
@@ -46,7 +45,6 @@ interface Session {
   id: string;
   sub: string;
   role?: string;
-  channels: string[];
   /** Token expiry, epoch seconds. */
   exp: number;
   filter?: Filter;
@@ -144,7 +142,6 @@ export class ChannelObject extends DurableObject<Env> {
         id: crypto.randomUUID(),
         sub: init.sub,
         role: init.role,
-        channels: init.channels,
         exp: init.exp,
         filter: init.filter,
         filterKey: init.filter ? JSON.stringify(init.filter) : "",
@@ -391,7 +388,6 @@ export class ChannelObject extends DurableObject<Env> {
         return;
       }
       session.exp = claims.exp;
-      session.channels = claims.channels;
       this.save(ws, session);
       this.send(ws, { type: "refreshed", expiresAt: claims.exp });
       await this.scheduleExpiry(claims.exp);

@@ -10,9 +10,9 @@
  */
 import pg from "pg";
 import { errorFields, log } from "../src/log";
-import { ChangeEvent, IngestBatch, SIGNATURE_HEADER, TIMESTAMP_HEADER } from "../src/protocol";
+import { ChangeEvent, SIGNATURE_HEADER, TIMESTAMP_HEADER } from "../src/protocol";
 import { sign } from "../src/signing";
-import { fullJitter } from "./backoff";
+import { fullJitter } from "../src/backoff";
 import type { RelayConfig } from "./config";
 import { RelayMetrics } from "./metrics";
 
@@ -196,7 +196,8 @@ export class Relay {
     );
     if (rows.length === 0) return false;
 
-    const events: ChangeEvent[] = [];
+    // Each event is serialized once: its length bounds the batch and the text becomes the body.
+    const events: string[] = [];
     const ids: string[] = [];
     const invalid: { id: string; reason: string }[] = [];
     let bytes = 0;
@@ -207,17 +208,19 @@ export class Relay {
         invalid.push({ id: row.id, reason: parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ") });
         continue;
       }
-      const size = JSON.stringify(parsed.data).length + 1;
-      if (events.length > 0 && bytes + size > limit) break;
-      bytes += size;
-      events.push(parsed.data);
+      const json = JSON.stringify(parsed.data);
+      if (events.length > 0 && bytes + json.length + 1 > limit) break;
+      bytes += json.length + 1;
+      events.push(json);
       ids.push(row.id);
     }
     for (const bad of invalid) await this.deadLetter(client, [bad.id], `rejected by the relay: ${bad.reason}`);
     if (events.length === 0) return invalid.length > 0;
 
-    const batch: IngestBatch = { batchId: crypto.randomUUID(), events };
-    const outcome = await this.post(batch);
+    const batchId = crypto.randomUUID();
+    // Same shape as IngestBatch (the Worker validates it with that schema).
+    const body = `{"batchId":${JSON.stringify(batchId)},"events":[${events.join(",")}]}`;
+    const outcome = await this.post(batchId, body, events.length);
     if (outcome === "delivered") {
       await client.query("DELETE FROM notifiws.outbox WHERE id = ANY($1::bigint[])", [ids]);
       this.metrics.recordDelivered(events.length);
@@ -251,8 +254,7 @@ export class Relay {
    * earlier attempt of this very batch was applied), retrying with backoff.
    * The same batch id is reused across retries.
    */
-  private async post(batch: IngestBatch): Promise<PostOutcome> {
-    const body = JSON.stringify(batch);
+  private async post(batchId: string, body: string, count: number): Promise<PostOutcome> {
     const url = new URL("/internal/events", this.config.WORKER_URL).toString();
     for (let attempt = 0; ; attempt++) {
       if (attempt > 0) {
@@ -278,13 +280,13 @@ export class Relay {
         if (res.status === 413) return "too_large";
         log(res.status >= 500 ? "warn" : "error", "worker refused batch; retrying", {
           status: res.status,
-          batchId: batch.batchId,
-          events: batch.events.length,
+          batchId,
+          events: count,
           body: text.slice(0, 300),
         });
       } catch (err) {
         this.metrics.failures++;
-        log("warn", "POST to worker failed; retrying", { batchId: batch.batchId, ...errorFields(err) });
+        log("warn", "POST to worker failed; retrying", { batchId, ...errorFields(err) });
       }
     }
   }

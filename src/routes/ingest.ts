@@ -17,9 +17,9 @@ ingestRoutes.post("/internal/events", async (c) => {
   const config = c.var.config;
   const declared = Number(c.req.header("content-length") ?? "0");
   if (declared > config.INGEST_MAX_BYTES) throw new ApiError(413, "BATCH_TOO_LARGE", `body exceeds ${config.INGEST_MAX_BYTES} bytes`);
-  const body = await c.req.text();
-  if (new TextEncoder().encode(body).length > config.INGEST_MAX_BYTES)
-    throw new ApiError(413, "BATCH_TOO_LARGE", `body exceeds ${config.INGEST_MAX_BYTES} bytes`);
+  const raw = await c.req.arrayBuffer();
+  if (raw.byteLength > config.INGEST_MAX_BYTES) throw new ApiError(413, "BATCH_TOO_LARGE", `body exceeds ${config.INGEST_MAX_BYTES} bytes`);
+  const body = new TextDecoder().decode(raw);
 
   const sig = await verify(config.INGEST_SECRETS, c.req.header(TIMESTAMP_HEADER), c.req.header(SIGNATURE_HEADER), body);
   if (!sig.ok) throw new ApiError(401, sig.code, sig.message);

@@ -65,7 +65,6 @@ wsRoutes.get("/ws/:channel", async (c) => {
     channel: channel.data,
     sub: claims.sub,
     role: claims.role,
-    channels: claims.channels,
     exp: claims.exp,
     filter,
     since,

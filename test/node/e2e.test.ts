@@ -27,6 +27,13 @@ async function sale(quantity = 1, email = "buyer@example.com"): Promise<number> 
   return Number(r.rows[0]!.id);
 }
 
+/** Inserts `n` sales one transaction each, recording their ids as they commit (so tests can act mid-stream). */
+function writeSales(n: number, ids: number[]): Promise<void> {
+  return (async () => {
+    for (let i = 0; i < n; i++) ids.push(await sale());
+  })();
+}
+
 /** Asserts a contiguous, duplicate-free seq run. */
 function expectContiguous(seqs: number[]) {
   expect(new Set(seqs).size).toBe(seqs.length);
@@ -70,9 +77,7 @@ describe("end to end", () => {
   it("loses nothing when the relay is SIGKILLed mid-stream and restarted", async () => {
     const c = await subscribe("sales");
     const ids: number[] = [];
-    const writer = (async () => {
-      for (let i = 0; i < 120; i++) ids.push(await sale());
-    })();
+    const writer = writeSales(120, ids);
     await c.waitFor("some events before the kill", () => c.events.length >= 20);
     fx.stack.relay!.kill("SIGKILL");
     await fx.stack.relay!.exited;
@@ -87,9 +92,7 @@ describe("end to end", () => {
   it("a client that disconnects while events flow resumes from its last seq with no gap or duplicate", async () => {
     const first = await subscribe("sales");
     const ids: number[] = [];
-    const writer = (async () => {
-      for (let i = 0; i < 60; i++) ids.push(await sale());
-    })();
+    const writer = writeSales(60, ids);
     await first.waitFor("some events", () => first.events.length >= 10);
     first.terminate();
     const resumeFrom = first.lastSeq;
@@ -111,7 +114,7 @@ describe("end to end", () => {
     const resumeFrom = before.lastSeq;
     await fx.stack.worker!.stop();
     const ids: number[] = [];
-    for (let i = 0; i < 25; i++) ids.push(await sale());
+    await writeSales(25, ids);
     await waitUntil("the relay to hold a backlog", async () => {
       const n = Number((await fx.db.query<{ n: string }>("SELECT count(*) AS n FROM notifiws.outbox")).rows[0]!.n);
       return n >= 25;

@@ -174,6 +174,17 @@ describe("delivery order and completeness", () => {
     }
   });
 
+  it("splits batches the Worker refuses as too large (413), losing nothing", async () => {
+    receiver.maxEvents = 3;
+    startRelay();
+    const names = Array.from({ length: 10 }, (_, i) => `s${i + 1}`);
+    await db.query("INSERT INTO items (name, stock) SELECT unnest($1::text[]), 100", [names]);
+    const evs = await waitUntil("10 events in smaller batches", () => (receiver.forChannel("items").length >= 10 ? receiver.forChannel("items") : undefined));
+    expect(evs.map((e) => e.data!.name)).toEqual(names);
+    expect(Math.max(...receiver.batchSizes)).toBeLessThanOrEqual(3);
+    await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
+  });
+
   it("moves rows the edge could never accept to notifiws.dead_letter", async () => {
     startRelay();
     await db.query("INSERT INTO notifiws.outbox (channel, op, table_name, data) VALUES ('bad channel!', 'insert', 'public.x', '{}')");

@@ -17,6 +17,10 @@ export class Receiver {
   requests = 0;
   rejectedSignatures = 0;
   behaviour: Behaviour = "ok";
+  /** Larger batches are refused with 413, as the Worker does above INGEST_MAX_EVENTS. */
+  maxEvents = Infinity;
+  /** Event count of every batch accepted. */
+  readonly batchSizes: number[] = [];
   private server!: Server;
   private hanging: ServerResponse[] = [];
   url = "";
@@ -49,6 +53,11 @@ export class Receiver {
       return;
     }
     const batch = IngestBatch.parse(JSON.parse(body));
+    if (batch.events.length > this.maxEvents) {
+      res.writeHead(413).end(JSON.stringify({ error: { code: "TOO_MANY_EVENTS", message: `at most ${this.maxEvents} events` } }));
+      return;
+    }
+    this.batchSizes.push(batch.events.length);
     this.rawBodies.push(body);
     this.deliveries.push(...batch.events);
     res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ batchId: batch.batchId, accepted: batch.events.length, duplicates: 0, channels: {} }));
