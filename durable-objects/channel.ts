@@ -26,6 +26,7 @@ import {
   type ServerMessage,
 } from "../src/protocol";
 import { take, type Bucket } from "../src/ratelimit";
+import { ATTACHMENT_MAX_BYTES, checkSqlBindings, packJsonArrays, SQL_PARAM_BUDGET_BYTES, utf8Length } from "../src/limits";
 
 /** What the Worker forwards after it has authenticated and authorized a connection. */
 export const SessionInit = z.object({
@@ -66,6 +67,27 @@ export interface ChannelStats {
   historySize: number;
 }
 
+/** An event over MAX_EVENT_BYTES reached the object; the whole ingest is rolled back. */
+export class EventTooLargeError extends Error {
+  readonly code = "EVENT_TOO_LARGE";
+  constructor(readonly eventId: string, readonly bytes: number, readonly max: number) {
+    super(`event ${eventId} is ${bytes} bytes; MAX_EVENT_BYTES is ${max}`);
+  }
+}
+
+/** What ingest's transaction produced. */
+interface Stored {
+  replayed: boolean;
+  bodies: string[];
+  /** UTF-8 bytes of each body. */
+  sizes: number[];
+  envelopes: Envelope[];
+  duplicates: number;
+}
+
+/** Bytes of `{"type":"events","events":[` + `]}` around a frame's bodies. */
+const FRAME_OVERHEAD_BYTES = 30;
+
 export interface IngestOutcome {
   accepted: number;
   duplicates: number;
@@ -103,9 +125,9 @@ export class ChannelObject extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    this.sql.exec(SCHEMA);
+    this.exec(SCHEMA);
     const meta = new Map<string, unknown>();
-    for (const row of this.sql.exec<{ k: string; v: SqlStorageValue }>("SELECT k, v FROM meta")) meta.set(row.k, row.v);
+    for (const row of this.exec<{ k: string; v: SqlStorageValue }>("SELECT k, v FROM meta")) meta.set(row.k, row.v);
     this.channel = (meta.get("channel") as string | undefined) ?? undefined;
     const num = (k: string) => Number(meta.get(k) ?? 0);
     this.counters = {
@@ -135,9 +157,6 @@ export class ChannelObject extends DurableObject<Env> {
       const init = SessionInit.parse(JSON.parse(request.headers.get(SESSION_HEADER) ?? "null"));
       this.bindChannel(init.channel);
 
-      const pair = new WebSocketPair();
-      const [client, server] = [pair[0], pair[1]];
-      this.ctx.acceptWebSocket(server);
       const session: Session = {
         id: crypto.randomUUID(),
         sub: init.sub,
@@ -148,6 +167,14 @@ export class ChannelObject extends DurableObject<Env> {
         bucket: { tokens: this.config.CLIENT_RATE_BURST, at: Date.now() },
         connectedAt: Date.now(),
       };
+      if (ChannelObject.attachmentBytes(session) > ATTACHMENT_MAX_BYTES)
+        return Response.json(
+          { error: { code: "SESSION_TOO_LARGE", message: `the token's subject, role and the filter exceed ${ATTACHMENT_MAX_BYTES} bytes` } },
+          { status: 400 },
+        );
+      const pair = new WebSocketPair();
+      const [client, server] = [pair[0], pair[1]];
+      this.ctx.acceptWebSocket(server);
       this.save(server, session);
       this.send(server, {
         type: "welcome",
@@ -182,11 +209,13 @@ export class ChannelObject extends DurableObject<Env> {
       return;
     }
     const bodies: string[] = [];
-    for (const row of this.sql.exec<{ body: string }>("SELECT body FROM events WHERE seq > ? ORDER BY seq", since)) {
+    const sizes: number[] = [];
+    for (const row of this.exec<{ body: string }>("SELECT body FROM events WHERE seq > ? ORDER BY seq", since)) {
       if (session.filter && !matchesFilter(JSON.parse(row.body) as Envelope, session.filter)) continue;
       bodies.push(row.body);
+      sizes.push(utf8Length(row.body));
     }
-    for (const frame of this.frames(bodies)) this.sendRaw(ws, frame);
+    for (const frame of this.frames(bodies, sizes)) this.sendRaw(ws, frame);
   }
 
   // -------------------------------------------------------------------------
@@ -197,31 +226,53 @@ export class ChannelObject extends DurableObject<Env> {
    * Stores new events (dedupe by id, next seq each) and fans them out. Called
    * by the Worker over RPC; returns only after the writes are part of this
    * object's state, and the output gate holds the reply until they are durable.
+   *
+   * The batch ledger, the dedupe rows, the events and the counters are written
+   * in one transaction: a batch whose storage fails leaves no trace (not even
+   * its id), so the sender's retry of the same batch is stored, never answered
+   * "already applied".
    */
   async ingest(channel: string, events: ChangeEvent[], batchId?: string): Promise<IngestOutcome> {
     this.bindChannel(channel);
-    const cfg = this.config;
+    for (const ev of events) if (ev.channel !== channel) throw new Error(`event for ${ev.channel} sent to ${channel}`);
     const now = Date.now();
+    const before = { ...this.counters };
+    let stored: Stored;
+    try {
+      stored = this.ctx.storage.transactionSync(() => this.store(events, batchId, now));
+    } catch (err) {
+      this.counters = before; // seqs handed out inside the failed transaction are not consumed
+      throw err;
+    }
+    if (stored.replayed) return { accepted: 0, duplicates: 0, headSeq: this.counters.headSeq, replayed: true };
+    if (stored.bodies.length > 0) this.fanOut(stored.bodies, stored.sizes, stored.envelopes, now);
+    await this.register();
+    return { accepted: stored.bodies.length, duplicates: stored.duplicates, headSeq: this.counters.headSeq, replayed: false };
+  }
+
+  /** The body of ingest's transaction; throws to roll everything back. */
+  private store(events: ChangeEvent[], batchId: string | undefined, now: number): Stored {
+    const cfg = this.config;
     // The batch ledger lives here, next to the events, so replay protection
     // costs no extra object round trip. Ids only need to outlive the ±5 min
     // signature window, after which the timestamp check rejects a replay.
     if (batchId !== undefined) {
-      const cur = this.sql.exec("INSERT INTO batches (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING", batchId, now);
-      if (cur.rowsWritten === 0) return { accepted: 0, duplicates: 0, headSeq: this.counters.headSeq, replayed: true };
-      this.sql.exec("DELETE FROM batches WHERE at < ?", now - BATCH_RETENTION_MS);
+      const cur = this.exec("INSERT INTO batches (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING", batchId, now);
+      if (cur.rowsWritten === 0) return { replayed: true, bodies: [], sizes: [], envelopes: [], duplicates: 0 };
+      this.exec("DELETE FROM batches WHERE at < ?", now - BATCH_RETENTION_MS);
     }
-    // Three statements per batch whatever its size: per-row statements cost
+    // A few statements per batch whatever its size: per-row statements cost
     // ~0.1 ms each, and Durable Object SQL binds at most 100 parameters, so
-    // rows travel as one JSON array read back with json_each.
-    for (const ev of events) if (ev.channel !== channel) throw new Error(`event for ${ev.channel} sent to ${channel}`);
+    // rows travel as JSON arrays read back with json_each, each array under
+    // SQL_PARAM_BUDGET_BYTES (one SQLite value is capped at 2 MB).
     const known = new Set<string>();
-    for (const row of this.sql.exec<{ id: string }>(
-      "SELECT j.value AS id FROM json_each(?) AS j JOIN seen ON seen.id = j.value",
-      JSON.stringify(events.map((e) => e.id)),
-    ))
-      known.add(row.id);
-    const fresh: string[] = [];
-    const freshEvents: Envelope[] = [];
+    for (const chunk of packJsonArrays(events.map((e) => e.id), SQL_PARAM_BUDGET_BYTES)) {
+      const ids = "json" in chunk ? chunk.json : JSON.stringify([chunk.single]);
+      for (const row of this.exec<{ id: string }>("SELECT j.value AS id FROM json_each(?) AS j JOIN seen ON seen.id = j.value", ids)) known.add(row.id);
+    }
+    const bodies: string[] = [];
+    const sizes: number[] = [];
+    const envelopes: Envelope[] = [];
     const firstSeq = this.counters.headSeq + 1;
     let duplicates = 0;
     // Events were validated by the Worker (zod) before this RPC.
@@ -232,49 +283,53 @@ export class ChannelObject extends DurableObject<Env> {
       }
       known.add(ev.id); // a repeat inside the same batch is a duplicate too
       const envelope: Envelope = { ...ev, seq: ++this.counters.headSeq };
-      fresh.push(JSON.stringify(envelope));
-      freshEvents.push(envelope);
-    }
-    if (fresh.length > 0) {
-      try {
-        // All or nothing: a failed write must not leave rows behind or seqs consumed.
-        this.ctx.storage.transactionSync(() => {
-          this.sql.exec(
-            "INSERT INTO seen (id, seq, at) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), ? FROM json_each(?)",
-            now,
-            JSON.stringify(freshEvents.map((e) => [e.id, e.seq])),
-          );
-          // A JSON array of strings: json_each returns each body text exactly as serialized here.
-          this.sql.exec("INSERT INTO events (seq, at, body) SELECT ? + key, ?, value FROM json_each(?)", firstSeq, now, JSON.stringify(fresh));
-        });
-      } catch (err) {
-        this.counters.headSeq = firstSeq - 1;
-        throw err;
-      }
+      const body = JSON.stringify(envelope);
+      const bytes = utf8Length(body);
+      // The route refuses these first; this guard keeps any other caller under the row limit.
+      if (bytes > cfg.MAX_EVENT_BYTES) throw new EventTooLargeError(ev.id, bytes, cfg.MAX_EVENT_BYTES);
+      bodies.push(body);
+      sizes.push(bytes);
+      envelopes.push(envelope);
     }
     this.counters.duplicates += duplicates;
-    if (fresh.length > 0) {
-      this.counters.events += fresh.length;
+    if (bodies.length > 0) {
+      for (const chunk of packJsonArrays(envelopes.map((e) => [e.id, e.seq]), SQL_PARAM_BUDGET_BYTES)) {
+        const rows = "json" in chunk ? chunk.json : JSON.stringify([chunk.single]);
+        this.exec("INSERT INTO seen (id, seq, at) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), ? FROM json_each(?)", now, rows);
+      }
+      let seq = firstSeq;
+      for (const chunk of packJsonArrays(bodies, SQL_PARAM_BUDGET_BYTES)) {
+        if ("json" in chunk) {
+          // A JSON array of strings: json_each returns each body text exactly as serialized here.
+          this.exec("INSERT INTO events (seq, at, body) SELECT ? + key, ?, value FROM json_each(?)", seq, now, chunk.json);
+          seq += chunk.count;
+        } else {
+          // Too large to nest in an array (its quotes would be escaped again): bound on its own.
+          this.exec("INSERT INTO events (seq, at, body) VALUES (?, ?, ?)", seq, now, chunk.single);
+          seq += 1;
+        }
+      }
+      this.counters.events += bodies.length;
       this.counters.lastEventAt = now;
       // Two indexed range deletes (an OR would scan the table).
-      this.sql.exec("DELETE FROM events WHERE seq <= ?", this.counters.headSeq - cfg.HISTORY_MAX_EVENTS);
-      this.sql.exec("DELETE FROM events WHERE at < ?", now - cfg.HISTORY_MAX_AGE_SECONDS * 1000);
+      this.exec("DELETE FROM events WHERE seq <= ?", this.counters.headSeq - cfg.HISTORY_MAX_EVENTS);
+      this.exec("DELETE FROM events WHERE at < ?", now - cfg.HISTORY_MAX_AGE_SECONDS * 1000);
       if (now - this.lastDedupePrune > DEDUPE_PRUNE_INTERVAL_MS) {
         this.lastDedupePrune = now;
-        this.sql.exec("DELETE FROM seen WHERE at < ?", now - cfg.DEDUPE_WINDOW_SECONDS * 1000);
+        this.exec("DELETE FROM seen WHERE at < ?", now - cfg.DEDUPE_WINDOW_SECONDS * 1000);
       }
-      this.fanOut(fresh, freshEvents, now);
     }
     this.persistCounters();
-    await this.register();
-    return { accepted: fresh.length, duplicates, headSeq: this.counters.headSeq, replayed: false };
+    if (this.channel !== undefined && cfg.TEST_FAIL_CHANNELS.includes(this.channel))
+      throw new Error(`TEST_FAIL_CHANNELS: storage of ${this.channel} fails on purpose`);
+    return { replayed: false, bodies, sizes, envelopes, duplicates };
   }
 
   /**
    * One frame set per distinct filter, built once and sent to every socket
    * that shares it, so a burst costs one send per frame per socket.
    */
-  private fanOut(bodies: string[], events: Envelope[], now: number): void {
+  private fanOut(bodies: string[], sizes: number[], events: Envelope[], now: number): void {
     const byFilter = new Map<string, string[]>();
     for (const ws of this.ctx.getWebSockets()) {
       const session = this.session(ws);
@@ -285,30 +340,37 @@ export class ChannelObject extends DurableObject<Env> {
       }
       let frames = byFilter.get(session.filterKey);
       if (!frames) {
-        const selected = session.filter ? bodies.filter((_, i) => matchesFilter(events[i] as Envelope, session.filter)) : bodies;
-        frames = this.frames(selected);
+        if (session.filter) {
+          const keep = events.map((e) => matchesFilter(e, session.filter));
+          frames = this.frames(bodies.filter((_, i) => keep[i]), sizes.filter((_, i) => keep[i]));
+        } else frames = this.frames(bodies, sizes);
         byFilter.set(session.filterKey, frames);
       }
       for (const frame of frames) if (!this.sendRaw(ws, frame)) break;
     }
   }
 
-  /** Packs pre-serialized envelopes into `events` frames no larger than MAX_FRAME_BYTES (an oversize event gets a frame of its own). */
-  private frames(bodies: string[]): string[] {
+  /**
+   * Packs pre-serialized envelopes (with their UTF-8 sizes) into `events`
+   * frames of at most MAX_FRAME_BYTES; an event larger than that gets a frame
+   * of its own.
+   */
+  private frames(bodies: string[], sizes: number[]): string[] {
     if (bodies.length === 0) return [];
-    const max = this.config.MAX_FRAME_BYTES;
+    const max = this.config.MAX_FRAME_BYTES - FRAME_OVERHEAD_BYTES;
     const out: string[] = [];
     let chunk: string[] = [];
     let size = 0;
-    for (const b of bodies) {
-      if (chunk.length > 0 && size + b.length + 1 > max) {
+    bodies.forEach((b, i) => {
+      const bytes = sizes[i]!;
+      if (chunk.length > 0 && size + bytes + 1 > max) {
         out.push(`{"type":"events","events":[${chunk.join(",")}]}`);
         chunk = [];
         size = 0;
       }
       chunk.push(b);
-      size += b.length + 1;
-    }
+      size += bytes + 1;
+    });
     out.push(`{"type":"events","events":[${chunk.join(",")}]}`);
     return out;
   }
@@ -441,7 +503,7 @@ export class ChannelObject extends DurableObject<Env> {
   // -------------------------------------------------------------------------
 
   async stats(): Promise<ChannelStats> {
-    const history = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM events").one().n;
+    const history = this.exec<{ n: number }>("SELECT COUNT(*) AS n FROM events").one().n;
     return {
       channel: this.channel ?? "",
       connections: this.ctx.getWebSockets().length,
@@ -458,7 +520,7 @@ export class ChannelObject extends DurableObject<Env> {
     if (this.channel === channel) return;
     if (this.channel !== undefined) throw new Error(`object bound to ${this.channel}, not ${channel}`);
     this.channel = channel;
-    this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('channel', ?)", channel);
+    this.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('channel', ?)", channel);
   }
 
   /** Tells the control object this channel exists (once per instance) so /stats can find it. */
@@ -468,14 +530,20 @@ export class ChannelObject extends DurableObject<Env> {
     this.registered = true;
   }
 
+  /** Every statement goes through the production SQL limits (local workerd does not enforce them). */
+  private exec<T extends Record<string, SqlStorageValue>>(query: string, ...params: SqlStorageValue[]): SqlStorageCursor<T> {
+    checkSqlBindings(params);
+    return this.sql.exec<T>(query, ...params);
+  }
+
   private oldestSeq(): number {
-    const row = this.sql.exec<{ s: number | null }>("SELECT MIN(seq) AS s FROM events").one();
+    const row = this.exec<{ s: number | null }>("SELECT MIN(seq) AS s FROM events").one();
     return row.s ?? this.counters.headSeq + 1;
   }
 
   private persistCounters(): void {
     const c = this.counters;
-    for (const [k, v] of Object.entries(c)) if (v !== null) this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", k, v);
+    for (const [k, v] of Object.entries(c)) if (v !== null) this.exec("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", k, v);
   }
 
   private async scheduleExpiry(expSeconds: number): Promise<void> {
@@ -495,6 +563,11 @@ export class ChannelObject extends DurableObject<Env> {
   private save(ws: WebSocket, session: Session): void {
     this.sessions.set(ws, session);
     ws.serializeAttachment(session);
+  }
+
+  /** Bytes of a session as an attachment; production caps attachments at 16 KiB. */
+  private static attachmentBytes(session: Session): number {
+    return utf8Length(JSON.stringify(session));
   }
 
   private send(ws: WebSocket, msg: ServerMessage): boolean {

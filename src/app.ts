@@ -34,7 +34,7 @@ export function createApp() {
   app.notFound((c) => c.json(errorBody("NOT_FOUND", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`), 404));
 
   app.onError((err, c) => {
-    if (err instanceof ApiError) return c.json(errorBody(err.code, err.message), err.status);
+    if (err instanceof ApiError) return c.json(errorBody(err.code, err.message, err.details), err.status);
     if (err instanceof ConfigError) {
       log("error", "configuration invalid", { variables: err.variables, detail: err.message });
       return c.json(errorBody(err.code, err.message), 500);

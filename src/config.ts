@@ -3,6 +3,7 @@
  * reported at once, naming the variables (never their values).
  */
 import { z } from "zod";
+import { DEFAULT_MAX_EVENT_BYTES, MAX_EVENT_BYTES_CEILING } from "./limits";
 
 const csv = z
   .string()
@@ -27,8 +28,22 @@ export const ConfigSchema = z
     ALLOWED_ORIGINS: csv,
     /** Bearer token for /stats and /metrics. Unset: those routes answer 503. */
     ADMIN_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
-    /** Comma-separated lowercase hex SHA-256 hashes of publish API keys. Unset: publishing is off. */
-    PUBLISH_KEY_HASHES: csv.pipe(z.array(z.string().regex(/^[0-9a-f]{64}$/, "must be hex SHA-256 hashes"))),
+    /**
+     * Comma-separated publish API keys as lowercase hex SHA-256 hashes, each optionally limited to
+     * channel patterns: `<hash>` publishes anywhere, `<hash>=orders.*|alerts` only to matching
+     * channels (same pattern rules as token claims). Unset: publishing is off.
+     */
+    PUBLISH_KEY_HASHES: csv.pipe(
+      z.array(
+        z
+          .string()
+          .regex(/^[0-9a-f]{64}(=[A-Za-z0-9_*][A-Za-z0-9_.:*-]*(\|[A-Za-z0-9_*][A-Za-z0-9_.:*-]*)*)?$/, "must be hex SHA-256 hashes, optionally =pattern|pattern")
+          .transform((entry) => {
+            const [hash, patterns] = entry.split("=") as [string, string | undefined];
+            return { hash, channels: patterns === undefined ? ["*"] : patterns.split("|") };
+          }),
+      ),
+    ),
     /** Events kept per channel for resume. Default 1000. */
     HISTORY_MAX_EVENTS: int(1000, 1, 1_000_000),
     /** Max age of retained events, seconds. Default 86400 (1 day). */
@@ -45,6 +60,19 @@ export const ConfigSchema = z
     INGEST_MAX_EVENTS: int(1000, 1, 5000),
     /** Max ingest body size, bytes. Default 4 MiB. */
     INGEST_MAX_BYTES: int(4 * 1024 * 1024, 1024, 32 * 1024 * 1024),
+    /**
+     * Max size of one event as stored (its JSON in UTF-8 bytes). Larger events are refused
+     * with 413 EVENT_TOO_LARGE naming their ids. Default 1,000,000; at most 1,900,000 because a
+     * Durable Object SQLite row is capped at 2 MB in production (local workerd does not enforce it).
+     */
+    MAX_EVENT_BYTES: int(DEFAULT_MAX_EVENT_BYTES, 1024, MAX_EVENT_BYTES_CEILING),
+    /** Max publish API body, bytes. Default 256 KiB. */
+    PUBLISH_MAX_BYTES: int(256 * 1024, 1024, MAX_EVENT_BYTES_CEILING),
+    /**
+     * Test only: comma-separated channel names whose ingest fails inside the storage
+     * transaction, to exercise partial-batch failure. Never set it in production.
+     */
+    TEST_FAIL_CHANNELS: csv,
     /** Max outgoing frame size before a batch is split, bytes. Default 512 KiB (Workers cap messages at 1 MiB). */
     MAX_FRAME_BYTES: int(512 * 1024, 1024, 1_000_000),
     /** Postgres URL the demo dashboard reads its initial state from (@neondatabase/serverless). Unset: /api/demo/state answers 503. */

@@ -6,8 +6,16 @@ import type { Env } from "./env";
 import type { ChangeEvent, IngestResult } from "./protocol";
 import { errorFields, log } from "./log";
 
+/**
+ * Some channels' objects did not store their events. Each object stores its
+ * part atomically, so `stored` channels are done and only `failedChannels`
+ * need to be sent again.
+ */
 export class DeliveryError extends Error {
-  constructor(readonly failedChannels: string[]) {
+  constructor(
+    readonly failedChannels: string[],
+    readonly stored: IngestResult["channels"],
+  ) {
     super(`channel objects unavailable: ${failedChannels.join(", ")}`);
   }
 }
@@ -46,7 +54,7 @@ export async function deliver(env: Env, events: ChangeEvent[], batchId?: string)
       log("error", "channel ingest failed", { channel, ...errorFields(r.reason) });
     }
   });
-  if (failed.length > 0) throw new DeliveryError(failed);
+  if (failed.length > 0) throw new DeliveryError(failed, channels);
   if (replays === entries.length) throw new ReplayError(`batch ${batchId} was already applied`);
   return { accepted, duplicates, channels };
 }

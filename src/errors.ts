@@ -7,9 +7,11 @@ export class ApiError extends HTTPException {
     status: ContentfulStatusCode,
     readonly code: string,
     message: string,
+    /** Extra machine-readable fields for the error object (e.g. eventIds, failedChannels). */
+    readonly details?: Record<string, unknown>,
   ) {
     super(status, { message });
   }
 }
 
-export const errorBody = (code: string, message: string) => ({ error: { code, message } });
+export const errorBody = (code: string, message: string, details?: Record<string, unknown>) => ({ error: { ...details, code, message } });

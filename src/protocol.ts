@@ -163,7 +163,18 @@ export type ServerMessage = z.infer<typeof ServerMessage>;
 // ---------------------------------------------------------------------------
 
 export const HttpErrorBody = z.object({
-  error: z.object({ code: z.string(), message: z.string() }),
+  error: z.object({
+    code: z.string(),
+    message: z.string(),
+    /** EVENT_TOO_LARGE: the ids of the events over MAX_EVENT_BYTES (nothing of the batch was applied). */
+    eventIds: z.array(z.string()).optional(),
+    /** CHANNEL_UNAVAILABLE: channels whose objects did not store their events; retry only these. */
+    failedChannels: z.array(z.string()).optional(),
+    /** CHANNEL_UNAVAILABLE: channels of the batch that were stored, with their heads. */
+    channels: z.record(z.string(), z.object({ headSeq: z.number().int().nonnegative() })).optional(),
+    /** STALE_TIMESTAMP: the Worker's clock, epoch seconds, so the sender can log its skew. */
+    serverTime: z.number().int().optional(),
+  }),
 });
 export type HttpErrorBody = z.infer<typeof HttpErrorBody>;
 

@@ -10,6 +10,7 @@ import { parseJson } from "../request";
 import { ApiError } from "../errors";
 import { IngestBatch, SIGNATURE_HEADER, TIMESTAMP_HEADER, type IngestResult } from "../protocol";
 import { verify } from "../signing";
+import { SEQ_FIELD_BYTES, utf8Length } from "../limits";
 
 export const ingestRoutes = new Hono<AppEnv>();
 
@@ -22,7 +23,8 @@ ingestRoutes.post("/internal/events", async (c) => {
   const body = new TextDecoder().decode(raw);
 
   const sig = await verify(config.INGEST_SECRETS, c.req.header(TIMESTAMP_HEADER), c.req.header(SIGNATURE_HEADER), body);
-  if (!sig.ok) throw new ApiError(401, sig.code, sig.message);
+  if (!sig.ok)
+    throw new ApiError(401, sig.code, sig.message, sig.code === "STALE_TIMESTAMP" ? { serverTime: Math.floor(Date.now() / 1000) } : undefined);
 
   const json = parseJson(body);
   const parsed = IngestBatch.safeParse(json);
@@ -34,12 +36,24 @@ ingestRoutes.post("/internal/events", async (c) => {
   if (batch.events.length > config.INGEST_MAX_EVENTS)
     throw new ApiError(413, "TOO_MANY_EVENTS", `a batch may carry at most ${config.INGEST_MAX_EVENTS} events`);
 
+  // Checked before anything is applied, so a refused batch leaves no trace and
+  // the sender can move exactly these events aside and resend the rest.
+  const oversize = batch.events.filter((ev) => utf8Length(JSON.stringify(ev)) + SEQ_FIELD_BYTES > config.MAX_EVENT_BYTES).map((ev) => ev.id);
+  if (oversize.length > 0)
+    throw new ApiError(413, "EVENT_TOO_LARGE", `event(s) ${oversize.slice(0, 5).join(", ")} exceed MAX_EVENT_BYTES (${config.MAX_EVENT_BYTES} bytes)`, {
+      eventIds: oversize,
+    });
+
   try {
     const result = await deliver(c.env, batch.events, batch.batchId);
     return c.json({ batchId: batch.batchId, ...result } satisfies IngestResult);
   } catch (err) {
     if (err instanceof ReplayError) throw new ApiError(409, "BATCH_REPLAYED", err.message);
-    if (err instanceof DeliveryError) throw new ApiError(503, "CHANNEL_UNAVAILABLE", `${err.message}; retry the batch`);
+    if (err instanceof DeliveryError)
+      throw new ApiError(503, "CHANNEL_UNAVAILABLE", `${err.message}; resend only the failed channels' events`, {
+        failedChannels: err.failedChannels,
+        channels: err.stored,
+      });
     throw err;
   }
 });

@@ -3,9 +3,12 @@ export const TEST_BINDINGS = {
   JWT_SECRET: "test-jwt-secret-0123456789abcdef0123456789",
   INGEST_SECRETS: "test-ingest-secret-new-0123456789abcdef,test-ingest-secret-old-0123456789abcdef",
   ADMIN_TOKEN: "test-admin-token-0123456789",
-  // sha256("test-publish-key")
-  PUBLISH_KEY_HASHES: "b9f9141087986c30f1789065c5bb2a63e1523f7978e78a70ad948db77ebbaba8",
+  // sha256("test-publish-key") for every channel; sha256("test-orders-key") limited to orders.* and audit
+  PUBLISH_KEY_HASHES:
+    "b9f9141087986c30f1789065c5bb2a63e1523f7978e78a70ad948db77ebbaba8,ac3900eefe805b4a79f96e98bfb0b380abb2683611c295b5338194243a6b164e=orders.*|audit",
   ALLOWED_ORIGINS: "https://app.example",
   HISTORY_MAX_EVENTS: "50",
   LOG_LEVEL: "error",
+  // Ingest into this channel fails inside the object's storage transaction (partial-failure tests).
+  TEST_FAIL_CHANNELS: "fail.always",
 } as const;

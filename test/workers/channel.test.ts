@@ -138,10 +138,18 @@ describe("filters", () => {
 });
 
 describe("client messages", () => {
-  it("answers the heartbeat ping with pong", async () => {
-    const c = await connect(freshChannel());
-    c.send(PING_FRAME);
-    await c.waitForType("pong");
+  it("answers heartbeat pings by auto-response, without running the object's message handler", async () => {
+    const ch = freshChannel();
+    const c = await connect(ch);
+    const sentBefore = (await stubFor(ch).stats()).messagesSent;
+    // Three times the rate-limit burst (20): pings reaching webSocketMessage would close the socket with 4008.
+    for (let i = 0; i < 60; i++) c.send(PING_FRAME);
+    await c.waitFor("60 pongs", () => c.messages.filter((m) => m.type === "pong").length >= 60 || undefined);
+    expect(c.closed).toBeUndefined();
+    // The object sent nothing itself: every pong came from the runtime.
+    expect((await stubFor(ch).stats()).messagesSent).toBe(sentBefore);
+    const answered = await runInDurableObject(stubFor(ch), (_o, state) => state.getWebSockets().map((ws) => state.getWebSocketAutoResponseTimestamp(ws)));
+    expect(answered[0]).toBeInstanceOf(Date);
   });
 
   it("answers malformed JSON and unknown types with an error and stays open", async () => {

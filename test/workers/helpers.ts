@@ -45,11 +45,14 @@ export async function ingest(events: ChangeEvent[], opts: { batchId?: string; se
 /** A connected test client that records every frame and can wait for one. */
 export class Client {
   readonly messages: ServerMessage[] = [];
+  /** Every frame as received, for size checks. */
+  readonly raw: string[] = [];
   closed: { code: number; reason: string } | undefined;
   private waiters: (() => void)[] = [];
 
   constructor(readonly ws: WebSocket, readonly response: Response) {
     ws.addEventListener("message", (e) => {
+      this.raw.push(e.data as string);
       this.messages.push(ServerMessage.parse(JSON.parse(e.data as string)));
       this.wake();
     });

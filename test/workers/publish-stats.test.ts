@@ -32,6 +32,27 @@ describe("POST /api/channels/:channel/publish", () => {
     expect(HttpErrorBody.parse(await none.json()).error.code).toBe("KEY_MISSING");
   });
 
+  it("limits a key to its channel patterns: orders.* may publish to orders.eu, not to user.alice", async () => {
+    const orders = freshChannel("orders");
+    const c = await connect(orders);
+    const ok = await publish(orders, { data: { total: 5 } }, "test-orders-key");
+    expect(ok.status).toBe(200);
+    expect(await c.waitForEvents(1)).toMatchObject([{ data: { total: 5 } }]);
+    expect((await publish("audit", { data: {} }, "test-orders-key")).status).toBe(200);
+    for (const ch of ["user.alice", "orders", "auditing"]) {
+      const res = await publish(ch, { data: { x: 1 } }, "test-orders-key");
+      expect(res.status, ch).toBe(403);
+      expect(HttpErrorBody.parse(await res.json()).error.code).toBe("KEY_FORBIDDEN_CHANNEL");
+    }
+  });
+
+  it("refuses a publish body over PUBLISH_MAX_BYTES, measured in bytes", async () => {
+    // 200,000 "€" is 200,000 UTF-16 units but 600,000 bytes: over PUBLISH_MAX_BYTES (256 KiB).
+    const res = await publish(freshChannel(), { data: { text: "€".repeat(200_000) } });
+    expect(res.status).toBe(413);
+    expect(HttpErrorBody.parse(await res.json()).error.code).toBe("BODY_TOO_LARGE");
+  });
+
   it("answers bad bodies with 400 and a reason", async () => {
     expect(HttpErrorBody.parse(await (await publish(freshChannel(), "nope")).json()).error.code).toBe("BAD_JSON");
     expect(HttpErrorBody.parse(await (await publish(freshChannel(), { data: 5 })).json()).error.code).toBe("INVALID_EVENT");
