@@ -4,7 +4,7 @@ import { describeIssues } from "../src/config";
 
 const int = (def: number, min: number, max: number) => z.coerce.number().int().min(min).max(max).default(def);
 
-export const RelayConfigSchema = z.object({
+export const RelayConfigShape = z.object({
   /** Direct (not pooled) Postgres connection string: LISTEN needs a session. Required. */
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL"),
   /** Base URL of the notifiws Worker; batches go to `${WORKER_URL}/internal/events`. Required. */
@@ -21,8 +21,19 @@ export const RelayConfigSchema = z.object({
   RELAY_POLL_MS: int(5000, 50, 600_000),
   /** Timeout of one POST to the Worker, ms. Default 10000. */
   RELAY_POST_TIMEOUT_MS: int(10_000, 100, 300_000),
-  /** Liveness query interval on the LISTEN connection, ms. Default 10000. */
-  RELAY_LIVENESS_MS: int(10_000, 100, 600_000),
+  /**
+   * How often the leader stamps its heartbeat (which doubles as the liveness check of its
+   * connection), and how often a standby looks at it, ms. Default 2000.
+   */
+  RELAY_HEARTBEAT_MS: int(2000, 50, 60_000),
+  /**
+   * A standby terminates the leader's session when its heartbeat has not moved for this long, ms.
+   * Must exceed RELAY_STATEMENT_TIMEOUT_MS + 2 × RELAY_HEARTBEAT_MS (a healthy leader's heartbeat can
+   * wait behind one statement). Default 10000: delivery resumes within about 15 s of a leader freezing.
+   */
+  RELAY_TAKEOVER_MS: int(10_000, 200, 600_000),
+  /** Server-side statement_timeout of the relay's session; a client-side deadline 1 s later destroys the socket. Default 5000. */
+  RELAY_STATEMENT_TIMEOUT_MS: int(5000, 100, 600_000),
   /** How often a standby retries the leader lock, ms. Default 1000. */
   RELAY_STANDBY_POLL_MS: int(1000, 50, 60_000),
   /** Backoff base and cap (full jitter), ms. Defaults 100 and 10000. */
@@ -37,14 +48,24 @@ export const RelayConfigSchema = z.object({
   /** debug | info | warn | error. Default info. */
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
 });
-export type RelayConfig = z.infer<typeof RelayConfigSchema>;
+export const RelayConfigSchema = RelayConfigShape.check((ctx) => {
+  const c = ctx.value;
+  if (c.RELAY_TAKEOVER_MS <= c.RELAY_STATEMENT_TIMEOUT_MS + 2 * c.RELAY_HEARTBEAT_MS)
+    ctx.issues.push({
+      code: "custom",
+      path: ["RELAY_TAKEOVER_MS"],
+      message: "must exceed RELAY_STATEMENT_TIMEOUT_MS + 2 × RELAY_HEARTBEAT_MS, or a healthy leader could be replaced",
+      input: c.RELAY_TAKEOVER_MS,
+    });
+});
+export type RelayConfig = z.infer<typeof RelayConfigShape>;
 
 export type ParseResult = { ok: true; config: RelayConfig } | { ok: false; variables: string[]; message: string };
 
 /** Parses the environment; on failure names every bad variable (never its value). */
 export function parseRelayConfig(env: Record<string, string | undefined>): ParseResult {
   const raw: Record<string, string> = {};
-  for (const key of Object.keys(RelayConfigSchema.shape)) {
+  for (const key of Object.keys(RelayConfigShape.shape)) {
     const v = env[key];
     if (v !== undefined && v.trim() !== "") raw[key] = v;
   }

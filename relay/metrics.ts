@@ -10,12 +10,32 @@ export class RelayMetrics {
   failures = 0;
   deadLettered = 0;
   reconnects = 0;
+  /** Times this relay, as a standby, terminated a leader that made no progress. */
+  takeovers = 0;
+  /** Channels whose rows are held back after the edge failed to store them. */
+  heldChannels = 0;
+  /** Failed POSTs by HTTP status ("none" for network errors and timeouts) and error code. */
+  private readonly refusals = new Map<string, { status: string; code: string; n: number }>();
   private latencies: number[] = [];
   private deliveries: { at: number; n: number }[] = [];
 
   recordPost(ms: number): void {
     this.latencies.push(ms);
     if (this.latencies.length > 2048) this.latencies.splice(0, this.latencies.length - 2048);
+  }
+
+  recordRefusal(status: number | undefined, code: string): void {
+    const key = `${status ?? "none"}|${code}`;
+    const r = this.refusals.get(key) ?? { status: String(status ?? "none"), code, n: 0 };
+    r.n++;
+    this.refusals.set(key, r);
+  }
+
+  /** Failed POSTs with this error code (all statuses). */
+  refusalCount(code: string): number {
+    let n = 0;
+    for (const r of this.refusals.values()) if (r.code === code) n += r.n;
+    return n;
   }
 
   recordDelivered(n: number, now = Date.now()): void {
@@ -49,6 +69,10 @@ export class RelayMetrics {
       g("notifiws_relay_post_failures_total", "counter", "POST attempts that failed (network, timeout, non-2xx)", this.failures),
       g("notifiws_relay_dead_letter_total", "counter", "Rows moved to notifiws.dead_letter", this.deadLettered),
       g("notifiws_relay_reconnects_total", "counter", "Postgres reconnects", this.reconnects),
+      g("notifiws_relay_takeovers_total", "counter", "Stuck leaders this relay replaced", this.takeovers),
+      g("notifiws_relay_held_channels", "gauge", "Channels held back after the edge failed to store them", this.heldChannels),
+      `# HELP notifiws_relay_post_refusals_total Failed POSTs by status and error code\n# TYPE notifiws_relay_post_refusals_total counter`,
+      ...[...this.refusals.values()].map((r) => `notifiws_relay_post_refusals_total{status="${r.status}",code="${r.code.replace(/[^A-Za-z0-9_]/g, "_")}"} ${r.n}`),
       `# HELP notifiws_relay_post_latency_seconds POST latency over the last 2048 batches\n# TYPE notifiws_relay_post_latency_seconds summary`,
       ...[0.5, 0.9, 0.99].map((q) => `notifiws_relay_post_latency_seconds{quantile="${q}"} ${this.quantile(q) / 1000}`),
     ];
@@ -70,7 +94,7 @@ export function startHttp(
     void (async () => {
       try {
         if (req.url === "/healthz") {
-          const body = JSON.stringify({ ok: metrics.connected, connected: metrics.connected, leader: metrics.leader });
+          const body = JSON.stringify({ ok: metrics.connected, connected: metrics.connected, leader: metrics.leader, pid: process.pid });
           res.writeHead(metrics.connected ? 200 : 503, { "content-type": "application/json" }).end(body);
         } else if (req.url === "/metrics") {
           const b = await backlog().catch(() => undefined);

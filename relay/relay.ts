@@ -1,22 +1,38 @@
 /**
- * The relay: one dedicated Postgres connection that holds the leader lock,
+ * The relay: one dedicated Postgres connection that wins the leader election,
  * LISTENs for outbox wake-ups, drains notifiws.outbox in signed batches to the
- * Worker and deletes rows only after a 2xx. At-least-once: a row is never
- * skipped; the edge dedupes redeliveries by event id.
+ * Worker and deletes rows only after the Worker stored them. At-least-once: a
+ * row is never skipped; the edge dedupes redeliveries by event id.
  *
  * Rows are read by visibility (whatever is committed now, oldest id first),
  * never with an "id > cursor" bookmark, so a transaction that commits late
  * with a lower id is still picked up by the next drain.
+ *
+ * Failure handling, in one place each:
+ * - the connection: every statement has a server-side statement_timeout and a
+ *   client-side deadline; any failure destroys the socket (never awaiting a
+ *   query over a dead connection) and the session starts over with backoff,
+ *   re-LISTENs and catches up;
+ * - leadership: see leader.ts (heartbeat + takeover of a stuck leader);
+ * - one channel failing at the edge: its rows wait, in order, with their own
+ *   backoff, while every other channel keeps flowing.
  */
 import pg from "pg";
 import { errorFields, log } from "../src/log";
-import { ChangeEvent, SIGNATURE_HEADER, TIMESTAMP_HEADER } from "../src/protocol";
-import { sign } from "../src/signing";
+import { ChangeEvent } from "../src/protocol";
 import { fullJitter } from "../src/backoff";
 import type { RelayConfig } from "./config";
+import { Leadership } from "./leader";
 import { RelayMetrics } from "./metrics";
+import { postBatch, type PostOutcome } from "./post";
 
 const WAKEUP_CHANNEL = "notifiws_outbox";
+/** A session that stayed up this long resets the reconnect backoff. */
+const STABLE_SESSION_MS = 30_000;
+/** Client-side deadline beyond the server's statement_timeout before the socket is destroyed. */
+const CLIENT_DEADLINE_MARGIN_MS = 1000;
+/** How long a graceful stop waits for Postgres to acknowledge the session's end. */
+const GRACEFUL_END_MS = 1000;
 
 interface OutboxRow {
   id: string;
@@ -29,7 +45,11 @@ interface OutboxRow {
   committed_at: Date;
 }
 
-type PostOutcome = "delivered" | "retry" | "too_large" | "stopped";
+/** Rows of one channel that the edge failed to store: held back, in order, until `until`. */
+interface Hold {
+  until: number;
+  attempt: number;
+}
 
 export class Relay {
   readonly metrics = new RelayMetrics();
@@ -41,6 +61,8 @@ export class Relay {
   /** Events per batch; halved when the Worker answers 413, restored as batches succeed. */
   private eventCap: number;
   private supervisor: Promise<void> | undefined;
+  private readonly held = new Map<string, Hold>();
+  private heldWake: NodeJS.Timeout | undefined;
 
   constructor(private readonly config: RelayConfig) {
     this.eventCap = config.RELAY_BATCH_MAX_EVENTS;
@@ -58,10 +80,15 @@ export class Relay {
   async stop(): Promise<void> {
     this.stopping = true;
     for (const wake of this.sleepers) wake();
+    clearTimeout(this.heldWake);
     await this.draining?.catch(() => undefined);
     const c = this.client;
-    if (c && this.metrics.leader) await c.query("SELECT pg_advisory_unlock($1)", [this.config.RELAY_LOCK_KEY]).catch(() => undefined);
-    await c?.end().catch(() => undefined);
+    if (c) {
+      if (this.metrics.leader) await c.query("SELECT pg_advisory_unlock($1)", [this.config.RELAY_LOCK_KEY]).catch(() => undefined);
+      // end() waits for the server; over a dead connection it would wait forever.
+      await Promise.race([c.end().catch(() => undefined), new Promise((r) => setTimeout(r, GRACEFUL_END_MS))]);
+      destroy(c);
+    }
     await this.supervisor?.catch(() => undefined);
   }
 
@@ -76,7 +103,7 @@ export class Relay {
 
   // -------------------------------------------------------------------------
   // Connection supervision: connect, elect, listen, catch up; on any failure
-  // back off with full jitter and do it all again.
+  // destroy the connection, back off with full jitter and do it all again.
   // -------------------------------------------------------------------------
 
   private async supervise(): Promise<void> {
@@ -90,58 +117,65 @@ export class Relay {
       }
       if (this.stopping) break;
       this.metrics.reconnects++;
-      // A session that stayed up a while resets the backoff.
-      attempt = Date.now() - began > 30_000 ? 0 : attempt + 1;
+      attempt = Date.now() - began > STABLE_SESSION_MS ? 0 : attempt + 1;
       await this.sleep(fullJitter(attempt, this.config.RELAY_BACKOFF_BASE_MS, this.config.RELAY_BACKOFF_MAX_MS));
     }
   }
 
   private async session(): Promise<void> {
+    const cfg = this.config;
     const client = new pg.Client({
-      connectionString: this.config.DATABASE_URL,
+      connectionString: cfg.DATABASE_URL,
       keepAlive: true,
       keepAliveInitialDelayMillis: 10_000,
       application_name: "notifiws-relay",
       connectionTimeoutMillis: 10_000,
+      // Server side: no drain statement runs longer than this.
+      statement_timeout: cfg.RELAY_STATEMENT_TIMEOUT_MS,
+      // Client side: a statement lost on a half-open connection fails too (then the socket is destroyed).
+      query_timeout: cfg.RELAY_STATEMENT_TIMEOUT_MS + CLIENT_DEADLINE_MARGIN_MS,
     });
     let fail!: (err: Error) => void;
     const ended = new Promise<never>((_, reject) => (fail = reject));
     ended.catch(() => undefined);
+    const race = <T>(p: Promise<T>) => Promise.race([p, ended]);
     client.on("error", (err) => fail(err));
     client.on("end", () => fail(new Error("connection closed")));
     const timers: NodeJS.Timeout[] = [];
     try {
-      await client.connect();
+      await race(client.connect());
       this.client = client;
       this.metrics.connected = true;
       log("info", "connected to postgres");
 
-      // Exactly one relay drains: the session-level advisory lock dies with the connection.
+      // Standby until the lock is ours; meanwhile replace a leader that stopped making progress.
+      const leadership = new Leadership(client, cfg.RELAY_LOCK_KEY, cfg.RELAY_TAKEOVER_MS);
       while (!this.stopping) {
-        const r = await Promise.race([client.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1) AS ok", [this.config.RELAY_LOCK_KEY]), ended]);
-        if (r.rows[0]!.ok) break;
-        await Promise.race([this.sleep(this.config.RELAY_STANDBY_POLL_MS), ended]);
+        if (await race(leadership.tryAcquire())) break;
+        if (await race(leadership.watch())) this.metrics.takeovers++;
+        await race(this.sleep(cfg.RELAY_STANDBY_POLL_MS));
       }
       if (this.stopping) return;
       this.metrics.leader = true;
-      log("info", "leader lock acquired; draining");
+      log("info", "leader lock acquired; draining", { holder: leadership.holder });
 
       client.on("notification", () => this.kick());
-      await Promise.race([client.query(`LISTEN ${WAKEUP_CHANNEL}`), ended]);
+      await race(client.query(`LISTEN ${WAKEUP_CHANNEL}`));
       // Catch up on everything committed while no relay was listening.
       this.kick();
-      timers.push(setInterval(() => this.kick(), this.config.RELAY_POLL_MS));
+      timers.push(setInterval(() => this.kick(), cfg.RELAY_POLL_MS));
+      // The heartbeat is also the liveness check: it fails (query_timeout) on a
+      // dead connection, and LeadershipLost if a standby replaced us.
+      let beating = false;
       timers.push(
         setInterval(() => {
-          const deadline = setTimeout(() => fail(new Error("liveness query timed out")), this.config.RELAY_LIVENESS_MS);
-          client.query("SELECT 1").then(
-            () => clearTimeout(deadline),
-            (err: Error) => {
-              clearTimeout(deadline);
-              fail(err);
-            },
-          );
-        }, this.config.RELAY_LIVENESS_MS),
+          if (beating) return;
+          beating = true;
+          leadership
+            .heartbeat()
+            .catch((err: Error) => fail(err))
+            .finally(() => (beating = false));
+        }, cfg.RELAY_HEARTBEAT_MS),
       );
       await ended;
     } finally {
@@ -149,8 +183,10 @@ export class Relay {
       this.metrics.connected = false;
       this.metrics.leader = false;
       if (this.client === client) this.client = undefined;
+      // Destroy first: every query still pending on this socket fails at once,
+      // so the drain below cannot wait on a connection that will never answer.
+      if (!this.stopping) destroy(client);
       await this.draining?.catch(() => undefined);
-      if (!this.stopping) await client.end().catch(() => undefined);
     }
   }
 
@@ -189,16 +225,18 @@ export class Relay {
   private async drainOnce(): Promise<boolean> {
     const client = this.client;
     if (!client) return false;
+    const now = Date.now();
+    const heldNow = [...this.held].filter(([, h]) => h.until > now).map(([channel]) => channel);
     const { rows } = await client.query<OutboxRow>(
       `SELECT id, event_id, channel, op, table_name, data, old_data, committed_at
-         FROM notifiws.outbox ORDER BY id LIMIT $1`,
-      [this.eventCap],
+         FROM notifiws.outbox WHERE NOT (channel = ANY($2::text[])) ORDER BY id LIMIT $1`,
+      [this.eventCap, heldNow],
     );
     if (rows.length === 0) return false;
 
-    // Each event is serialized once: its length bounds the batch and the text becomes the body.
+    // Each event is serialized once: its UTF-8 size bounds the batch and the text becomes the body.
     const events: string[] = [];
-    const ids: string[] = [];
+    const batch: OutboxRow[] = [];
     const invalid: { id: string; reason: string }[] = [];
     let bytes = 0;
     const limit = this.config.RELAY_BATCH_MAX_BYTES;
@@ -209,10 +247,11 @@ export class Relay {
         continue;
       }
       const json = JSON.stringify(parsed.data);
-      if (events.length > 0 && bytes + json.length + 1 > limit) break;
-      bytes += json.length + 1;
+      const size = Buffer.byteLength(json, "utf8") + 1;
+      if (events.length > 0 && bytes + size > limit) break;
+      bytes += size;
       events.push(json);
-      ids.push(row.id);
+      batch.push(row);
     }
     for (const bad of invalid) await this.deadLetter(client, [bad.id], `rejected by the relay: ${bad.reason}`);
     if (events.length === 0) return invalid.length > 0;
@@ -220,23 +259,68 @@ export class Relay {
     const batchId = crypto.randomUUID();
     // Same shape as IngestBatch (the Worker validates it with that schema).
     const body = `{"batchId":${JSON.stringify(batchId)},"events":[${events.join(",")}]}`;
-    const outcome = await this.post(batchId, body, events.length);
-    if (outcome === "delivered") {
-      await client.query("DELETE FROM notifiws.outbox WHERE id = ANY($1::bigint[])", [ids]);
-      this.metrics.recordDelivered(events.length);
-      this.eventCap = Math.min(this.config.RELAY_BATCH_MAX_EVENTS, this.eventCap * 2);
+    const outcome = await this.send(batchId, body, events.length);
+    switch (outcome.kind) {
+      case "stopped":
+        return false;
+      case "delivered":
+        await this.acknowledge(client, batch);
+        this.eventCap = Math.min(this.config.RELAY_BATCH_MAX_EVENTS, this.eventCap * 2);
+        return true;
+      case "partial": {
+        // Every other channel was stored: delete those rows; hold the failing ones back, in order.
+        const failed = new Set(outcome.failedChannels);
+        await this.acknowledge(
+          client,
+          batch.filter((r) => !failed.has(r.channel)),
+        );
+        for (const channel of new Set(batch.map((r) => r.channel))) if (failed.has(channel)) this.hold(channel, "the edge could not store this channel's events");
+        return true;
+      }
+      case "event_too_large": {
+        const tooLarge = new Set(outcome.eventIds);
+        const ids = batch.filter((r) => tooLarge.has(r.event_id)).map((r) => r.id);
+        if (ids.length === 0) return this.shrink(client, batch); // ids the batch does not have: treat as a size refusal
+        await this.deadLetter(client, ids, "EVENT_TOO_LARGE: the Worker refuses events over MAX_EVENT_BYTES");
+        return true;
+      }
+      case "batch_too_large":
+        return this.shrink(client, batch);
+      case "retry":
+        return false; // send() retries these itself; unreachable
+    }
+  }
+
+  /** Deletes rows the edge stored, and lifts any hold on their channels. */
+  private async acknowledge(client: pg.Client, rows: OutboxRow[]): Promise<void> {
+    if (rows.length === 0) return;
+    await client.query("DELETE FROM notifiws.outbox WHERE id = ANY($1::bigint[])", [rows.map((r) => r.id)]);
+    for (const r of rows) this.held.delete(r.channel);
+    this.metrics.heldChannels = this.held.size;
+    this.metrics.recordDelivered(rows.length);
+  }
+
+  /** A 413 for the batch as a whole: retry in halves; a single event refused is dead-lettered. */
+  private async shrink(client: pg.Client, batch: OutboxRow[]): Promise<boolean> {
+    if (batch.length === 1) {
+      await this.deadLetter(client, [batch[0]!.id], "the Worker refused the event as too large (413)");
       return true;
     }
-    if (outcome === "too_large" && events.length === 1) {
-      await this.deadLetter(client, ids, "the Worker refused the event as too large (413)");
-      return true;
-    }
-    if (outcome === "too_large") {
-      // Retry the same rows in smaller batches on the next pass.
-      this.eventCap = Math.max(1, Math.floor(events.length / 2));
-      return true;
-    }
-    return false;
+    this.eventCap = Math.max(1, Math.floor(batch.length / 2));
+    return true;
+  }
+
+  /** Holds a channel's rows back with its own backoff; other channels keep flowing. */
+  private hold(channel: string, reason: string): void {
+    const attempt = (this.held.get(channel)?.attempt ?? 0) + 1;
+    const delay = fullJitter(attempt, this.config.RELAY_BACKOFF_BASE_MS, this.config.RELAY_BACKOFF_MAX_MS);
+    this.held.set(channel, { until: Date.now() + delay, attempt });
+    this.metrics.heldChannels = this.held.size;
+    log("warn", "holding a channel back; other channels continue", { channel, attempt, retryInMs: Math.round(delay), reason });
+    // Wake up when the earliest hold ends rather than waiting for the safety poll.
+    const earliest = Math.min(...[...this.held.values()].map((h) => h.until));
+    clearTimeout(this.heldWake);
+    this.heldWake = setTimeout(() => this.kick(), Math.max(0, earliest - Date.now()) + 1);
   }
 
   private async deadLetter(client: pg.Client, ids: string[], reason: string): Promise<void> {
@@ -246,48 +330,41 @@ export class Relay {
       [ids, reason],
     );
     this.metrics.deadLettered += ids.length;
-    log("error", "rows moved to notifiws.dead_letter", { count: ids.length, reason });
+    log("error", "rows moved to notifiws.dead_letter", { count: ids.length, outboxIds: ids.slice(0, 20), reason });
   }
 
   /**
-   * POSTs until the Worker acknowledges (2xx, or 409 BATCH_REPLAYED: an
-   * earlier attempt of this very batch was applied), retrying with backoff.
-   * The same batch id is reused across retries.
+   * POSTs until the Worker gives an answer about the rows (stored, partly
+   * stored, or refused for size), retrying everything else with backoff. The
+   * same batch id is reused across retries, so a retry of a batch the Worker
+   * stored but whose answer was lost comes back 409 BATCH_REPLAYED.
    */
-  private async post(batchId: string, body: string, count: number): Promise<PostOutcome> {
-    const url = new URL("/internal/events", this.config.WORKER_URL).toString();
+  private async send(batchId: string, body: string, count: number): Promise<PostOutcome | { kind: "stopped" }> {
     for (let attempt = 0; ; attempt++) {
       if (attempt > 0) {
         this.metrics.retries++;
         await this.sleep(fullJitter(attempt, this.config.RELAY_BACKOFF_BASE_MS, this.config.RELAY_BACKOFF_MAX_MS));
       }
-      if (this.stopping && attempt > 0) return "stopped";
-      if (!this.metrics.leader) return "stopped";
-      const ts = Math.floor(Date.now() / 1000);
+      if (this.stopping && attempt > 0) return { kind: "stopped" };
+      if (!this.metrics.leader) return { kind: "stopped" };
       const started = performance.now();
-      try {
-        const res = await fetch(url, {
-          method: "POST",
-          headers: { "content-type": "application/json", [TIMESTAMP_HEADER]: String(ts), [SIGNATURE_HEADER]: await sign(this.config.INGEST_SECRET, ts, body) },
-          body,
-          signal: AbortSignal.timeout(this.config.RELAY_POST_TIMEOUT_MS),
-        });
-        const text = await res.text();
-        this.metrics.recordPost(performance.now() - started);
-        if (res.ok) return "delivered";
-        if (res.status === 409 && text.includes("BATCH_REPLAYED")) return "delivered";
-        this.metrics.failures++;
-        if (res.status === 413) return "too_large";
-        log(res.status >= 500 ? "warn" : "error", "worker refused batch; retrying", {
-          status: res.status,
-          batchId,
-          events: count,
-          body: text.slice(0, 300),
-        });
-      } catch (err) {
-        this.metrics.failures++;
-        log("warn", "POST to worker failed; retrying", { batchId, ...errorFields(err) });
-      }
+      const outcome = await postBatch({ workerUrl: this.config.WORKER_URL, secret: this.config.INGEST_SECRET, body, timeoutMs: this.config.RELAY_POST_TIMEOUT_MS });
+      this.metrics.recordPost(performance.now() - started);
+      if (outcome.kind === "delivered") return outcome;
+      this.metrics.failures++;
+      if (outcome.kind !== "retry") return outcome;
+      this.metrics.recordRefusal(outcome.status, outcome.code);
+      const fields = {
+        batchId,
+        events: count,
+        attempt,
+        status: outcome.status,
+        code: outcome.code,
+        reason: outcome.message,
+        ...(outcome.skewSeconds !== undefined ? { clockSkewSeconds: outcome.skewSeconds } : {}),
+      };
+      if (outcome.permanent) log("error", "worker refused the batch; retrying will not help until the cause is fixed", fields);
+      else log("warn", "POST to worker failed; retrying", fields);
     }
   }
 
@@ -304,6 +381,11 @@ export class Relay {
       this.sleepers.add(done);
     });
   }
+}
+
+/** Closes the socket under a pg client without waiting for the server. */
+function destroy(client: pg.Client): void {
+  (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
 }
 
 function toEvent(row: OutboxRow): unknown {

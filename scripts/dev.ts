@@ -5,11 +5,14 @@
  * Flags: --no-traffic (no demo writes), --rate=N (sales per second, default 2).
  * Ports: PORT (Worker, default 8787), RELAY_HTTP_PORT (default 9464),
  * PG_PORT (embedded Postgres, default 54329), BRIDGE_PORT (Neon driver bridge, 54330).
+ * NOTIFIWS_STATE_DIR: where Postgres data, Worker state and generated secrets live (default .notifiws).
+ * A part that crashes (the relay, wrangler dev) is restarted with backoff.
  */
 import { parseArgs } from "node:util";
 import { log } from "../src/log";
 import { devToken, PortInUseError, Stack } from "./stack";
 import { startTraffic } from "./traffic";
+import { supervise } from "./supervise";
 
 const { values } = parseArgs({
   options: {
@@ -34,6 +37,7 @@ if (!(rate > 0 && rate <= 1000)) {
 }
 
 const stack = new Stack({
+  stateDir: process.env.NOTIFIWS_STATE_DIR || undefined,
   workerPort: num("PORT", process.env.PORT, 8787),
   relayPort: num("RELAY_HTTP_PORT", process.env.RELAY_HTTP_PORT, 9464),
   pgPort: num("PG_PORT", process.env.PG_PORT, 54329),
@@ -42,11 +46,13 @@ const stack = new Stack({
 });
 
 let traffic: { stop(): Promise<void> } | undefined;
+const supervisors: { stop(): void }[] = [];
 let stopping = false;
 async function shutdown(code: number) {
   if (stopping) return;
   stopping = true;
   log("info", "stopping the stack");
+  supervisors.forEach((s) => s.stop());
   await traffic?.stop();
   await stack.stop();
   log("info", "stopped");
@@ -58,8 +64,9 @@ process.on("SIGTERM", () => void shutdown(0));
 try {
   log("info", "starting postgres, worker and relay");
   await stack.start();
-  stack.worker!.exited.then((c) => !stopping && (log("error", "wrangler dev exited", { code: c, output: stack.worker!.output.slice(-2000) }), void shutdown(1)));
-  stack.relay!.exited.then((c) => !stopping && (log("error", "relay exited", { code: c, output: stack.relay!.output.slice(-2000) }), void shutdown(1)));
+  // A crashed part is restarted with backoff; the rest of the stack keeps running.
+  supervisors.push(supervise("worker (wrangler dev)", () => stack.worker, () => stack.startWorker()));
+  supervisors.push(supervise("relay", () => stack.relay, () => stack.startRelay()));
   if (!values["no-traffic"]) traffic = startTraffic(stack.databaseUrl, { ratePerSec: rate });
   const token = await devToken(stack.secrets);
   const ws = stack.workerUrl.replace(/^http/, "ws");

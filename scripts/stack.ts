@@ -103,6 +103,14 @@ export class Proc {
     await this.exited;
     clearTimeout(t);
   }
+  /** Kills whatever is left of the process group (e.g. workerd after wrangler itself died). */
+  reap(): void {
+    try {
+      process.kill(-this.child.pid!, "SIGKILL");
+    } catch {
+      /* group already gone */
+    }
+  }
   kill(signal: NodeJS.Signals): void {
     if (!this.running) return;
     // Children run in their own process group so wrangler's workerd goes too.

@@ -92,19 +92,38 @@ describe("end to end", () => {
   it("a client that disconnects while events flow resumes from its last seq with no gap or duplicate", async () => {
     const first = await subscribe("sales");
     const ids: number[] = [];
-    const writer = writeSales(60, ids);
+    // Phase 1 is still being written when the client is cut; phase 2 is written only after the cut,
+    // so the resumed client always has events to receive.
+    const phase1 = writeSales(30, ids);
     await first.waitFor("some events", () => first.events.length >= 10);
     first.terminate();
     const resumeFrom = first.lastSeq;
     const seenBefore = first.events.map((e) => e.data!.id as number);
-    await writer;
+    await phase1;
+    const phase2 = writeSales(30, ids);
     const again = await subscribe("sales", { since: resumeFrom });
+    await phase2;
     await again.waitFor("the rest of the 60", () => {
       const have = new Set([...seenBefore, ...again.events.map((e) => e.data!.id as number)]);
       return ids.every((id) => have.has(id));
     });
     expect(again.events[0]!.seq).toBe(resumeFrom + 1);
     expectContiguous([...first.events, ...again.events].map((e) => e.seq));
+    const delivered = [...seenBefore, ...again.events.map((e) => e.data!.id as number)].filter((id) => ids.includes(id));
+    expect(delivered).toEqual(ids);
+  });
+
+  it("moves an event over MAX_EVENT_BYTES to dead_letter (refused by the Worker by id) and keeps delivering", async () => {
+    const c = await subscribe("sales");
+    // 600,000 × "é": 1.2 MB in UTF-8, over the Worker's 1,000,000-byte MAX_EVENT_BYTES.
+    const huge = await fx.db.query<{ event_id: string }>(
+      "INSERT INTO notifiws.outbox (channel, op, table_name, data) VALUES ('sales', 'insert', 'public.ventas', jsonb_build_object('note', repeat('é', 600000))) RETURNING event_id",
+    );
+    const id = await sale();
+    await c.waitFor("the sale after the huge event", () => c.events.some((e) => e.data!.id === id), 30_000);
+    expect(c.events.some((e) => e.id === huge.rows[0]!.event_id)).toBe(false);
+    const dead = await fx.db.query<{ event_id: string; reason: string }>("SELECT event_id, reason FROM notifiws.dead_letter");
+    expect(dead.rows).toEqual([{ event_id: huge.rows[0]!.event_id, reason: expect.stringContaining("EVENT_TOO_LARGE") }]);
   });
 
   it("delivers the relay's backlog after the Worker comes back from a restart", async () => {

@@ -7,6 +7,8 @@ import { setLogLevel } from "../../src/log";
 import { testPostgres, waitUntil, type TestPostgres } from "./support/postgres";
 import { spawnTs } from "./support/process";
 import { Receiver, RECEIVER_SECRET } from "./support/receiver";
+import { TcpProxy } from "./support/tcpproxy";
+import { IngestBatch } from "../../src/protocol";
 
 setLogLevel("error");
 
@@ -45,7 +47,9 @@ function env(extra: Record<string, string> = {}): Record<string, string> {
     RELAY_BACKOFF_BASE_MS: "20",
     RELAY_BACKOFF_MAX_MS: "300",
     RELAY_STANDBY_POLL_MS: "100",
-    RELAY_LIVENESS_MS: "500",
+    RELAY_HEARTBEAT_MS: "200",
+    RELAY_TAKEOVER_MS: "1500",
+    RELAY_STATEMENT_TIMEOUT_MS: "800",
     LOG_LEVEL: "error",
     ...extra,
   };
@@ -121,11 +125,43 @@ describe("triggers and outbox", () => {
 });
 
 describe("delivery order and completeness", () => {
-  it("keeps commit order inside a channel", async () => {
+  it("delivers concurrent transactions that commit out of id order exactly once, each in order, causally ordered", async () => {
     startRelay({ RELAY_BATCH_MAX_EVENTS: "7" });
-    for (let i = 1; i <= 60; i++) await db.query("INSERT INTO items (name, stock) VALUES ($1, 100)", [`n${i}`]);
-    const evs = await waitUntil("60 events", () => (receiver.forChannel("items").length >= 60 ? receiver.forChannel("items") : undefined));
-    expect(evs.map((e) => e.data!.name)).toEqual(Array.from({ length: 60 }, (_, i) => `n${i + 1}`));
+    const writers = await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        const c = new pg.Client({ connectionString: db.url });
+        await c.connect();
+        return c;
+      }),
+    );
+    try {
+      // Each round: every writer opens a transaction and inserts (taking outbox ids in writer order),
+      // then they commit in reverse order, so the highest ids become visible first.
+      const rounds = 8;
+      for (let round = 0; round < rounds; round++) {
+        for (const [w, c] of writers.entries()) {
+          await c.query("BEGIN");
+          for (let row = 0; row < 3; row++) await c.query("INSERT INTO items (name, stock) VALUES ($1, 100)", [`w${w}.t${round}.r${row}`]);
+        }
+        for (const c of [...writers].reverse()) await c.query("COMMIT");
+      }
+      const total = rounds * writers.length * 3;
+      const evs = await waitUntil(`${total} events`, () => (receiver.forChannel("items").length >= total ? receiver.forChannel("items") : undefined), 20_000);
+      const names = evs.map((e) => String(e.data!.name));
+      expect(new Set(names).size).toBe(total); // no loss, no duplicate
+      const position = new Map(names.map((n, i) => [n, i]));
+      for (let w = 0; w < writers.length; w++)
+        for (let t = 0; t < rounds; t++) {
+          // A transaction's rows arrive in their order...
+          const at = [0, 1, 2].map((r) => position.get(`w${w}.t${t}.r${r}`)!);
+          expect(at).toEqual([...at].sort((a, b) => a - b));
+          // ...and after every row of a transaction that committed before this one began.
+          if (t > 0) for (let v = 0; v < writers.length; v++) expect(position.get(`w${v}.t${t - 1}.r2`)!).toBeLessThan(at[0]!);
+        }
+      await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
+    } finally {
+      await Promise.all(writers.map((c) => c.end()));
+    }
   });
 
   it("delivers a transaction that commits late with a lower id", async () => {
@@ -158,19 +194,104 @@ describe("delivery order and completeness", () => {
     expect(relay.metrics.retries).toBeGreaterThan(0);
   });
 
-  it("times out a hanging Worker and redelivers; duplicates carry identical ids", async () => {
+  it("times out a hanging Worker and redelivers the same batch: same batch id, same event ids and bodies", async () => {
     receiver.behaviour = "hang";
-    startRelay({ RELAY_POST_TIMEOUT_MS: "300" });
+    const relay = startRelay({ RELAY_POST_TIMEOUT_MS: "300" });
     await db.query("INSERT INTO items (name, stock) VALUES ('h1', 100), ('h2', 100)");
-    await waitUntil("a hung request", () => receiver.requests >= 1);
+    await waitUntil("two hung requests (the first timed out and was retried)", () => receiver.hungBodies.length >= 2);
+    expect(relay.metrics.refusalCount("TIMEOUT")).toBeGreaterThanOrEqual(1);
     receiver.behaviour = "ok";
     const evs = await waitUntil("both events", () => (receiver.forChannel("items").length >= 2 ? receiver.forChannel("items") : undefined));
     expect(evs.map((e) => e.data!.name)).toEqual(["h1", "h2"]);
-    const byId = new Map<string, string>();
-    for (const e of receiver.deliveries) {
-      const prev = byId.get(e.id);
-      if (prev) expect(JSON.stringify(e)).toBe(prev);
-      byId.set(e.id, JSON.stringify(e));
+    const hung = receiver.hungBodies.map((b) => IngestBatch.parse(JSON.parse(b)));
+    const delivered = IngestBatch.parse(JSON.parse(receiver.rawBodies[0]!));
+    for (const h of hung) {
+      expect(h.batchId).toBe(delivered.batchId);
+      expect(h.events).toEqual(delivered.events);
+    }
+    await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
+  });
+
+  it("treats 409 BATCH_REPLAYED after a lost acknowledgement as delivered: rows deleted, nothing sent twice", async () => {
+    receiver.behaviour = "lose-ack";
+    const relay = startRelay();
+    await db.query("INSERT INTO items (name, stock) VALUES ('a1', 100), ('a2', 100), ('a3', 100)");
+    await waitUntil("a stored batch whose answer was lost", () => receiver.lostAcks >= 1);
+    receiver.behaviour = "ok";
+    await waitUntil("outbox drained after the 409", async () => (await outboxCount()) === 0);
+    expect(receiver.deliveries.map((e) => e.data!.name)).toEqual(["a1", "a2", "a3"]); // stored once, never resent as new
+    expect(relay.metrics.eventsDelivered).toBe(3);
+    expect(relay.metrics.retries).toBeGreaterThanOrEqual(1);
+  });
+
+  it("dead-letters exactly the event the Worker refuses as too large (multibyte, by bytes) and delivers the rest", async () => {
+    receiver.maxEventBytes = 100_000;
+    startRelay();
+    // 40,000 × "é" is 40,000 UTF-16 units but 80,000 bytes; 60,000 × "é" is over the 100,000-byte cap.
+    await db.query("INSERT INTO items (name, stock, blob) VALUES ('small1', 1, $1), ('huge', 1, $2), ('small2', 1, $1)", ["é".repeat(40_000), "é".repeat(60_000)]);
+    const evs = await waitUntil("the two small rows", () => (receiver.forChannel("items").length >= 2 ? receiver.forChannel("items") : undefined));
+    expect(evs.map((e) => e.data!.name)).toEqual(["small1", "small2"]);
+    const dead = await waitUntil("the huge row in dead_letter", async () => {
+      const r = await db.query<{ data: { name: string }; reason: string }>("SELECT data, reason FROM notifiws.dead_letter");
+      return r.rowCount === 1 ? r.rows[0] : undefined;
+    });
+    expect(dead!.data.name).toBe("huge");
+    expect(dead!.reason).toContain("EVENT_TOO_LARGE");
+    expect(await outboxCount()).toBe(0);
+  });
+
+  it("keeps relay batches under RELAY_BATCH_MAX_BYTES measured in UTF-8 bytes", async () => {
+    startRelay({ RELAY_BATCH_MAX_BYTES: "100000" });
+    // Each row: 20,000 "€" = 60,000 bytes; two would fit by string length, not by bytes.
+    await db.query("INSERT INTO items (name, stock, blob) SELECT 'e' || g, 100, $1 FROM generate_series(1, 4) g", ["€".repeat(20_000)]);
+    await waitUntil("4 events", () => receiver.forChannel("items").length >= 4);
+    for (const b of receiver.rawBodies) expect(Buffer.byteLength(b)).toBeLessThan(100_000 + 200);
+    expect(receiver.batchSizes.every((n) => n === 1)).toBe(true);
+  });
+
+  it("holds back only a channel the edge fails to store, keeps the others flowing, then delivers it in order", async () => {
+    receiver.failChannels.add("items.low");
+    const relay = startRelay();
+    // Each insert writes one 'items' event, and one 'items.low' event when stock < 5.
+    for (let i = 1; i <= 5; i++) await db.query("INSERT INTO items (name, stock) VALUES ($1, 1)", [`low${i}`]);
+    for (let i = 1; i <= 5; i++) await db.query("INSERT INTO items (name, stock) VALUES ($1, 100)", [`ok${i}`]);
+    await waitUntil("all 10 'items' events while items.low fails", () => receiver.forChannel("items").length >= 10);
+    expect(receiver.forChannel("items.low")).toHaveLength(0);
+    expect(relay.metrics.heldChannels).toBe(1);
+    const waiting = await db.query<{ channel: string }>("SELECT DISTINCT channel FROM notifiws.outbox");
+    expect(waiting.rows.map((r) => r.channel)).toEqual(["items.low"]);
+    receiver.failChannels.clear();
+    const low = await waitUntil("the held channel after recovery", () => (receiver.forChannel("items.low").length >= 5 ? receiver.forChannel("items.low") : undefined));
+    expect(low.map((e) => e.data!.id)).toEqual([...low.map((e) => e.data!.id as number)].sort((a, b) => a - b));
+    expect(low).toHaveLength(5);
+    await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
+    expect(relay.metrics.heldChannels).toBe(0);
+  });
+
+  it("counts a refusal retrying cannot fix, backs off, and logs the clock skew of STALE_TIMESTAMP", async () => {
+    receiver.behaviour = "refuse";
+    const serverTime = Math.floor(Date.now() / 1000) + 900;
+    receiver.refusal = { status: 401, body: { error: { code: "STALE_TIMESTAMP", message: "timestamp outside the window", serverTime } } };
+    const port = await freePort();
+    const child = spawnTs("relay/main.ts", env({ RELAY_HTTP_PORT: String(port), LOG_LEVEL: "info" }));
+    try {
+      await db.query("INSERT INTO items (name, stock) VALUES ('skewed', 100)");
+      await waitUntil("three refusals", () => receiver.requests >= 3, 15_000);
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      expect(metrics).toMatch(/notifiws_relay_post_refusals_total\{status="401",code="STALE_TIMESTAMP"\} [3-9]/);
+      const line = child
+        .output()
+        .split("\n")
+        .map((l) => (l.startsWith("{") ? (JSON.parse(l) as Record<string, unknown>) : {}))
+        .find((l) => l.code === "STALE_TIMESTAMP");
+      expect(line).toMatchObject({ level: "error", status: 401 });
+      expect(Math.abs((line!.clockSkewSeconds as number) - 900)).toBeLessThanOrEqual(2);
+      expect(await outboxCount()).toBe(1); // nothing deleted while refused
+      receiver.behaviour = "ok";
+      await waitUntil("delivered once the cause is fixed", () => receiver.forChannel("items").length === 1, 15_000);
+    } finally {
+      child.kill("SIGKILL");
+      await child.exited;
     }
   });
 
@@ -243,6 +364,118 @@ describe("leadership", () => {
   });
 });
 
+describe("a leader that stops making progress is replaced", () => {
+  const health = async (port: number) => (await fetch(`http://127.0.0.1:${port}/healthz`)).json() as Promise<{ leader: boolean; connected: boolean }>;
+
+  /** Starts a relay process and waits until it is the leader (or a connected standby). */
+  async function relayProcess(role: "leader" | "standby", extra: Record<string, string> = {}) {
+    const port = await freePort();
+    const child = spawnTs("relay/main.ts", env({ RELAY_HTTP_PORT: String(port), ...extra }));
+    await waitUntil(`relay ${role}`, async () => {
+      const h = await health(port).catch(() => undefined);
+      return h?.connected && h.leader === (role === "leader");
+    }, 20_000);
+    return { child, port };
+  }
+
+  const names = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}`);
+  const insert = (list: string[]) => db.query("INSERT INTO items (name, stock) SELECT unnest($1::text[]), 100", [list]);
+  /** Every distinct event, each id delivered with one content (the edge drops repeated ids). */
+  function distinctNames(): string[] {
+    const byId = new Map<string, string>();
+    for (const e of receiver.deliveries) {
+      const body = JSON.stringify(e);
+      expect(byId.get(e.id) ?? body).toBe(body);
+      byId.set(e.id, body);
+    }
+    return receiver.forChannel("items").map((e) => String(e.data!.name));
+  }
+
+  it("frozen leader (SIGSTOP), production timings: the standby takes over within 30 s, nothing lost", async () => {
+    const production = { RELAY_HEARTBEAT_MS: "2000", RELAY_TAKEOVER_MS: "10000", RELAY_STATEMENT_TIMEOUT_MS: "5000", RELAY_STANDBY_POLL_MS: "1000" };
+    const a = await relayProcess("leader", production);
+    const b = await relayProcess("standby", production);
+    try {
+      await insert(["before"]);
+      await waitUntil("delivered by the leader", () => receiver.forChannel("items").length === 1);
+      a.child.proc.kill("SIGSTOP");
+      const frozenAt = Date.now();
+      await insert(names("f", 20));
+      await waitUntil("the standby leads", async () => (await health(b.port)).leader, 30_000);
+      await waitUntil("rows written while the leader was frozen", () => receiver.forChannel("items").length >= 21, 30_000 - (Date.now() - frozenAt));
+      expect(Date.now() - frozenAt).toBeLessThan(30_000);
+      expect(distinctNames()).toEqual(["before", ...names("f", 20)]);
+      // The old leader wakes up: its session was terminated, so it rejoins as a standby.
+      a.child.proc.kill("SIGCONT");
+      await waitUntil("the old leader stands by", async () => (await health(a.port).catch(() => undefined))?.leader === false, 20_000);
+      await insert(["after"]);
+      await waitUntil("delivery continues", () => receiver.forChannel("items").length === 22);
+      await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
+    } finally {
+      a.child.proc.kill("SIGCONT");
+      a.child.kill("SIGKILL");
+      b.child.kill("SIGKILL");
+      await Promise.all([a.child.exited, b.child.exited]);
+    }
+  });
+
+  it("a healthy leader catching up a large backlog keeps its heartbeat: no reconnect, no takeover", async () => {
+    await db.query("INSERT INTO items (name, stock) SELECT 'b' || g, 100 FROM generate_series(1, 20000) g");
+    const leader = startRelay();
+    await waitUntil("leader", () => leader.metrics.leader);
+    const standby = startRelay();
+    await waitUntil("20,000 events", () => receiver.forChannel("items").length >= 20_000, 60_000);
+    expect(leader.metrics.reconnects).toBe(0);
+    expect(standby.metrics.takeovers).toBe(0);
+    expect(leader.metrics.leader).toBe(true);
+  });
+
+  it("partitioned leader (a proxy that stops forwarding both ways, sockets open): replaced, nothing lost", async () => {
+    const proxy = await new TcpProxy({ host: "127.0.0.1", port: db.port || Number(new URL(db.url).port) }).start();
+    const leader = new Relay(config({ DATABASE_URL: proxy.url(db.url) }));
+    relays.push(leader);
+    leader.start();
+    try {
+      await waitUntil("the proxied relay leads", () => leader.metrics.leader);
+      const standby = startRelay();
+      await waitUntil("standby connected", () => standby.metrics.connected);
+      await insert(["p0"]);
+      await waitUntil("delivered through the proxy", () => receiver.forChannel("items").length === 1);
+      proxy.freeze();
+      await insert(names("p", 15));
+      await waitUntil("the standby leads", () => standby.metrics.leader, 30_000);
+      await waitUntil("rows written during the partition", () => receiver.forChannel("items").length >= 16, 30_000);
+      expect(distinctNames()).toEqual(["p0", ...names("p", 15)]);
+      expect(standby.metrics.takeovers).toBe(1);
+      // The partitioned relay notices on its own (heartbeat deadline) and stops leading.
+      await waitUntil("the partitioned relay steps down", () => !leader.metrics.leader, 10_000);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  it("leader SIGKILLed mid-batch with a standby running: the standby delivers everything", async () => {
+    receiver.behaviour = "hang";
+    const a = await relayProcess("leader", { RELAY_POST_TIMEOUT_MS: "60000" });
+    const b = await relayProcess("standby");
+    try {
+      await insert(names("k", 30));
+      await waitUntil("a batch in flight", () => receiver.hungBodies.length >= 1);
+      a.child.kill("SIGKILL");
+      await a.child.exited;
+      receiver.behaviour = "ok";
+      await waitUntil("the standby leads", async () => (await health(b.port)).leader, 20_000);
+      await waitUntil("30 events", () => receiver.forChannel("items").length >= 30, 20_000);
+      expect(distinctNames()).toEqual(names("k", 30));
+      await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
+    } finally {
+      a.child.kill("SIGKILL");
+      b.child.kill("SIGKILL");
+      await Promise.all([a.child.exited, b.child.exited]);
+    }
+  });
+});
+
 describe("relay process", () => {
   it("loses nothing when killed with SIGKILL mid-batch and restarted", async () => {
     receiver.behaviour = "hang";
@@ -264,7 +497,7 @@ describe("relay process", () => {
       expect(evs.map((x) => x.data!.name)).toEqual(Array.from({ length: 40 }, (_, i) => `k${i + 1}`));
       await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
       const health = await (await fetch(`http://127.0.0.1:${port}/healthz`)).json();
-      expect(health).toEqual({ ok: true, connected: true, leader: true });
+      expect(health).toEqual({ ok: true, connected: true, leader: true, pid: second.proc.pid });
       const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
       expect(metrics).toMatch(/notifiws_relay_events_delivered_total 40/);
       expect(metrics).toMatch(/notifiws_relay_backlog_events 0/);

@@ -12,8 +12,8 @@ export interface Child {
 }
 
 /** Spawns a TypeScript entry point with the same Node that runs the tests. */
-export function spawnTs(entry: string, env: Record<string, string>): Child {
-  const proc = spawn(process.execPath, ["--import", "tsx", join(ROOT, entry)], {
+export function spawnTs(entry: string, env: Record<string, string>, args: string[] = []): Child {
+  const proc = spawn(process.execPath, ["--import", "tsx", join(ROOT, entry), ...args], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...env },
     stdio: ["ignore", "pipe", "pipe"],

@@ -5,22 +5,40 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { IngestBatch, SIGNATURE_HEADER, TIMESTAMP_HEADER, type ChangeEvent } from "../../../src/protocol";
 import { verify } from "../../../src/signing";
+import { SEQ_FIELD_BYTES, utf8Length } from "../../../src/limits";
 
 export const RECEIVER_SECRET = "relay-test-secret-0123456789abcdef012345";
 
-export type Behaviour = "ok" | "fail" | "hang";
+/**
+ * ok: store and answer 200; fail: 500; hang: never answer (the body is still recorded);
+ * lose-ack: store, then cut the connection without answering (a lost acknowledgement);
+ * refuse: answer `refusal` (a permanent 4xx).
+ */
+export type Behaviour = "ok" | "fail" | "hang" | "lose-ack" | "refuse";
 
 export class Receiver {
   /** Every accepted event, in arrival order, duplicates included. */
   readonly deliveries: ChangeEvent[] = [];
   readonly rawBodies: string[] = [];
   requests = 0;
+  /** Batches stored whose answer was cut off (behaviour "lose-ack"). */
+  lostAcks = 0;
   rejectedSignatures = 0;
   behaviour: Behaviour = "ok";
   /** Larger batches are refused with 413, as the Worker does above INGEST_MAX_EVENTS. */
   maxEvents = Infinity;
   /** Event count of every batch accepted. */
   readonly batchSizes: number[] = [];
+  /** Bodies of requests that were left hanging. */
+  readonly hungBodies: string[] = [];
+  /** Events over this many bytes (as the Worker measures them) are refused with 413 EVENT_TOO_LARGE. */
+  maxEventBytes = Infinity;
+  /** Channels whose events are not stored: 503 CHANNEL_UNAVAILABLE naming them, the rest stored. */
+  readonly failChannels = new Set<string>();
+  /** Answer for behaviour "refuse". */
+  refusal: { status: number; body: unknown } = { status: 400, body: { error: { code: "INVALID_BATCH", message: "refused by the test" } } };
+  /** Batch ids stored, for 409 BATCH_REPLAYED, as the Worker's batch ledger does. */
+  private readonly storedBatches = new Set<string>();
   private server!: Server;
   private hanging: ServerResponse[] = [];
   url = "";
@@ -45,6 +63,7 @@ export class Receiver {
       return;
     }
     if (this.behaviour === "hang") {
+      this.hungBodies.push(body);
       this.hanging.push(res);
       return;
     }
@@ -52,15 +71,41 @@ export class Receiver {
       res.writeHead(500).end(JSON.stringify({ error: { code: "INTERNAL", message: "test failure" } }));
       return;
     }
-    const batch = IngestBatch.parse(JSON.parse(body));
-    if (batch.events.length > this.maxEvents) {
-      res.writeHead(413).end(JSON.stringify({ error: { code: "TOO_MANY_EVENTS", message: `at most ${this.maxEvents} events` } }));
+    if (this.behaviour === "refuse") {
+      res.writeHead(this.refusal.status, { "content-type": "application/json" }).end(JSON.stringify(this.refusal.body));
       return;
     }
-    this.batchSizes.push(batch.events.length);
+    const batch = IngestBatch.parse(JSON.parse(body));
+    const json = (status: number, value: unknown) => res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(value));
+    if (this.storedBatches.has(batch.batchId)) {
+      json(409, { error: { code: "BATCH_REPLAYED", message: `batch ${batch.batchId} was already applied` } });
+      return;
+    }
+    if (batch.events.length > this.maxEvents) {
+      json(413, { error: { code: "TOO_MANY_EVENTS", message: `at most ${this.maxEvents} events` } });
+      return;
+    }
+    const tooLarge = batch.events.filter((e) => utf8Length(JSON.stringify(e)) + SEQ_FIELD_BYTES > this.maxEventBytes).map((e) => e.id);
+    if (tooLarge.length > 0) {
+      json(413, { error: { code: "EVENT_TOO_LARGE", message: "too large", eventIds: tooLarge } });
+      return;
+    }
+    const stored = batch.events.filter((e) => !this.failChannels.has(e.channel));
+    this.batchSizes.push(stored.length);
     this.rawBodies.push(body);
-    this.deliveries.push(...batch.events);
-    res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ batchId: batch.batchId, accepted: batch.events.length, duplicates: 0, channels: {} }));
+    this.deliveries.push(...stored);
+    const failed = [...new Set(batch.events.filter((e) => this.failChannels.has(e.channel)).map((e) => e.channel))];
+    if (failed.length > 0) {
+      json(503, { error: { code: "CHANNEL_UNAVAILABLE", message: "test failure", failedChannels: failed, channels: {} } });
+      return;
+    }
+    this.storedBatches.add(batch.batchId);
+    if (this.behaviour === "lose-ack") {
+      this.lostAcks++;
+      res.socket?.destroy();
+      return;
+    }
+    json(200, { batchId: batch.batchId, accepted: batch.events.length, duplicates: 0, channels: {} });
   }
 
   /** Distinct event ids, in first-arrival order. */
