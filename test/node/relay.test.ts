@@ -240,6 +240,19 @@ describe("delivery order and completeness", () => {
     expect(await outboxCount()).toBe(0);
   });
 
+  it("halves batches refused as too large (413 without ids) until a lone refused event is dead-lettered", async () => {
+    receiver.maxBodyBytes = 50_000;
+    startRelay();
+    await db.query("INSERT INTO items (name, stock) SELECT 'before' || g, 100 FROM generate_series(1, 5) g");
+    await db.query("INSERT INTO items (name, stock, blob) VALUES ('huge', 100, $1)", ["ü".repeat(30_000)]); // 60,000 bytes
+    await db.query("INSERT INTO items (name, stock) SELECT 'after' || g, 100 FROM generate_series(1, 5) g");
+    const evs = await waitUntil("the 10 small rows", () => (receiver.forChannel("items").length >= 10 ? receiver.forChannel("items") : undefined));
+    expect(evs.map((e) => e.data!.name)).toEqual([...Array.from({ length: 5 }, (_, i) => `before${i + 1}`), ...Array.from({ length: 5 }, (_, i) => `after${i + 1}`)]);
+    const dead = await db.query<{ data: { name: string }; reason: string }>("SELECT data, reason FROM notifiws.dead_letter");
+    expect(dead.rows.map((r) => r.data.name)).toEqual(["huge"]);
+    expect(dead.rows[0]!.reason).toContain("413");
+  });
+
   it("keeps relay batches under RELAY_BATCH_MAX_BYTES measured in UTF-8 bytes", async () => {
     startRelay({ RELAY_BATCH_MAX_BYTES: "100000" });
     // Each row: 20,000 "€" = 60,000 bytes; two would fit by string length, not by bytes.

@@ -31,6 +31,8 @@ export class Receiver {
   readonly batchSizes: number[] = [];
   /** Bodies of requests that were left hanging. */
   readonly hungBodies: string[] = [];
+  /** Bodies over this many bytes are refused with 413 BATCH_TOO_LARGE (no ids), as the Worker's INGEST_MAX_BYTES. */
+  maxBodyBytes = Infinity;
   /** Events over this many bytes (as the Worker measures them) are refused with 413 EVENT_TOO_LARGE. */
   maxEventBytes = Infinity;
   /** Channels whose events are not stored: 503 CHANNEL_UNAVAILABLE naming them, the rest stored. */
@@ -73,6 +75,10 @@ export class Receiver {
     }
     if (this.behaviour === "refuse") {
       res.writeHead(this.refusal.status, { "content-type": "application/json" }).end(JSON.stringify(this.refusal.body));
+      return;
+    }
+    if (Buffer.byteLength(body) > this.maxBodyBytes) {
+      res.writeHead(413, { "content-type": "application/json" }).end(JSON.stringify({ error: { code: "BATCH_TOO_LARGE", message: "body too large" } }));
       return;
     }
     const batch = IngestBatch.parse(JSON.parse(body));
