@@ -43,6 +43,7 @@ interface OutboxRow {
   data: Record<string, unknown> | null;
   old_data: Record<string, unknown> | null;
   committed_at: Date;
+  txid: string;
 }
 
 /** Rows of one channel that the edge failed to store: held back, in order, until `until`. */
@@ -228,7 +229,7 @@ export class Relay {
     const now = Date.now();
     const heldNow = [...this.held].filter(([, h]) => h.until > now).map(([channel]) => channel);
     const { rows } = await client.query<OutboxRow>(
-      `SELECT id, event_id, channel, op, table_name, data, old_data, committed_at
+      `SELECT id, event_id, channel, op, table_name, data, old_data, committed_at, txid::text AS txid
          FROM notifiws.outbox WHERE NOT (channel = ANY($2::text[])) ORDER BY id LIMIT $1`,
       [this.eventCap, heldNow],
     );
@@ -397,5 +398,6 @@ function toEvent(row: OutboxRow): unknown {
     data: row.data,
     ...(row.old_data !== null ? { old: row.old_data } : {}),
     committedAt: row.committed_at.getTime(),
+    txid: row.txid,
   };
 }

@@ -37,6 +37,12 @@ export const ChangeEvent = z.object({
   old: Row.nullable().optional(),
   /** Commit (or publish) time, epoch milliseconds. */
   committedAt: z.number().int().nonnegative(),
+  /**
+   * Id of the Postgres transaction that produced the change (xid8, decimal
+   * text: 64-bit ids do not fit a JSON number exactly). Absent for the publish
+   * API. See src/snapshot.ts for how clients use it.
+   */
+  txid: z.string().regex(/^[0-9]{1,20}$/, "a decimal transaction id").optional(),
 });
 export type ChangeEvent = z.infer<typeof ChangeEvent>;
 

@@ -1,9 +1,11 @@
 /**
- * The demo dashboard: initial state from GET /api/demo/state (Postgres through
- * the Neon driver), then live updates from three subscriptions: sales,
- * inventory and inventory.alerts.
+ * The demo dashboard: sales totals, revenue per minute and inventory from
+ * GET /api/demo/state (Postgres through the Neon driver, one REPEATABLE READ
+ * transaction with its snapshot), kept live by syncState on the sales and
+ * inventory channels, so the counters always equal the database; low-stock
+ * alerts come from inventory.alerts.
  */
-import { connect, type ConnectionState, type Envelope, type Subscription } from "../index";
+import { connect, syncState, type ConnectionState, type Envelope, type LoadedState, type Subscription } from "../index";
 import type { DemoState } from "../../src/routes/demo";
 
 interface InventoryRow {
@@ -18,14 +20,15 @@ const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as 
 const money = new Intl.NumberFormat(undefined, { style: "currency", currency: "USD" });
 const LOW_STOCK = 5;
 
-const state = {
-  salesToday: 0,
-  revenueToday: 0,
-  lastSaleId: 0,
-  alerts: 0,
-  perMinute: new Map<number, number>(),
-  inventory: new Map<string, InventoryRow>(),
-};
+interface DashboardState {
+  salesToday: number;
+  revenueToday: number;
+  perMinute: Map<number, number>;
+  inventory: Map<string, InventoryRow>;
+}
+
+let state: DashboardState = { salesToday: 0, revenueToday: 0, perMinute: new Map(), inventory: new Map() };
+let alerts = 0;
 
 function tokenFromPage(): string | undefined {
   const hash = new URLSearchParams(location.hash.slice(1));
@@ -41,7 +44,7 @@ function tokenFromPage(): string | undefined {
 function renderTotals() {
   $("sales-count").textContent = String(state.salesToday);
   $("revenue").textContent = money.format(state.revenueToday);
-  $("alert-count").textContent = String(state.alerts);
+  $("alert-count").textContent = String(alerts);
 }
 
 function renderChart() {
@@ -94,54 +97,62 @@ function toast(text: string) {
   setTimeout(() => el.remove(), 6000);
 }
 
-function onSale(e: Envelope) {
-  logEvent(e);
-  const sale = e.data as { id: number; total: number | string; created_at: string } | null;
-  if (e.op !== "insert" || !sale || sale.id <= state.lastSaleId) return; // already in the initial totals
-  state.lastSaleId = sale.id;
-  state.salesToday += 1;
-  state.revenueToday += Number(sale.total);
-  const minute = Math.floor(Date.parse(sale.created_at) / 60_000);
-  state.perMinute.set(minute, (state.perMinute.get(minute) ?? 0) + Number(sale.total));
-  renderTotals();
-  renderChart();
-}
-
-function onInventory(e: Envelope) {
-  logEvent(e);
-  const row = e.data as InventoryRow | null;
-  if (!row) return;
-  if (e.op === "delete") state.inventory.delete(row.sku);
-  else {
-    const known = state.inventory.get(row.sku);
-    // Skip events older than the snapshot (the snapshot may already include them).
-    if (known && Date.parse(known.updated_at) > Date.parse(row.updated_at)) return;
-    state.inventory.set(row.sku, { ...row, price: Number(row.price) });
+/** Folds one live event into the state (only events the loaded snapshot did not contain reach here). */
+function applyEvent(s: DashboardState, e: Envelope): DashboardState {
+  if (e.channel === "sales") {
+    const sale = e.data as { id: number; total: number | string; created_at: string } | null;
+    if (e.op !== "insert" || !sale) return s;
+    s.salesToday += 1;
+    s.revenueToday += Number(sale.total);
+    const minute = Math.floor(Date.parse(sale.created_at) / 60_000);
+    s.perMinute.set(minute, (s.perMinute.get(minute) ?? 0) + Number(sale.total));
+  } else if (e.channel === "inventory") {
+    const row = e.data as InventoryRow | null;
+    if (!row) return s;
+    if (e.op === "delete") s.inventory.delete(row.sku);
+    else s.inventory.set(row.sku, { ...row, price: Number(row.price) });
   }
-  renderInventory(row.sku);
+  return s;
 }
 
 function onAlert(e: Envelope) {
   logEvent(e);
   const row = e.data as { sku: string; name: string; stock: number } | null;
   if (!row) return;
-  state.alerts += 1;
+  alerts += 1;
   renderTotals();
   toast(`Low stock: ${row.name} (${row.sku}) has ${row.stock} left`);
 }
 
-async function loadState(token: string): Promise<void> {
+let renderPending = false;
+let flash: string | undefined;
+/** Coalesces renders to one per frame: a burst of events redraws once. */
+function scheduleRender(flashSku?: string) {
+  if (flashSku) flash = flashSku;
+  if (renderPending) return;
+  renderPending = true;
+  requestAnimationFrame(() => {
+    renderPending = false;
+    renderTotals();
+    renderChart();
+    renderInventory(flash);
+    flash = undefined;
+  });
+}
+
+async function loadState(token: string): Promise<LoadedState<DashboardState>> {
   const res = await fetch("/api/demo/state", { headers: { authorization: `Bearer ${token}` } });
   if (!res.ok) throw new Error(`initial state: ${res.status} ${await res.text()}`);
   const s = (await res.json()) as DemoState;
-  state.salesToday = s.salesToday;
-  state.revenueToday = s.revenueToday;
-  state.lastSaleId = Math.max(state.lastSaleId, s.lastSaleId);
-  state.perMinute = new Map(s.perMinute.map((p) => [Math.floor(Date.parse(p.minute) / 60_000), p.revenue]));
-  state.inventory = new Map(s.inventory.map((r) => [r.sku, r]));
-  renderTotals();
-  renderChart();
-  renderInventory();
+  return {
+    state: {
+      salesToday: s.salesToday,
+      revenueToday: s.revenueToday,
+      perMinute: new Map(s.perMinute.map((p) => [Math.floor(Date.parse(p.minute) / 60_000), p.revenue])),
+      inventory: new Map(s.inventory.map((r) => [r.sku, r])),
+    },
+    snapshot: s.snapshot,
+  };
 }
 
 function start(token: string) {
@@ -150,24 +161,43 @@ function start(token: string) {
     const lags = subs.map((s) => s.lagMs).filter((x): x is number => x !== undefined);
     $("lag").textContent = lags.length ? `${Math.max(0, Math.min(...lags))} ms` : "–";
   };
-  const sub = (channel: string, pill: string, onEvent: (e: Envelope) => void) =>
+  const pills: Record<string, string> = { sales: "status-sales", inventory: "status-inventory", "inventory.alerts": "status-alerts" };
+  const setPill = (channel: string, s: ConnectionState) => ($(pills[channel]!).dataset.state = s);
+  // Subscribe, load state with its snapshot, then apply exactly the events the snapshot did not see.
+  const synced = syncState<DashboardState>({
+    url: location.origin,
+    token,
+    channels: ["sales", "inventory"],
+    load: () => loadState(token),
+    apply: applyEvent,
+    onState: (s, change) => {
+      state = s;
+      scheduleRender(change.kind === "event" && change.event.channel === "inventory" ? (change.event.data as InventoryRow | null)?.sku : undefined);
+      lag();
+    },
+    onEvent: (e) => logEvent(e),
+    onStateChange: (s, channel) => setPill(channel, s),
+    onLoadError: (err) => toast(err.message),
+    onError: (err) => {
+      if (err.permanent) toast(err.message);
+    },
+  });
+  subs.push(...synced.subscriptions);
+  subs.push(
     connect({
       url: location.origin,
-      channel,
+      channel: "inventory.alerts",
       token,
       onEvent: (e) => {
-        onEvent(e);
+        onAlert(e);
         lag();
       },
-      onReset: () => loadState(token),
-      onStateChange: (s: ConnectionState) => ($(pill).dataset.state = s),
+      onStateChange: (s: ConnectionState) => setPill("inventory.alerts", s),
       onError: (err) => {
-        if (err.permanent) toast(`${channel}: ${err.message}`);
+        if (err.permanent) toast(`inventory.alerts: ${err.message}`);
       },
-    });
-  // Subscribe first, then read the snapshot: events racing the snapshot are reconciled by id / updated_at.
-  subs.push(sub("sales", "status-sales", onSale), sub("inventory", "status-inventory", onInventory), sub("inventory.alerts", "status-alerts", onAlert));
-  loadState(token).catch((err: Error) => toast(err.message));
+    }),
+  );
   setInterval(renderChart, 30_000);
 }
 

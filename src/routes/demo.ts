@@ -10,16 +10,21 @@ import type { AppEnv } from "../app";
 import { channelAllowed } from "../channels";
 import { ApiError } from "../errors";
 import { authenticate } from "../request";
+import type { PgSnapshot } from "../snapshot";
 
 export const demoRoutes = new Hono<AppEnv>();
 
 export interface DemoState {
   salesToday: number;
   revenueToday: number;
-  /** Highest sale id included in the totals: live sale events with id <= this are already counted. */
-  lastSaleId: number;
   perMinute: { minute: string; revenue: number; sales: number }[];
   inventory: { sku: string; name: string; stock: number; price: number; updated_at: string }[];
+  /**
+   * The Postgres snapshot every number above was read under (one REPEATABLE
+   * READ transaction): the SDK's syncState applies exactly the live events
+   * whose transaction it did not see.
+   */
+  snapshot: PgSnapshot;
 }
 
 demoRoutes.get("/api/demo/state", async (c) => {
@@ -40,26 +45,28 @@ demoRoutes.get("/api/demo/state", async (c) => {
   const client = new Client({ connectionString: config.DASHBOARD_DATABASE_URL });
   try {
     await client.connect();
-    const [totals, perMinute, inventory] = await Promise.all([
-      client.query(
-        `SELECT count(*) FILTER (WHERE created_at >= date_trunc('day', now()))::int AS sales,
-                coalesce(sum(total) FILTER (WHERE created_at >= date_trunc('day', now())), 0)::float8 AS revenue,
-                coalesce(max(id), 0)::float8 AS last_id
-           FROM ventas`,
-      ),
-      client.query(
-        `SELECT date_trunc('minute', created_at) AS minute, sum(total)::float8 AS revenue, count(*)::int AS sales
-           FROM ventas WHERE created_at >= now() - interval '30 minutes' GROUP BY 1 ORDER BY 1`,
-      ),
-      client.query(`SELECT sku, name, stock, price::float8 AS price, updated_at FROM inventory ORDER BY sku`),
-    ]);
-    const t = totals.rows[0] as { sales: number; revenue: number; last_id: number };
+    // One snapshot for every number and for notifiws.snapshot(): under READ
+    // COMMITTED each statement would see a different database.
+    await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    const totals = await client.query(
+      `SELECT count(*) FILTER (WHERE created_at >= date_trunc('day', now()))::int AS sales,
+              coalesce(sum(total) FILTER (WHERE created_at >= date_trunc('day', now())), 0)::float8 AS revenue
+         FROM ventas`,
+    );
+    const perMinute = await client.query(
+      `SELECT date_trunc('minute', created_at) AS minute, sum(total)::float8 AS revenue, count(*)::int AS sales
+         FROM ventas WHERE created_at >= now() - interval '30 minutes' GROUP BY 1 ORDER BY 1`,
+    );
+    const inventory = await client.query(`SELECT sku, name, stock, price::float8 AS price, updated_at FROM inventory ORDER BY sku`);
+    const snapshot = await client.query(`SELECT notifiws.snapshot() AS s`);
+    await client.query("COMMIT");
+    const t = totals.rows[0] as { sales: number; revenue: number };
     return c.json({
       salesToday: t.sales,
       revenueToday: t.revenue,
-      lastSaleId: t.last_id,
       perMinute: perMinute.rows as DemoState["perMinute"],
       inventory: inventory.rows as DemoState["inventory"],
+      snapshot: (snapshot.rows[0] as { s: PgSnapshot }).s,
     } satisfies DemoState);
   } catch (err) {
     throw new ApiError(503, "DATABASE_UNAVAILABLE", `could not read the demo state: ${(err as Error).message}`);

@@ -46,6 +46,41 @@ describe("dashboard", () => {
     expect(pageErrors).toEqual([]);
   });
 
+  it("a page loaded while sales are being written shows counters equal to the database once writes stop", async () => {
+    const today = "SELECT count(*)::int AS n, coalesce(sum(total), 0)::float8 AS revenue FROM ventas WHERE created_at >= date_trunc('day', now())";
+    for (let reload = 0; reload < 3; reload++) {
+      let writing = true;
+      // Four concurrent writers, one sale per transaction every ~20 ms each (pacing, so writes are still
+      // running while the page subscribes and loads), until the page has loaded (at most 500 each).
+      const writers = [0, 1, 2, 3].map(async (w) => {
+        for (let i = 0; writing && i < 500; i++) {
+          await fx.db.query("INSERT INTO ventas (sku, quantity, total) VALUES ('CB-05', 1, $1::numeric)", [9.9 + w]);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      });
+      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+      try {
+        await page.goto(`${fx.stack.workerUrl}/#token=${await devToken(fx.stack.secrets)}`);
+        await page.waitForSelector("#inventory tr[data-sku='KB-01']", { timeout: 15_000 });
+        writing = false;
+        await Promise.all(writers);
+        const db = (await fx.db.query<{ n: number; revenue: number }>(today)).rows[0]!;
+        await page
+          .waitForFunction((n) => document.querySelector("#sales-count")?.textContent === String(n), db.n, { timeout: 15_000 })
+          .catch(async () => {
+            throw new Error(`reload ${reload}: dashboard shows ${await page.textContent("#sales-count")} sales, the database has ${db.n}`);
+          });
+        const shown = await page.textContent("#revenue");
+        const expected = await page.evaluate((v) => new Intl.NumberFormat(undefined, { style: "currency", currency: "USD" }).format(v), db.revenue);
+        expect(shown).toBe(expected);
+      } finally {
+        writing = false;
+        await Promise.all(writers);
+        await page.close();
+      }
+    }
+  });
+
   it("fits a phone screen without horizontal scrolling", async () => {
     const page = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true });
     await page.goto(`${fx.stack.workerUrl}/#token=${await devToken(fx.stack.secrets)}`);

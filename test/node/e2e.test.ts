@@ -3,7 +3,9 @@
  * (child process) -> Worker under wrangler dev -> channel Durable Object ->
  * WebSocket clients.
  */
+import pg from "pg";
 import { beforeAll, describe, expect, it } from "vitest";
+import { syncState, type Envelope, type PgSnapshot, type SyncedState } from "../../client/index";
 import { devToken } from "../../scripts/stack";
 import { useStack } from "./support/stack";
 import { waitUntil } from "./support/postgres";
@@ -144,5 +146,79 @@ describe("end to end", () => {
     expect(after.events.filter((e) => ids.includes(e.data!.id as number)).map((e) => e.data!.id)).toEqual(ids);
     expectContiguous(after.events.map((e) => e.seq));
     expect(after.events[0]!.seq).toBe(resumeFrom + 1);
+  });
+
+  it("snapshot, then live: state loaded during concurrent out-of-order commits plus applied events equals the database, every time", async () => {
+    const connect = async () => {
+      const c = new pg.Client({ connectionString: fx.stack.databaseUrl });
+      await c.connect();
+      return c;
+    };
+    const writers = await Promise.all([0, 1, 2, 3].map(connect));
+    const long = await connect();
+    const reader = await connect();
+    type Totals = { sales: number; units: number };
+    const totals = async (c: pg.Client) =>
+      (await c.query<Totals>("SELECT count(*)::int AS sales, coalesce(sum(quantity), 0)::int AS units FROM ventas")).rows[0]!;
+    // The app's own read: its queries and notifiws.snapshot() in one REPEATABLE READ transaction.
+    let readerBusy = Promise.resolve();
+    const load = () => {
+      const run = readerBusy.then(async () => {
+        await reader.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+        try {
+          const state = await totals(reader);
+          const snapshot = (await reader.query<{ s: PgSnapshot }>("SELECT notifiws.snapshot() AS s")).rows[0]!.s;
+          return { state, snapshot };
+        } finally {
+          await reader.query("COMMIT");
+        }
+      });
+      readerBusy = run.then(() => undefined, () => undefined);
+      return run;
+    };
+    const synced: { s: SyncedState<Totals>; skipped: number; seen: Set<number> }[] = [];
+    const follow = () => {
+      const entry = { s: undefined as unknown as SyncedState<Totals>, skipped: 0, seen: new Set<number>() };
+      entry.s = syncState<Totals>({
+        url: fx.stack.workerUrl,
+        token,
+        channels: ["sales"],
+        load,
+        apply: (st, e: Envelope) => (e.op === "insert" ? { sales: st.sales + 1, units: st.units + Number(e.data!.quantity) } : st),
+        onEvent: (e, applied) => {
+          entry.seen.add(Number(e.data!.id));
+          if (!applied) entry.skipped++;
+        },
+      });
+      synced.push(entry);
+      return entry.s.ready;
+    };
+    try {
+      // A transaction that stays open across several snapshots: in progress for them, committed later.
+      await long.query("BEGIN");
+      await long.query("INSERT INTO ventas (sku, quantity, total) VALUES ('KB-01', 7, 623.00)");
+      const loaded: Promise<Totals>[] = [];
+      for (let round = 0; round < 24; round++) {
+        // Every writer inserts in its own transaction (taking ids in writer order), then they commit in reverse.
+        for (const [w, c] of writers.entries()) {
+          await c.query("BEGIN");
+          await c.query("INSERT INTO ventas (sku, quantity, total) VALUES ('MS-02', $1::int, 10.00 * $1::int)", [w + 1]);
+        }
+        if (round % 3 === 0) loaded.push(follow()); // a fresh app instance loads while transactions are open
+        for (const c of [...writers].reverse()) await c.query("COMMIT");
+        if (round === 10) await long.query("COMMIT");
+      }
+      await Promise.all(loaded);
+      const last = Number((await fx.db.query<{ id: string }>("INSERT INTO ventas (sku, quantity, total) VALUES ('KB-01', 1, 89.00) RETURNING id")).rows[0]!.id);
+      for (const [i, e] of synced.entries()) await waitUntil(`instance ${i} to see the last sale`, () => e.seen.has(last), 30_000);
+      const db = await totals(writers[0]!);
+      for (const [i, e] of synced.entries()) expect(e.s.state, `instance ${i} (loaded once)`).toEqual(db);
+      expect(synced.every((e) => e.s.loads === 1)).toBe(true);
+      // The handoff was exercised: some events were already in a loaded state and were skipped.
+      expect(synced.reduce((n, e) => n + e.skipped, 0)).toBeGreaterThan(0);
+    } finally {
+      synced.forEach((e) => e.s.close());
+      await Promise.all([...writers, long, reader].map((c) => c.end()));
+    }
   });
 });
