@@ -1,6 +1,6 @@
 import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
-import { TEST_BINDINGS } from "./test/workers/bindings.ts";
+import { TEST_BINDINGS } from "./test/support/bindings.ts";
 
 export default defineConfig({
   plugins: [

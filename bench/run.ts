@@ -72,10 +72,18 @@ function nextMessage<T>(child: ChildProcess, what: string, timeoutMs: number, ma
 }
 
 class Swarm {
-  private constructor(readonly proc: ChildProcess, readonly ready: { connected: number; failed: number }) {}
+  private constructor(
+    readonly proc: ChildProcess,
+    readonly ready: { connected: number; failed: number },
+  ) {}
   static async start(args: SwarmArgs): Promise<Swarm> {
     const proc = forkTs("swarm.ts", [JSON.stringify(args)]);
-    const ready = await nextMessage<{ connected: number; failed: number }>(proc, `${args.count} ${args.flavour} connections`, 180_000, (m) => !!(m as { ready?: boolean }).ready);
+    const ready = await nextMessage<{ connected: number; failed: number }>(
+      proc,
+      `${args.count} ${args.flavour} connections`,
+      180_000,
+      (m) => !!(m as { ready?: boolean }).ready,
+    );
     return new Swarm(proc, ready);
   }
   async ask<T>(cmd: SwarmCommand): Promise<T> {
@@ -94,7 +102,12 @@ function rssMiB(pgid: number | undefined, match: RegExp): number {
   if (!pgid) return NaN;
   try {
     const out = execFileSync("ps", ["-o", "rss=,comm=", "-g", String(pgid)], { encoding: "utf8" });
-    return out.split("\n").filter((l) => match.test(l)).reduce((s, l) => s + Number(l.trim().split(/\s+/)[0]), 0) / 1024;
+    return (
+      out
+        .split("\n")
+        .filter((l) => match.test(l))
+        .reduce((s, l) => s + Number(l.trim().split(/\s+/)[0]), 0) / 1024
+    );
   } catch {
     return NaN;
   }
@@ -122,7 +135,12 @@ interface E2E {
 async function main() {
   const dir = await mkdtemp(join(tmpdir(), "notifiws-bench-"));
   const stack = new Stack({ stateDir: dir, demo: false, workerVars: { HISTORY_MAX_EVENTS: "1000", LOG_LEVEL: "warn" }, relayEnv: { LOG_LEVEL: "warn" } });
-  const results: Record<string, unknown> = { date: new Date().toISOString(), mode: quick ? "quick" : "full", params: P, machine: { cpus: (await import("node:os")).cpus().length } };
+  const results: Record<string, unknown> = {
+    date: new Date().toISOString(),
+    mode: quick ? "quick" : "full",
+    params: P,
+    machine: { cpus: (await import("node:os")).cpus().length },
+  };
   let db: pg.Pool | undefined;
   try {
     log("starting the stack");
@@ -177,7 +195,8 @@ async function main() {
     async function relayAlone() {
       await mode("notifiws");
       log("W4 relay throughput", { rows: P.relayBurst });
-      const delivered = async () => Number(/notifiws_relay_events_delivered_total (\d+)/.exec(await (await fetch(`${stack.relayUrl}/metrics`)).text())?.[1] ?? 0);
+      const delivered = async () =>
+        Number(/notifiws_relay_events_delivered_total (\d+)/.exec(await (await fetch(`${stack.relayUrl}/metrics`)).text())?.[1] ?? 0);
       const before = await delivered();
       const started = performance.now();
       const w = write({ burst: P.relayBurst });
@@ -228,7 +247,11 @@ async function main() {
         if (flavour === "notifiws" && n > P.subscribers && !results.w4 && Date.now() < DEADLINE) await relayAlone();
         if (flavour === "notifiws" && n * FD_PER_SOCKET > fdLimit) {
           log("W1 skipped: over the open-file limit", { clients: n, fdLimit });
-          entry.w1.push({ clients: n, held: 0, error: `not measurable here: wrangler dev's workerd uses ~${FD_PER_SOCKET} fds per socket and this container caps a process at ${fdLimit} (hard limit); workerd dies with EMFILE near ${Math.floor(fdLimit / FD_PER_SOCKET)} sockets` });
+          entry.w1.push({
+            clients: n,
+            held: 0,
+            error: `not measurable here: wrangler dev's workerd uses ~${FD_PER_SOCKET} fds per socket and this container caps a process at ${fdLimit} (hard limit); workerd dies with EMFILE near ${Math.floor(fdLimit / FD_PER_SOCKET)} sockets`,
+          });
           continue;
         }
         log("W1 connect", { flavour, clients: n });
@@ -270,7 +293,6 @@ async function main() {
       }
     }
     results.workloads = perFlavour;
-
   } finally {
     for (const c of children) c.kill("SIGKILL");
     await db?.end().catch(() => undefined);
@@ -299,18 +321,38 @@ async function report(results: Record<string, unknown>) {
   const w = results.workloads as Record<string, { w1: Record<string, number>[]; w2: E2E[]; w3?: E2E }>;
   const n = w.notifiws;
   const lines: string[] = [`# notifiws bench (${results.mode}) ${results.date}`, ""];
-  lines.push("## W1 connect", "", "| system | clients | held | connect p50 ms | connect p99 ms | server RSS MiB | relay RSS MiB | note", "|---|---|---|---|---|---|---|---|");
+  lines.push(
+    "## W1 connect",
+    "",
+    "| system | clients | held | connect p50 ms | connect p99 ms | server RSS MiB | relay RSS MiB | note",
+    "|---|---|---|---|---|---|---|---|",
+  );
   for (const [name, f] of Object.entries(w))
     for (const r of f.w1)
-      lines.push(`| ${name} | ${r.clients} | ${r.held} | ${fmt(r.connectP50)} | ${fmt(r.connectP99)} | ${fmt(r.serverRssMiB)} | ${fmt(r.relayRssMiB)} |${r.error ? ` ${r.error}` : ""}`);
-  lines.push("", "## W2 end-to-end (commit -> client, same clock)", "", "| system | rows/s | p50 ms | p95 ms | p99 ms | deliveries/s | undelivered at deadline | duplicates |", "|---|---|---|---|---|---|---|---|");
+      lines.push(
+        `| ${name} | ${r.clients} | ${r.held} | ${fmt(r.connectP50)} | ${fmt(r.connectP99)} | ${fmt(r.serverRssMiB)} | ${fmt(r.relayRssMiB)} |${r.error ? ` ${r.error}` : ""}`,
+      );
+  lines.push(
+    "",
+    "## W2 end-to-end (commit -> client, same clock)",
+    "",
+    "| system | rows/s | p50 ms | p95 ms | p99 ms | deliveries/s | undelivered at deadline | duplicates |",
+    "|---|---|---|---|---|---|---|---|",
+  );
   for (const [name, f] of Object.entries(w))
-    for (const r of f.w2) lines.push(`| ${name} | ${r.rate} | ${fmt(r.p50)} | ${fmt(r.p95)} | ${fmt(r.p99)} | ${r.deliveriesPerSec} | ${r.missing} | ${r.duplicates} |`);
+    for (const r of f.w2)
+      lines.push(`| ${name} | ${r.rate} | ${fmt(r.p50)} | ${fmt(r.p95)} | ${fmt(r.p99)} | ${r.deliveriesPerSec} | ${r.missing} | ${r.duplicates} |`);
   lines.push("", "## W3 fan-out burst", "", "| system | rows | deliveries/s | p99 ms | undelivered at deadline |", "|---|---|---|---|---|");
   for (const [name, f] of Object.entries(w)) if (f.w3) lines.push(`| ${name} | ${f.w3.rows} | ${f.w3.deliveriesPerSec} | ${fmt(f.w3.p99)} | ${f.w3.missing} |`);
   const w4 = results.w4 as { eventsPerSec: number; postLatencyP50Ms: number; postLatencyP99Ms: number; oneClientAt1000: E2E } | undefined;
   if (w4)
-    lines.push("", "## W4 relay", "", `- commit -> Worker ack: **${w4.eventsPerSec} events/s**; POST p50 ${w4.postLatencyP50Ms.toFixed(1)} ms, p99 ${w4.postLatencyP99Ms.toFixed(1)} ms`, `- 1,000 rows/s, one subscriber: commit -> client p50 ${fmt(w4.oneClientAt1000.p50)} ms, p99 ${fmt(w4.oneClientAt1000.p99)} ms`);
+    lines.push(
+      "",
+      "## W4 relay",
+      "",
+      `- commit -> Worker ack: **${w4.eventsPerSec} events/s**; POST p50 ${w4.postLatencyP50Ms.toFixed(1)} ms, p99 ${w4.postLatencyP99Ms.toFixed(1)} ms`,
+      `- 1,000 rows/s, one subscriber: commit -> client p50 ${fmt(w4.oneClientAt1000.p50)} ms, p99 ${fmt(w4.oneClientAt1000.p99)} ms`,
+    );
   const ratios: string[] = [];
   if (n) {
     lines.push("", "## Ratios (notifiws / baseline, same run)", "", "| figure | vs ws | vs Socket.IO |", "|---|---|---|");
@@ -342,22 +384,35 @@ async function report(results: Record<string, unknown>) {
 
 /** Latency percentiles by load (W2), one line per system and percentile; log-scale y. */
 function chart(w: Record<string, { w2: E2E[] }>): string {
-  const W = 640, H = 360, L = 60, B = 40;
+  const W = 640,
+    H = 360,
+    L = 60,
+    B = 40;
   const rates = [...new Set(Object.values(w).flatMap((f) => f.w2.map((r) => r.rate)))].sort((a, b) => a - b);
-  const values = Object.values(w).flatMap((f) => f.w2.flatMap((r) => [r.p50, r.p99])).filter((v) => Number.isFinite(v) && v > 0);
-  const max = Math.max(10, ...values), min = Math.max(0.1, Math.min(1, ...values));
+  const values = Object.values(w)
+    .flatMap((f) => f.w2.flatMap((r) => [r.p50, r.p99]))
+    .filter((v) => Number.isFinite(v) && v > 0);
+  const max = Math.max(10, ...values),
+    min = Math.max(0.1, Math.min(1, ...values));
   const x = (i: number) => L + (rates.length === 1 ? (W - L) / 2 : (i * (W - L - 20)) / (rates.length - 1));
   const y = (v: number) => H - B - ((Math.log10(Math.max(v, min)) - Math.log10(min)) / (Math.log10(max) - Math.log10(min))) * (H - B - 20);
   const colors: Record<string, string> = { notifiws: "#2f9e6e", ws: "#3b6fd8", socketio: "#d8843b" };
   let svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="#fff"/>`;
   svg += `<text x="${L}" y="14" font-size="13">commit -> client latency by load (ms, log scale); solid p99, dashed p50</text>`;
-  for (const v of [0.1, 1, 10, 100, 1000, 10000].filter((v) => v >= min && v <= max)) svg += `<line x1="${L}" x2="${W}" y1="${y(v)}" y2="${y(v)}" stroke="#eee"/><text x="4" y="${y(v) + 4}">${v}</text>`;
+  for (const v of [0.1, 1, 10, 100, 1000, 10000].filter((v) => v >= min && v <= max))
+    svg += `<line x1="${L}" x2="${W}" y1="${y(v)}" y2="${y(v)}" stroke="#eee"/><text x="4" y="${y(v) + 4}">${v}</text>`;
   rates.forEach((r, i) => (svg += `<text x="${x(i) - 10}" y="${H - 20}">${r}/s</text>`));
   let ly = 30;
   for (const [name, f] of Object.entries(w)) {
-    for (const [key, dash] of [["p99", ""], ["p50", "4 3"]] as const) {
+    for (const [key, dash] of [
+      ["p99", ""],
+      ["p50", "4 3"],
+    ] as const) {
       // Unmeasured points (nothing delivered) are left out rather than drawn at the floor.
-      const pts = f.w2.filter((r) => Number.isFinite(r[key])).map((r) => `${x(rates.indexOf(r.rate))},${y(r[key])}`).join(" ");
+      const pts = f.w2
+        .filter((r) => Number.isFinite(r[key]))
+        .map((r) => `${x(rates.indexOf(r.rate))},${y(r[key])}`)
+        .join(" ");
       svg += `<polyline fill="none" stroke="${colors[name] ?? "#000"}" stroke-width="2" stroke-dasharray="${dash}" points="${pts}"/>`;
     }
     svg += `<text x="${W - 120}" y="${ly}" fill="${colors[name] ?? "#000"}">${name}</text>`;

@@ -116,9 +116,7 @@ function open(): Promise<void> {
     ws.on("message", (data) => {
       const at = now();
       const msg = JSON.parse(data.toString()) as
-        | { type: "welcome" }
-        | { type: "events"; events: { data: { id: number }; committedAt: number }[] }
-        | { id: number; committedAt: number };
+        { type: "welcome" } | { type: "events"; events: { data: { id: number }; committedAt: number }[] } | { id: number; committedAt: number };
       if ("type" in msg) {
         if (msg.type === "welcome" && !welcomed) {
           welcomed = true;
@@ -137,7 +135,8 @@ async function connectAll() {
       next++;
       await open();
       const settled = clients.length + failed;
-      if (settled % 1000 === 0) process.stderr.write(JSON.stringify({ level: "debug", msg: "swarm progress", flavour: args.flavour, connected: clients.length, failed }) + "\n");
+      if (settled % 1000 === 0)
+        process.stderr.write(JSON.stringify({ level: "debug", msg: "swarm progress", flavour: args.flavour, connected: clients.length, failed }) + "\n");
     }
   });
   await Promise.all(lanes);
@@ -157,7 +156,17 @@ process.on("message", (m: SwarmCommand) => {
   } else if (m.cmd === "report") {
     const span = maxId - minId + 1;
     const missing = clients.reduce((s, c) => s + (span > 0 ? span - c.received : 0), 0);
-    const report: SwarmReport = { connected: clients.length, failed, connectMs, deliveries, duplicates, missing, firstAt, lastAt, latency: hist.percentiles([0.5, 0.95, 0.99]) };
+    const report: SwarmReport = {
+      connected: clients.length,
+      failed,
+      connectMs,
+      deliveries,
+      duplicates,
+      missing,
+      firstAt,
+      lastAt,
+      latency: hist.percentiles([0.5, 0.95, 0.99]),
+    };
     process.send!(report);
   } else if (m.cmd === "exit") {
     for (const c of clients) c.close();

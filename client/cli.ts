@@ -10,7 +10,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { SignJWT } from "jose";
+import { mintToken } from "../shared/token";
 import { connect, type Filter } from "./index";
 
 const USAGE = "usage: notifiws tail <channel> [--since N] [--filter JSON] [--url URL] [--token TOKEN]";
@@ -24,8 +24,7 @@ async function devToken(): Promise<string | undefined> {
   const file = join(process.cwd(), ".notifiws", "secrets.json");
   if (!existsSync(file)) return undefined;
   const { JWT_SECRET } = JSON.parse(readFileSync(file, "utf8")) as { JWT_SECRET: string };
-  const now = Math.floor(Date.now() / 1000);
-  return new SignJWT({ channels: ["*"] }).setProtectedHeader({ alg: "HS256" }).setSubject("cli").setIssuedAt(now).setExpirationTime(now + 3600).sign(new TextEncoder().encode(JWT_SECRET));
+  return mintToken({ secret: JWT_SECRET, sub: "cli", channels: ["*"] });
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -34,7 +33,13 @@ export async function main(argv: string[]): Promise<void> {
     parsed = parseArgs({
       args: argv,
       allowPositionals: true,
-      options: { since: { type: "string" }, filter: { type: "string" }, url: { type: "string" }, token: { type: "string" }, help: { type: "boolean", short: "h" } },
+      options: {
+        since: { type: "string" },
+        filter: { type: "string" },
+        url: { type: "string" },
+        token: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
     });
   } catch (err) {
     die("BAD_ARGS", `${(err as Error).message}\n${USAGE}`);
@@ -56,12 +61,14 @@ export async function main(argv: string[]): Promise<void> {
     try {
       filter = JSON.parse(values.filter);
     } catch {
-      die("BAD_ARGS", "--filter must be JSON, e.g. '{\"where\":[{\"field\":\"stock\",\"op\":\"lt\",\"value\":5}]}'");
+      die("BAD_ARGS", '--filter must be JSON, e.g. \'{"where":[{"field":"stock","op":"lt","value":5}]}\'');
     }
   }
   const url = values.url ?? process.env.NOTIFIWS_URL ?? "http://127.0.0.1:8787";
   const fixed = values.token ?? process.env.NOTIFIWS_TOKEN;
-  const getToken = fixed ? () => fixed : async () => (await devToken()) ?? die("NO_TOKEN", "pass --token or NOTIFIWS_TOKEN (or run npm run dev in this folder)");
+  const getToken = fixed
+    ? () => fixed
+    : async () => (await devToken()) ?? die("NO_TOKEN", "pass --token or NOTIFIWS_TOKEN (or run npm run dev in this folder)");
 
   const status = (fields: object) => void process.stderr.write(JSON.stringify({ level: "info", ...fields }) + "\n");
   await new Promise<void>((resolve) => {

@@ -8,13 +8,13 @@
  * once and in order across any number of reconnects), sends heartbeats and
  * detects dead connections, and refreshes the token before it expires.
  */
-import { fullJitter } from "../src/backoff";
-import type { Envelope, Filter, ServerMessage } from "../src/protocol";
+import { fullJitter } from "../shared/backoff";
+import type { Envelope, Filter, ServerMessage } from "../shared/protocol";
 // The zod-free half of the protocol, so the SDK stays dependency-free at runtime.
-import { BEARER_PROTOCOL_PREFIX, CloseCode, PING_FRAME, SUBPROTOCOL } from "../src/wire";
-import { parseSnapshot, visibleInSnapshot, type ParsedSnapshot, type PgSnapshot } from "../src/snapshot";
+import { BEARER_PROTOCOL_PREFIX, CloseCode, PING_FRAME, SUBPROTOCOL } from "../shared/wire";
+import { parseSnapshot, visibleInSnapshot, type ParsedSnapshot, type PgSnapshot } from "../shared/snapshot";
 
-export type { Envelope, Filter, ServerMessage } from "../src/protocol";
+export type { Envelope, Filter, ServerMessage } from "../shared/protocol";
 export { fullJitter };
 
 export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
@@ -196,9 +196,11 @@ export function connect(options: ConnectOptions): Subscription {
       } catch {
         return;
       }
-      queue = queue.then(() => handle(socket, msg)).catch((err: unknown) => {
-        options.onError?.({ code: "HANDLER_FAILED", message: (err as Error).message, permanent: false });
-      });
+      queue = queue
+        .then(() => handle(socket, msg))
+        .catch((err: unknown) => {
+          options.onError?.({ code: "HANDLER_FAILED", message: (err as Error).message, permanent: false });
+        });
     };
 
     const handle = async (s: WebSocket, msg: ServerMessage) => {
@@ -350,7 +352,7 @@ export function connect(options: ConnectOptions): Subscription {
 // Snapshot, then live
 // ---------------------------------------------------------------------------
 
-export { parseSnapshot, visibleInSnapshot, type PgSnapshot, type ParsedSnapshot } from "../src/snapshot";
+export { parseSnapshot, visibleInSnapshot, type PgSnapshot, type ParsedSnapshot } from "../shared/snapshot";
 
 export interface LoadedState<S> {
   state: S;
@@ -427,7 +429,7 @@ export function syncState<S>(options: SyncOptions<S>): SyncedState<S> {
     buffer ??= [];
     requested++;
     loading ??= (async () => {
-      for (let attempt = 0; !closed; ) {
+      for (let attempt = 0; !closed;) {
         const serving = requested;
         try {
           const loaded = await load();

@@ -5,14 +5,15 @@
  * connection: connect (fetch), events (ingest), message, close.
  */
 import { DurableObject } from "cloudflare:workers";
-import { z } from "zod";
 import { verifyToken, AuthError } from "../src/auth";
-import { channelAllowed } from "../src/channels";
+import { channelAllowed } from "../shared/channels";
 import { closeReason, closeReplyCode } from "../src/closecodes";
 import { loadConfig, type Config } from "../src/config";
 import type { Env } from "../src/env";
-import { matchesFilter } from "../src/filter";
-import { errorFields, log } from "../src/log";
+import { SESSION_HEADER, SessionInit, type ChannelStats, type IngestOutcome } from "../src/channel-contract";
+import { errorResponse } from "../src/errors";
+import { matchesFilter } from "../shared/filter";
+import { errorFields, log } from "../shared/log";
 import {
   type ChangeEvent,
   ChannelName,
@@ -24,22 +25,9 @@ import {
   PONG_FRAME,
   SIGNATURE_TOLERANCE_SECONDS,
   type ServerMessage,
-} from "../src/protocol";
+} from "../shared/protocol";
 import { take, type Bucket } from "../src/ratelimit";
-import { ATTACHMENT_MAX_BYTES, checkSqlBindings, packJsonArrays, SQL_PARAM_BUDGET_BYTES, utf8Length } from "../src/limits";
-
-/** What the Worker forwards after it has authenticated and authorized a connection. */
-export const SessionInit = z.object({
-  channel: ChannelName,
-  sub: z.string(),
-  role: z.string().optional(),
-  exp: z.number().int(),
-  filter: Filter.optional(),
-  since: z.number().int().nonnegative().optional(),
-  echoProtocol: z.string().optional(),
-});
-export type SessionInit = z.infer<typeof SessionInit>;
-export const SESSION_HEADER = "x-notifiws-session";
+import { ATTACHMENT_MAX_BYTES, checkSqlBindings, packJsonArrays, SQL_PARAM_BUDGET_BYTES, utf8Length } from "../shared/limits";
 
 /** Per-socket state; serialized as the hibernation attachment (max 2 KiB). */
 interface Session {
@@ -55,22 +43,14 @@ interface Session {
   connectedAt: number;
 }
 
-export interface ChannelStats {
-  channel: string;
-  connections: number;
-  headSeq: number;
-  events: number;
-  duplicates: number;
-  messagesSent: number;
-  sendErrors: number;
-  lastEventAt: number | null;
-  historySize: number;
-}
-
 /** An event over MAX_EVENT_BYTES reached the object; the whole ingest is rolled back. */
 export class EventTooLargeError extends Error {
   readonly code = "EVENT_TOO_LARGE";
-  constructor(readonly eventId: string, readonly bytes: number, readonly max: number) {
+  constructor(
+    readonly eventId: string,
+    readonly bytes: number,
+    readonly max: number,
+  ) {
     super(`event ${eventId} is ${bytes} bytes; MAX_EVENT_BYTES is ${max}`);
   }
 }
@@ -87,14 +67,6 @@ interface Stored {
 
 /** Bytes of `{"type":"events","events":[` + `]}` around a frame's bodies. */
 const FRAME_OVERHEAD_BYTES = 30;
-
-export interface IngestOutcome {
-  accepted: number;
-  duplicates: number;
-  headSeq: number;
-  /** This object already applied a batch with this id (nothing was done). */
-  replayed: boolean;
-}
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, body TEXT NOT NULL);
@@ -152,8 +124,7 @@ export class ChannelObject extends DurableObject<Env> {
 
   override async fetch(request: Request): Promise<Response> {
     try {
-      if (request.headers.get("upgrade")?.toLowerCase() !== "websocket")
-        return Response.json({ error: { code: "UPGRADE_REQUIRED", message: "expected a WebSocket upgrade" } }, { status: 426 });
+      if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") return errorResponse(426, "UPGRADE_REQUIRED", "expected a WebSocket upgrade");
       const init = SessionInit.parse(JSON.parse(request.headers.get(SESSION_HEADER) ?? "null"));
       this.bindChannel(init.channel);
 
@@ -168,10 +139,7 @@ export class ChannelObject extends DurableObject<Env> {
         connectedAt: Date.now(),
       };
       if (ChannelObject.attachmentBytes(session) > ATTACHMENT_MAX_BYTES)
-        return Response.json(
-          { error: { code: "SESSION_TOO_LARGE", message: `the token's subject, role and the filter exceed ${ATTACHMENT_MAX_BYTES} bytes` } },
-          { status: 400 },
-        );
+        return errorResponse(400, "SESSION_TOO_LARGE", `the token's subject, role and the filter exceed ${ATTACHMENT_MAX_BYTES} bytes`);
       const pair = new WebSocketPair();
       const [client, server] = [pair[0], pair[1]];
       this.ctx.acceptWebSocket(server);
@@ -192,7 +160,7 @@ export class ChannelObject extends DurableObject<Env> {
       return new Response(null, { status: 101, webSocket: client, headers });
     } catch (err) {
       log("error", "channel connect failed", { class: "ChannelObject", channel: this.channel, ...errorFields(err) });
-      return Response.json({ error: { code: "INTERNAL", message: "could not open the connection" } }, { status: 500 });
+      return errorResponse(500, "INTERNAL", "could not open the connection");
     }
   }
 
@@ -266,7 +234,10 @@ export class ChannelObject extends DurableObject<Env> {
     // rows travel as JSON arrays read back with json_each, each array under
     // SQL_PARAM_BUDGET_BYTES (one SQLite value is capped at 2 MB).
     const known = new Set<string>();
-    for (const chunk of packJsonArrays(events.map((e) => e.id), SQL_PARAM_BUDGET_BYTES)) {
+    for (const chunk of packJsonArrays(
+      events.map((e) => e.id),
+      SQL_PARAM_BUDGET_BYTES,
+    )) {
       const ids = "json" in chunk ? chunk.json : JSON.stringify([chunk.single]);
       for (const row of this.exec<{ id: string }>("SELECT j.value AS id FROM json_each(?) AS j JOIN seen ON seen.id = j.value", ids)) known.add(row.id);
     }
@@ -293,7 +264,10 @@ export class ChannelObject extends DurableObject<Env> {
     }
     this.counters.duplicates += duplicates;
     if (bodies.length > 0) {
-      for (const chunk of packJsonArrays(envelopes.map((e) => [e.id, e.seq]), SQL_PARAM_BUDGET_BYTES)) {
+      for (const chunk of packJsonArrays(
+        envelopes.map((e) => [e.id, e.seq]),
+        SQL_PARAM_BUDGET_BYTES,
+      )) {
         const rows = "json" in chunk ? chunk.json : JSON.stringify([chunk.single]);
         this.exec("INSERT INTO seen (id, seq, at) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), ? FROM json_each(?)", now, rows);
       }
@@ -342,7 +316,10 @@ export class ChannelObject extends DurableObject<Env> {
       if (!frames) {
         if (session.filter) {
           const keep = events.map((e) => matchesFilter(e, session.filter));
-          frames = this.frames(bodies.filter((_, i) => keep[i]), sizes.filter((_, i) => keep[i]));
+          frames = this.frames(
+            bodies.filter((_, i) => keep[i]),
+            sizes.filter((_, i) => keep[i]),
+          );
         } else frames = this.frames(bodies, sizes);
         byFilter.set(session.filterKey, frames);
       }

@@ -10,7 +10,6 @@ const SCHEMA = `
 CREATE TABLE IF NOT EXISTS channels (name TEXT PRIMARY KEY, registered_at INTEGER NOT NULL);
 `;
 
-
 export class ControlObject extends DurableObject<Env> {
   private readonly sql: SqlStorage;
 
@@ -25,6 +24,9 @@ export class ControlObject extends DurableObject<Env> {
   }
 
   async listChannels(): Promise<string[]> {
-    return this.sql.exec<{ name: string }>("SELECT name FROM channels ORDER BY name").toArray().map((r) => r.name);
+    return this.sql
+      .exec<{ name: string }>("SELECT name FROM channels ORDER BY name")
+      .toArray()
+      .map((r) => r.name);
   }
 }

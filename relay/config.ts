@@ -1,8 +1,6 @@
 /** Relay configuration from the environment, validated with zod at start. */
 import { z } from "zod";
-import { describeIssues } from "../src/config";
-
-const int = (def: number, min: number, max: number) => z.coerce.number().int().min(min).max(max).default(def);
+import { describeIssues, intVar as int, LogLevel, pickVars } from "../shared/zod";
 
 export const RelayConfigShape = z.object({
   /** Direct (not pooled) Postgres connection string: LISTEN needs a session. Required. */
@@ -46,7 +44,7 @@ export const RelayConfigShape = z.object({
   /** Bind address for /healthz and /metrics. Default 127.0.0.1 (the container image sets 0.0.0.0). */
   RELAY_HTTP_HOST: z.string().min(1).default("127.0.0.1"),
   /** debug | info | warn | error. Default info. */
-  LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+  LOG_LEVEL: LogLevel.default("info"),
 });
 export const RelayConfigSchema = RelayConfigShape.check((ctx) => {
   const c = ctx.value;
@@ -64,11 +62,7 @@ export type ParseResult = { ok: true; config: RelayConfig } | { ok: false; varia
 
 /** Parses the environment; on failure names every bad variable (never its value). */
 export function parseRelayConfig(env: Record<string, string | undefined>): ParseResult {
-  const raw: Record<string, string> = {};
-  for (const key of Object.keys(RelayConfigShape.shape)) {
-    const v = env[key];
-    if (v !== undefined && v.trim() !== "") raw[key] = v;
-  }
+  const raw = pickVars(RelayConfigShape.shape, env);
   const parsed = RelayConfigSchema.safeParse(raw);
   if (parsed.success) return { ok: true, config: parsed.data };
   const { variables, details } = describeIssues(parsed.error.issues);

@@ -6,7 +6,7 @@
  */
 import { hostname } from "node:os";
 import type pg from "pg";
-import { log } from "../src/log";
+import { log } from "../shared/log";
 
 /** The heartbeat row no longer names this session: another relay took over. */
 export class LeadershipLost extends Error {}

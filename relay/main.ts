@@ -2,7 +2,7 @@
  * Relay entry point: `npm run relay`. Exit codes: 0 after a graceful stop,
  * 2 on bad configuration (every bad variable is named on stderr).
  */
-import { log, setLogLevel } from "../src/log";
+import { log, setLogLevel } from "../shared/log";
 import { parseRelayConfig } from "./config";
 import { startHttp } from "./metrics";
 import { Relay } from "./relay";
@@ -22,7 +22,10 @@ const http = await startHttp(relay.metrics, () => relay.backlog(), config.RELAY_
   process.exit(1);
 });
 const addr = http.address();
-log("info", "relay started", { http: typeof addr === "object" && addr ? `${addr.address}:${addr.port}` : String(addr), worker: new URL(config.WORKER_URL).origin });
+log("info", "relay started", {
+  http: typeof addr === "object" && addr ? `${addr.address}:${addr.port}` : String(addr),
+  worker: new URL(config.WORKER_URL).origin,
+});
 relay.start();
 
 let stopping = false;

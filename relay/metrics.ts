@@ -72,7 +72,9 @@ export class RelayMetrics {
       g("notifiws_relay_takeovers_total", "counter", "Stuck leaders this relay replaced", this.takeovers),
       g("notifiws_relay_held_channels", "gauge", "Channels held back after the edge failed to store them", this.heldChannels),
       `# HELP notifiws_relay_post_refusals_total Failed POSTs by status and error code\n# TYPE notifiws_relay_post_refusals_total counter`,
-      ...[...this.refusals.values()].map((r) => `notifiws_relay_post_refusals_total{status="${r.status}",code="${r.code.replace(/[^A-Za-z0-9_]/g, "_")}"} ${r.n}`),
+      ...[...this.refusals.values()].map(
+        (r) => `notifiws_relay_post_refusals_total{status="${r.status}",code="${r.code.replace(/[^A-Za-z0-9_]/g, "_")}"} ${r.n}`,
+      ),
       `# HELP notifiws_relay_post_latency_seconds POST latency over the last 2048 batches\n# TYPE notifiws_relay_post_latency_seconds summary`,
       ...[0.5, 0.9, 0.99].map((q) => `notifiws_relay_post_latency_seconds{quantile="${q}"} ${this.quantile(q) / 1000}`),
     ];

@@ -3,8 +3,8 @@
  * the rows behind it. The Worker's error body is parsed with the protocol's
  * schema, never matched as text.
  */
-import { HttpErrorBody, SIGNATURE_HEADER, TIMESTAMP_HEADER } from "../src/protocol";
-import { sign } from "../src/signing";
+import { HttpErrorBody, SIGNATURE_HEADER, TIMESTAMP_HEADER } from "../shared/protocol";
+import { sign } from "../shared/signing";
 
 export const INGEST_PATH = "/internal/events";
 

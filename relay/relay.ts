@@ -18,13 +18,14 @@
  *   backoff, while every other channel keeps flowing.
  */
 import pg from "pg";
-import { errorFields, log } from "../src/log";
-import { ChangeEvent } from "../src/protocol";
-import { fullJitter } from "../src/backoff";
+import { errorFields, log } from "../shared/log";
+import { ChangeEvent } from "../shared/protocol";
+import { fullJitter } from "../shared/backoff";
 import type { RelayConfig } from "./config";
 import { Leadership } from "./leader";
 import { RelayMetrics } from "./metrics";
 import { postBatch, type PostOutcome } from "./post";
+import { formatIssues } from "../shared/zod";
 
 const WAKEUP_CHANNEL = "notifiws_outbox";
 /** A session that stayed up this long resets the reconnect backoff. */
@@ -244,7 +245,7 @@ export class Relay {
     for (const row of rows) {
       const parsed = ChangeEvent.safeParse(toEvent(row));
       if (!parsed.success) {
-        invalid.push({ id: row.id, reason: parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ") });
+        invalid.push({ id: row.id, reason: formatIssues(parsed.error.issues, { root: "event" }) });
         continue;
       }
       const json = JSON.stringify(parsed.data);
@@ -275,7 +276,8 @@ export class Relay {
           client,
           batch.filter((r) => !failed.has(r.channel)),
         );
-        for (const channel of new Set(batch.map((r) => r.channel))) if (failed.has(channel)) this.hold(channel, "the edge could not store this channel's events");
+        for (const channel of new Set(batch.map((r) => r.channel)))
+          if (failed.has(channel)) this.hold(channel, "the edge could not store this channel's events");
         return true;
       }
       case "event_too_large": {
@@ -349,7 +351,12 @@ export class Relay {
       if (this.stopping && attempt > 0) return { kind: "stopped" };
       if (!this.metrics.leader) return { kind: "stopped" };
       const started = performance.now();
-      const outcome = await postBatch({ workerUrl: this.config.WORKER_URL, secret: this.config.INGEST_SECRET, body, timeoutMs: this.config.RELAY_POST_TIMEOUT_MS });
+      const outcome = await postBatch({
+        workerUrl: this.config.WORKER_URL,
+        secret: this.config.INGEST_SECRET,
+        body,
+        timeoutMs: this.config.RELAY_POST_TIMEOUT_MS,
+      });
       this.metrics.recordPost(performance.now() - started);
       if (outcome.kind === "delivered") return outcome;
       this.metrics.failures++;

@@ -9,7 +9,7 @@
  * A part that crashes (the relay, wrangler dev) is restarted with backoff.
  */
 import { parseArgs } from "node:util";
-import { log } from "../src/log";
+import { log } from "../shared/log";
 import { devToken, PortInUseError, Stack } from "./stack";
 import { startTraffic } from "./traffic";
 import { supervise } from "./supervise";
@@ -65,8 +65,20 @@ try {
   log("info", "starting postgres, worker and relay");
   await stack.start();
   // A crashed part is restarted with backoff; the rest of the stack keeps running.
-  supervisors.push(supervise("worker (wrangler dev)", () => stack.worker, () => stack.startWorker()));
-  supervisors.push(supervise("relay", () => stack.relay, () => stack.startRelay()));
+  supervisors.push(
+    supervise(
+      "worker (wrangler dev)",
+      () => stack.worker,
+      () => stack.startWorker(),
+    ),
+  );
+  supervisors.push(
+    supervise(
+      "relay",
+      () => stack.relay,
+      () => stack.startRelay(),
+    ),
+  );
   if (!values["no-traffic"]) traffic = startTraffic(stack.databaseUrl, { ratePerSec: rate });
   const token = await devToken(stack.secrets);
   const ws = stack.workerUrl.replace(/^http/, "ws");
@@ -76,7 +88,7 @@ notifiws is running.
 
   Dashboard   ${stack.workerUrl}/#token=${token}
   WebSocket   ${ws}/ws/sales   (subprotocols: notifiws.v1, bearer.<token>)
-  Stats       curl -H "Authorization: Bearer $(node -p 'require("./.notifiws/secrets.json").ADMIN_TOKEN')" ${stack.workerUrl}/stats
+  Stats       curl -H "Authorization: Bearer $(node -p 'require(".notifiws/secrets.json").ADMIN_TOKEN')" ${stack.workerUrl}/stats
   Relay       ${stack.relayUrl}/metrics
   Postgres    ${stack.databaseUrl}
 

@@ -29,7 +29,11 @@ export function freePort(): Promise<number> {
   });
 }
 
-const exists = (p: string) => stat(p).then(() => true, () => false);
+const exists = (p: string) =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
 
 export async function startEmbeddedPostgres(opts: { dir: string; port?: number; database?: string; quiet?: boolean }): Promise<RunningPostgres> {
   const port = opts.port ?? (await freePort());

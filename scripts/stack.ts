@@ -11,7 +11,7 @@ import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { SignJWT } from "jose";
+import { mintToken } from "../shared/token";
 import { migrate, runSqlFile } from "../db/migrate";
 import { freePort, startEmbeddedPostgres, type RunningPostgres } from "./embedded-pg";
 import { startBridge, type Bridge } from "./ws-bridge";
@@ -46,7 +46,10 @@ export interface StackOptions {
 }
 
 export class PortInUseError extends Error {
-  constructor(readonly port: number, readonly variable: string) {
+  constructor(
+    readonly port: number,
+    readonly variable: string,
+  ) {
     super(`port ${port} is already in use; set ${variable} to another port (e.g. ${variable}=${port + 1})`);
   }
 }
@@ -68,21 +71,19 @@ export async function loadSecrets(stateDir: string): Promise<Secrets> {
   return secrets;
 }
 
-export async function devToken(secrets: Secrets, claims: { sub?: string; channels?: string[]; expSeconds?: number } = {}): Promise<string> {
-  const now = Math.floor(Date.now() / 1000);
-  return new SignJWT({ channels: claims.channels ?? ["*"] })
-    .setProtectedHeader({ alg: "HS256" })
-    .setSubject(claims.sub ?? "dev")
-    .setIssuedAt(now)
-    .setExpirationTime(now + (claims.expSeconds ?? 24 * 3600))
-    .sign(new TextEncoder().encode(secrets.JWT_SECRET));
+export function devToken(secrets: Secrets, claims: { sub?: string; channels?: string[]; expSeconds?: number } = {}): Promise<string> {
+  return mintToken({ secret: secrets.JWT_SECRET, sub: claims.sub ?? "dev", channels: claims.channels ?? ["*"], ttlSeconds: claims.expSeconds ?? 24 * 3600 });
 }
 
 /** A child process with its output captured and a promise for its exit. */
 export class Proc {
   output = "";
   readonly exited: Promise<number | null>;
-  constructor(readonly name: string, readonly child: ChildProcess, verbose: boolean) {
+  constructor(
+    readonly name: string,
+    readonly child: ChildProcess,
+    verbose: boolean,
+  ) {
     const onData = (d: Buffer) => {
       this.output += d.toString();
       if (this.output.length > 200_000) this.output = this.output.slice(-100_000);
@@ -205,20 +206,32 @@ export class Stack {
   async startWorker(): Promise<void> {
     const envFile = join(this.stateDir, "worker.env");
     // Secrets go through a git-ignored env file, never the command line.
-    await writeFile(envFile, Object.entries(this.workerEnv()).map(([k, v]) => `${k}=${v}`).join("\n") + "\n", { mode: 0o600 });
+    await writeFile(
+      envFile,
+      Object.entries(this.workerEnv())
+        .map(([k, v]) => `${k}=${v}`)
+        .join("\n") + "\n",
+      { mode: 0o600 },
+    );
     const port = new URL(this.workerUrl).port;
     const child = spawn(
       join(ROOT, "node_modules/.bin/wrangler"),
       [
         "dev",
         "--local",
-        "--ip", "127.0.0.1",
-        "--port", port,
-        "--inspector-port", String(this.inspectorPort),
-        "--persist-to", join(this.stateDir, "wrangler"),
-        "--env-file", envFile,
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        port,
+        "--inspector-port",
+        String(this.inspectorPort),
+        "--persist-to",
+        join(this.stateDir, "wrangler"),
+        "--env-file",
+        envFile,
         "--show-interactive-dev-session=false",
-        "--log-level", this.opts.verbose ? "info" : "warn",
+        "--log-level",
+        this.opts.verbose ? "info" : "warn",
       ],
       { cwd: ROOT, env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" }, stdio: ["ignore", "pipe", "pipe"], detached: true },
     );

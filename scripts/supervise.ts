@@ -4,8 +4,8 @@
  * backoff, instead of taking the whole stack down. A child that stayed up a
  * while is considered healthy again and the backoff starts over.
  */
-import { fullJitter } from "../src/backoff";
-import { log } from "../src/log";
+import { fullJitter } from "../shared/backoff";
+import { log } from "../shared/log";
 import type { Proc } from "./stack";
 
 export interface SuperviseOptions {

@@ -1,16 +1,14 @@
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { ConfigError, loadConfig, type Config } from "./config";
-import type { Env } from "./env";
+import type { AppEnv } from "./env";
 import { ApiError, errorBody } from "./errors";
-import { errorFields, log, setLogLevel } from "./log";
+import { errorFields, log, setLogLevel } from "../shared/log";
 import { demoRoutes } from "./routes/demo";
 import { ingestRoutes } from "./routes/ingest";
 import { publishRoutes } from "./routes/publish";
 import { statsRoutes } from "./routes/stats";
 import { wsRoutes } from "./routes/ws";
-
-export type AppEnv = { Bindings: Env; Variables: { config: Config } };
 
 export function createApp() {
   const app = new Hono<AppEnv>();

@@ -4,7 +4,7 @@
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from "jose";
 import { z } from "zod";
 import type { Config } from "./config";
-import { BEARER_PROTOCOL_PREFIX } from "./protocol";
+import { BEARER_PROTOCOL_PREFIX } from "../shared/protocol";
 
 /** The claims notifiws reads from a client token. */
 export const Claims = z.object({
@@ -36,7 +36,10 @@ export function extractToken(req: Request): { token: string; source: TokenSource
 }
 
 export class AuthError extends Error {
-  constructor(readonly code: "TOKEN_MISSING" | "TOKEN_INVALID" | "TOKEN_EXPIRED", message: string) {
+  constructor(
+    readonly code: "TOKEN_MISSING" | "TOKEN_INVALID" | "TOKEN_EXPIRED",
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -80,8 +83,7 @@ export async function verifyToken(token: string, config: Config): Promise<Claims
   } catch (err) {
     if (err instanceof AuthError) throw err;
     if (err instanceof joseErrors.JWTExpired) throw new AuthError("TOKEN_EXPIRED", "token has expired");
-    if (err instanceof joseErrors.JWTClaimValidationFailed)
-      throw new AuthError("TOKEN_INVALID", `token claim check failed: ${err.claim}`);
+    if (err instanceof joseErrors.JWTClaimValidationFailed) throw new AuthError("TOKEN_INVALID", `token claim check failed: ${err.claim}`);
     throw new AuthError("TOKEN_INVALID", "token signature or format is invalid");
   }
 }

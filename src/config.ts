@@ -3,100 +3,107 @@
  * reported at once, naming the variables (never their values).
  */
 import { z } from "zod";
-import { DEFAULT_MAX_EVENT_BYTES, MAX_EVENT_BYTES_CEILING } from "./limits";
+import { DEFAULT_MAX_EVENT_BYTES, MAX_EVENT_BYTES_CEILING } from "../shared/limits";
+import { describeIssues, intVar as int, LogLevel, pickVars } from "../shared/zod";
 
 const csv = z
   .string()
   .optional()
-  .transform((s) => (s ?? "").split(",").map((x) => x.trim()).filter(Boolean));
+  .transform((s) =>
+    (s ?? "")
+      .split(",")
+      .map((x) => x.trim())
+      .filter(Boolean),
+  );
 
-const int = (def: number, min: number, max: number) => z.coerce.number().int().min(min).max(max).default(def);
-
-export const ConfigSchema = z
-  .object({
-    /** HS256 secret for client JWTs (>= 32 chars). One of JWT_SECRET / JWT_JWKS_URL is required. */
-    JWT_SECRET: z.string().min(32, "must be at least 32 characters").optional(),
-    /** JWKS URL for RS256/ES256 client JWTs; fetched once and cached across requests. */
-    JWT_JWKS_URL: z.url().optional(),
-    /** Expected `iss` claim; not checked when unset. */
-    JWT_ISSUER: z.string().min(1).optional(),
-    /** Expected `aud` claim; not checked when unset. */
-    JWT_AUDIENCE: z.string().min(1).optional(),
-    /** Comma-separated HMAC secrets for relay ingest (first signs, all verify). Required, each >= 32 chars. */
-    INGEST_SECRETS: csv.pipe(z.array(z.string().min(32, "each secret must be at least 32 characters")).min(1, "at least one secret is required").max(2, "at most two secrets (current, previous)")),
-    /** Comma-separated browser origins allowed to open sockets; `*` allows any. Default: none (only non-browser clients without Origin). */
-    ALLOWED_ORIGINS: csv,
-    /** Bearer token for /stats and /metrics. Unset: those routes answer 503. */
-    ADMIN_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
-    /**
-     * Comma-separated publish API keys as lowercase hex SHA-256 hashes, each optionally limited to
-     * channel patterns: `<hash>` publishes anywhere, `<hash>=orders.*|alerts` only to matching
-     * channels (same pattern rules as token claims). Unset: publishing is off.
-     */
-    PUBLISH_KEY_HASHES: csv.pipe(
-      z.array(
-        z
-          .string()
-          .regex(/^[0-9a-f]{64}(=[A-Za-z0-9_*][A-Za-z0-9_.:*-]*(\|[A-Za-z0-9_*][A-Za-z0-9_.:*-]*)*)?$/, "must be hex SHA-256 hashes, optionally =pattern|pattern")
-          .transform((entry) => {
-            const [hash, patterns] = entry.split("=") as [string, string | undefined];
-            return { hash, channels: patterns === undefined ? ["*"] : patterns.split("|") };
-          }),
-      ),
+export const ConfigSchema = z.object({
+  /** HS256 secret for client JWTs (>= 32 chars). One of JWT_SECRET / JWT_JWKS_URL is required. */
+  JWT_SECRET: z.string().min(32, "must be at least 32 characters").optional(),
+  /** JWKS URL for RS256/ES256 client JWTs; fetched once and cached across requests. */
+  JWT_JWKS_URL: z.url().optional(),
+  /** Expected `iss` claim; not checked when unset. */
+  JWT_ISSUER: z.string().min(1).optional(),
+  /** Expected `aud` claim; not checked when unset. */
+  JWT_AUDIENCE: z.string().min(1).optional(),
+  /** Comma-separated HMAC secrets for relay ingest (first signs, all verify). Required, each >= 32 chars. */
+  INGEST_SECRETS: csv.pipe(
+    z
+      .array(z.string().min(32, "each secret must be at least 32 characters"))
+      .min(1, "at least one secret is required")
+      .max(2, "at most two secrets (current, previous)"),
+  ),
+  /** Comma-separated browser origins allowed to open sockets; `*` allows any. Default: none (only non-browser clients without Origin). */
+  ALLOWED_ORIGINS: csv,
+  /** Bearer token for /stats and /metrics. Unset: those routes answer 503. */
+  ADMIN_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
+  /**
+   * Comma-separated publish API keys as lowercase hex SHA-256 hashes, each optionally limited to
+   * channel patterns: `<hash>` publishes anywhere, `<hash>=orders.*|alerts` only to matching
+   * channels (same pattern rules as token claims). Unset: publishing is off.
+   */
+  PUBLISH_KEY_HASHES: csv.pipe(
+    z.array(
+      z
+        .string()
+        .regex(/^[0-9a-f]{64}(=[A-Za-z0-9_*][A-Za-z0-9_.:*-]*(\|[A-Za-z0-9_*][A-Za-z0-9_.:*-]*)*)?$/, "must be hex SHA-256 hashes, optionally =pattern|pattern")
+        .transform((entry) => {
+          const [hash, patterns] = entry.split("=") as [string, string | undefined];
+          return { hash, channels: patterns === undefined ? ["*"] : patterns.split("|") };
+        }),
     ),
-    /** Events kept per channel for resume. Default 1000. */
-    HISTORY_MAX_EVENTS: int(1000, 1, 1_000_000),
-    /** Max age of retained events, seconds. Default 86400 (1 day). */
-    HISTORY_MAX_AGE_SECONDS: int(86_400, 1, 30 * 86_400),
-    /** How long event ids are remembered for dedupe, seconds. Default 86400. */
-    DEDUPE_WINDOW_SECONDS: int(86_400, 60, 30 * 86_400),
-    /** Max size of one client->server WebSocket message, bytes. Default 4096. */
-    MAX_CLIENT_MESSAGE_BYTES: int(4096, 64, 1_048_576),
-    /** Sustained client messages per second per connection. Default 10. */
-    CLIENT_RATE_PER_SEC: z.coerce.number().positive().max(10_000).default(10),
-    /** Burst allowance for client messages. Default 20. */
-    CLIENT_RATE_BURST: int(20, 1, 100_000),
-    /** Max events in one ingest batch. Default 1000. */
-    INGEST_MAX_EVENTS: int(1000, 1, 5000),
-    /** Max ingest body size, bytes. Default 4 MiB. */
-    INGEST_MAX_BYTES: int(4 * 1024 * 1024, 1024, 32 * 1024 * 1024),
-    /**
-     * Max size of one event as stored (its JSON in UTF-8 bytes). Larger events are refused
-     * with 413 EVENT_TOO_LARGE naming their ids. Default 1,000,000; at most 1,900,000 because a
-     * Durable Object SQLite row is capped at 2 MB in production (local workerd does not enforce it).
-     */
-    MAX_EVENT_BYTES: int(DEFAULT_MAX_EVENT_BYTES, 1024, MAX_EVENT_BYTES_CEILING),
-    /** Max publish API body, bytes. Default 256 KiB. */
-    PUBLISH_MAX_BYTES: int(256 * 1024, 1024, MAX_EVENT_BYTES_CEILING),
-    /**
-     * Test only: comma-separated channel names whose ingest fails inside the storage
-     * transaction, to exercise partial-batch failure. Never set it in production.
-     */
-    TEST_FAIL_CHANNELS: csv,
-    /** Max outgoing frame size before a batch is split, bytes. Default 512 KiB (Workers cap messages at 1 MiB). */
-    MAX_FRAME_BYTES: int(512 * 1024, 1024, 1_000_000),
-    /** Postgres URL the demo dashboard reads its initial state from (@neondatabase/serverless). Unset: /api/demo/state answers 503. */
-    DASHBOARD_DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL").optional(),
-    /** Local development only: `host:port/path` of a WebSocket-to-TCP bridge for the Neon driver. Unset: Neon's own endpoint. */
-    NEON_WS_PROXY: z.string().min(1).optional(),
-    /** Log level: debug | info | warn | error. Default info. */
-    LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
-  });
+  ),
+  /** Events kept per channel for resume. Default 1000. */
+  HISTORY_MAX_EVENTS: int(1000, 1, 1_000_000),
+  /** Max age of retained events, seconds. Default 86400 (1 day). */
+  HISTORY_MAX_AGE_SECONDS: int(86_400, 1, 30 * 86_400),
+  /** How long event ids are remembered for dedupe, seconds. Default 86400. */
+  DEDUPE_WINDOW_SECONDS: int(86_400, 60, 30 * 86_400),
+  /** Max size of one client->server WebSocket message, bytes. Default 4096. */
+  MAX_CLIENT_MESSAGE_BYTES: int(4096, 64, 1_048_576),
+  /** Sustained client messages per second per connection. Default 10. */
+  CLIENT_RATE_PER_SEC: z.coerce.number().positive().max(10_000).default(10),
+  /** Burst allowance for client messages. Default 20. */
+  CLIENT_RATE_BURST: int(20, 1, 100_000),
+  /** Max events in one ingest batch. Default 1000. */
+  INGEST_MAX_EVENTS: int(1000, 1, 5000),
+  /** Max ingest body size, bytes. Default 4 MiB. */
+  INGEST_MAX_BYTES: int(4 * 1024 * 1024, 1024, 32 * 1024 * 1024),
+  /**
+   * Max size of one event as stored (its JSON in UTF-8 bytes). Larger events are refused
+   * with 413 EVENT_TOO_LARGE naming their ids. Default 1,000,000; at most 1,900,000 because a
+   * Durable Object SQLite row is capped at 2 MB in production (local workerd does not enforce it).
+   */
+  MAX_EVENT_BYTES: int(DEFAULT_MAX_EVENT_BYTES, 1024, MAX_EVENT_BYTES_CEILING),
+  /** Max publish API body, bytes. Default 256 KiB. */
+  PUBLISH_MAX_BYTES: int(256 * 1024, 1024, MAX_EVENT_BYTES_CEILING),
+  /**
+   * Test only: comma-separated channel names whose ingest fails inside the storage
+   * transaction, to exercise partial-batch failure. Never set it in production.
+   */
+  TEST_FAIL_CHANNELS: csv,
+  /** Max outgoing frame size before a batch is split, bytes. Default 512 KiB (Workers cap messages at 1 MiB). */
+  MAX_FRAME_BYTES: int(512 * 1024, 1024, 1_000_000),
+  /** Postgres URL the demo dashboard reads its initial state from (@neondatabase/serverless). Unset: /api/demo/state answers 503. */
+  DASHBOARD_DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL")
+    .optional(),
+  /** Local development only: `host:port/path` of a WebSocket-to-TCP bridge for the Neon driver. Unset: Neon's own endpoint. */
+  NEON_WS_PROXY: z.string().min(1).optional(),
+  /** Log level: debug | info | warn | error. Default info. */
+  LOG_LEVEL: LogLevel.default("info"),
+});
 
 export type Config = z.infer<typeof ConfigSchema>;
 
 export class ConfigError extends Error {
   readonly code = "CONFIG_INVALID";
-  constructor(readonly variables: string[], details: string) {
+  constructor(
+    readonly variables: string[],
+    details: string,
+  ) {
     super(`invalid configuration: ${details}`);
   }
-}
-
-/** Formats zod issues as `VAR: reason; VAR2: reason`. Values are never echoed. */
-export function describeIssues(issues: readonly z.core.$ZodIssue[]): { variables: string[]; details: string } {
-  const variables = [...new Set(issues.map((i) => String(i.path[0] ?? "(root)")))];
-  const details = issues.map((i) => `${String(i.path[0] ?? "(root)")}: ${i.message}`).join("; ");
-  return { variables, details };
 }
 
 const cache = new WeakMap<object, Config>();
@@ -105,13 +112,7 @@ const cache = new WeakMap<object, Config>();
 export function loadConfig(env: object): Config {
   const hit = cache.get(env);
   if (hit) return hit;
-  const raw: Record<string, unknown> = {};
-  for (const key of Object.keys(ConfigSchema.shape)) {
-    const v = (env as Record<string, unknown>)[key];
-    // Empty strings mean "unset" so a blank line in .dev.vars does not fail min-length checks.
-    if (typeof v === "string" && v.trim() === "") continue;
-    raw[key] = v;
-  }
+  const raw = pickVars(ConfigSchema.shape, env as Record<string, unknown>);
   const parsed = ConfigSchema.safeParse(raw);
   const issues: z.core.$ZodIssue[] = parsed.success ? [] : [...parsed.error.issues];
   // Checked outside the schema so it is reported together with every other problem.

@@ -3,8 +3,8 @@
  * order. Succeeds only when every object stored its events.
  */
 import type { Env } from "./env";
-import type { ChangeEvent, IngestResult } from "./protocol";
-import { errorFields, log } from "./log";
+import type { ChangeEvent, IngestResult } from "../shared/protocol";
+import { errorFields, log } from "../shared/log";
 
 /**
  * Some channels' objects did not store their events. Each object stores its
@@ -34,9 +34,7 @@ export async function deliver(env: Env, events: ChangeEvent[], batchId?: string)
     else groups.set(ev.channel, [ev]);
   }
   const entries = [...groups];
-  const results = await Promise.allSettled(
-    entries.map(([channel, evs]) => env.CHANNEL.get(env.CHANNEL.idFromName(channel)).ingest(channel, evs, batchId)),
-  );
+  const results = await Promise.allSettled(entries.map(([channel, evs]) => env.CHANNEL.get(env.CHANNEL.idFromName(channel)).ingest(channel, evs, batchId)));
   const failed: string[] = [];
   const channels: IngestResult["channels"] = {};
   let accepted = 0;

@@ -2,6 +2,7 @@
 import { AuthError, extractToken, verifyToken, type Claims } from "./auth";
 import type { Config } from "./config";
 import { ApiError } from "./errors";
+import type { HttpErrorCode } from "../shared/protocol";
 
 /** Finds and verifies the client token; 401 with a stable code otherwise. */
 export async function authenticate(req: Request, config: Config): Promise<Claims> {
@@ -16,7 +17,7 @@ export async function authenticate(req: Request, config: Config): Promise<Claims
 }
 
 /** JSON.parse that answers 400 with `code` (default BAD_JSON); `what` names the input in the message. */
-export function parseJson(text: string, code = "BAD_JSON", what = "body"): unknown {
+export function parseJson(text: string, code: HttpErrorCode = "BAD_JSON", what = "body"): unknown {
   try {
     return JSON.parse(text);
   } catch {

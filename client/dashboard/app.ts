@@ -6,7 +6,7 @@
  * alerts come from inventory.alerts.
  */
 import { connect, syncState, type ConnectionState, type Envelope, type LoadedState, type Subscription } from "../index";
-import type { DemoState } from "../../src/routes/demo";
+import type { DemoState } from "../../shared/demo";
 
 interface InventoryRow {
   sku: string;
@@ -54,12 +54,13 @@ function renderChart() {
   const values = minutes.map((m) => state.perMinute.get(m) ?? 0);
   const max = Math.max(1, ...values);
   const w = 600 / minutes.length;
-  svg.innerHTML = values
-    .map((v, i) => {
-      const h = (v / max) * 140;
-      return `<rect x="${i * w + 1}" y="${150 - h}" width="${w - 2}" height="${h}"><title>${money.format(v)}</title></rect>`;
-    })
-    .join("") + `<text x="2" y="10">${money.format(max)}</text><text x="2" y="158">−30 min</text><text x="560" y="158">now</text>`;
+  svg.innerHTML =
+    values
+      .map((v, i) => {
+        const h = (v / max) * 140;
+        return `<rect x="${i * w + 1}" y="${150 - h}" width="${w - 2}" height="${h}"><title>${money.format(v)}</title></rect>`;
+      })
+      .join("") + `<text x="2" y="10">${money.format(max)}</text><text x="2" y="158">−30 min</text><text x="560" y="158">now</text>`;
 }
 
 function renderInventory(flashSku?: string) {

@@ -6,30 +6,18 @@
  */
 import { Client, neonConfig } from "@neondatabase/serverless";
 import { Hono } from "hono";
-import type { AppEnv } from "../app";
-import { channelAllowed } from "../channels";
+import type { AppEnv } from "../env";
+import { channelAllowed } from "../../shared/channels";
 import { ApiError } from "../errors";
-import { authenticate } from "../request";
-import type { PgSnapshot } from "../snapshot";
+import { clientAuth } from "../middleware/client-auth";
+import type { PgSnapshot } from "../../shared/snapshot";
+import type { DemoState } from "../../shared/demo";
 
 export const demoRoutes = new Hono<AppEnv>();
 
-export interface DemoState {
-  salesToday: number;
-  revenueToday: number;
-  perMinute: { minute: string; revenue: number; sales: number }[];
-  inventory: { sku: string; name: string; stock: number; price: number; updated_at: string }[];
-  /**
-   * The Postgres snapshot every number above was read under (one REPEATABLE
-   * READ transaction): the SDK's syncState applies exactly the live events
-   * whose transaction it did not see.
-   */
-  snapshot: PgSnapshot;
-}
-
-demoRoutes.get("/api/demo/state", async (c) => {
+demoRoutes.get("/api/demo/state", clientAuth(), async (c) => {
   const config = c.var.config;
-  const claims = await authenticate(c.req.raw, config);
+  const claims = c.var.claims;
   if (!["sales", "inventory"].every((ch) => channelAllowed(ch, claims.channels, claims.sub)))
     throw new ApiError(403, "CHANNEL_FORBIDDEN", "the dashboard needs the sales and inventory channels");
   if (!config.DASHBOARD_DATABASE_URL) throw new ApiError(503, "DASHBOARD_DISABLED", "set DASHBOARD_DATABASE_URL to serve the demo state");

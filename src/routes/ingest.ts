@@ -4,13 +4,14 @@
  * stored its events, so the relay may delete them from the outbox.
  */
 import { Hono } from "hono";
-import type { AppEnv } from "../app";
+import type { AppEnv } from "../env";
 import { deliver, DeliveryError, ReplayError } from "../deliver";
 import { parseJson } from "../request";
 import { ApiError } from "../errors";
-import { IngestBatch, SIGNATURE_HEADER, TIMESTAMP_HEADER, type IngestResult } from "../protocol";
-import { verify } from "../signing";
-import { SEQ_FIELD_BYTES, utf8Length } from "../limits";
+import { IngestBatch, SIGNATURE_HEADER, TIMESTAMP_HEADER, type IngestResult } from "../../shared/protocol";
+import { verify } from "../../shared/signing";
+import { storedEventBytes } from "../../shared/limits";
+import { formatIssues } from "../../shared/zod";
 
 export const ingestRoutes = new Hono<AppEnv>();
 
@@ -23,14 +24,12 @@ ingestRoutes.post("/internal/events", async (c) => {
   const body = new TextDecoder().decode(raw);
 
   const sig = await verify(config.INGEST_SECRETS, c.req.header(TIMESTAMP_HEADER), c.req.header(SIGNATURE_HEADER), body);
-  if (!sig.ok)
-    throw new ApiError(401, sig.code, sig.message, sig.code === "STALE_TIMESTAMP" ? { serverTime: Math.floor(Date.now() / 1000) } : undefined);
+  if (!sig.ok) throw new ApiError(401, sig.code, sig.message, sig.code === "STALE_TIMESTAMP" ? { serverTime: Math.floor(Date.now() / 1000) } : undefined);
 
   const json = parseJson(body);
   const parsed = IngestBatch.safeParse(json);
   if (!parsed.success) {
-    const first = parsed.error.issues.slice(0, 3).map((i) => `${i.path.join(".") || "body"}: ${i.message}`).join("; ");
-    throw new ApiError(400, "INVALID_BATCH", `invalid batch: ${first}`);
+    throw new ApiError(400, "INVALID_BATCH", `invalid batch: ${formatIssues(parsed.error.issues, { max: 3 })}`);
   }
   const batch = parsed.data;
   if (batch.events.length > config.INGEST_MAX_EVENTS)
@@ -38,7 +37,7 @@ ingestRoutes.post("/internal/events", async (c) => {
 
   // Checked before anything is applied, so a refused batch leaves no trace and
   // the sender can move exactly these events aside and resend the rest.
-  const oversize = batch.events.filter((ev) => utf8Length(JSON.stringify(ev)) + SEQ_FIELD_BYTES > config.MAX_EVENT_BYTES).map((ev) => ev.id);
+  const oversize = batch.events.filter((ev) => storedEventBytes(ev) > config.MAX_EVENT_BYTES).map((ev) => ev.id);
   if (oversize.length > 0)
     throw new ApiError(413, "EVENT_TOO_LARGE", `event(s) ${oversize.slice(0, 5).join(", ")} exceed MAX_EVENT_BYTES (${config.MAX_EVENT_BYTES} bytes)`, {
       eventIds: oversize,

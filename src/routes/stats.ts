@@ -1,25 +1,21 @@
 /** GET /stats (JSON) and GET /metrics (Prometheus text), behind the admin token. */
 import { Hono, type Context } from "hono";
-import { bearerAuth } from "hono/bearer-auth";
-import type { AppEnv } from "../app";
-import type { ChannelStats } from "../../durable-objects/channel";
-import { ApiError, errorBody } from "../errors";
+import type { AppEnv } from "../env";
+import type { ChannelStats } from "../channel-contract";
+import { ApiError } from "../errors";
+import { bearerKey } from "../middleware/bearer-key";
 
 export const statsRoutes = new Hono<AppEnv>();
 
-const adminOnly = bearerAuth<AppEnv>({
-  verifyToken: async (token, c) => {
-    const expected = c.var.config.ADMIN_TOKEN;
-    if (!expected) throw new ApiError(503, "ADMIN_DISABLED", "set ADMIN_TOKEN to enable /stats and /metrics");
-    // Compare fixed-length digests so timing reveals nothing about the token.
-    const [a, b] = await Promise.all([token, expected].map(async (s) => new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s)))));
-    let diff = 0;
-    for (let i = 0; i < a!.length; i++) diff |= a![i]! ^ b![i]!;
-    return diff === 0;
+const adminOnly = bearerKey({
+  what: "admin token",
+  missingCode: "UNAUTHORIZED",
+  invalidCode: "UNAUTHORIZED",
+  keys: (c) => {
+    const token = c.var.config.ADMIN_TOKEN;
+    if (!token) throw new ApiError(503, "ADMIN_DISABLED", "set ADMIN_TOKEN to enable /stats and /metrics");
+    return [token];
   },
-  noAuthenticationHeader: { message: errorBody("UNAUTHORIZED", "send the admin token as Authorization: Bearer <token>") },
-  invalidAuthenticationHeader: { message: errorBody("UNAUTHORIZED", "send the admin token as Authorization: Bearer <token>") },
-  invalidToken: { message: errorBody("UNAUTHORIZED", "admin token is not valid") },
 });
 
 export interface StatsReport {

@@ -4,17 +4,28 @@
  */
 import { Hono } from "hono";
 import { cors } from "hono/cors";
-import type { AppEnv } from "../app";
-import { channelAllowed } from "../channels";
+import { createMiddleware } from "hono/factory";
+import type { AppEnv } from "../env";
+import { channelAllowed } from "../../shared/channels";
 import { ApiError } from "../errors";
-import { authenticate, parseJson } from "../request";
-import { ChannelName, Filter, MAX_FILTER_BYTES, SUBPROTOCOL } from "../protocol";
-import { SESSION_HEADER, type SessionInit } from "../../durable-objects/channel";
+import { parseJson } from "../request";
+import { Filter, MAX_FILTER_BYTES, SUBPROTOCOL } from "../../shared/protocol";
+import { SESSION_HEADER, type SessionInit } from "../channel-contract";
+import { channelParam } from "../middleware/channel-param";
+import { clientAuth } from "../middleware/client-auth";
+import { formatIssues } from "../../shared/zod";
 
 export const wsRoutes = new Hono<AppEnv>();
 
 // Lets browser apps on allowed origins ask why a handshake failed (see the 426 check below).
-wsRoutes.use("/ws/*", cors({ origin: (origin, c) => (originAllowed(origin, c.var.config.ALLOWED_ORIGINS) ? origin : null), allowHeaders: ["Authorization"], allowMethods: ["GET"] }));
+wsRoutes.use(
+  "/ws/*",
+  cors({
+    origin: (origin, c) => (originAllowed(origin, c.var.config.ALLOWED_ORIGINS) ? origin : null),
+    allowHeaders: ["Authorization"],
+    allowMethods: ["GET"],
+  }),
+);
 
 export function originAllowed(origin: string | undefined, allowed: readonly string[]): boolean {
   // Non-browser clients send no Origin; browsers always do, and it cannot be forged from a page.
@@ -22,23 +33,29 @@ export function originAllowed(origin: string | undefined, allowed: readonly stri
   return allowed.includes("*") || allowed.includes(origin);
 }
 
-wsRoutes.get("/ws/:channel", async (c) => {
-  const config = c.var.config;
-  const channel = ChannelName.safeParse(c.req.param("channel"));
-  if (!channel.success) throw new ApiError(400, "BAD_CHANNEL", "channel names are 1-128 of letters, digits and _ . : -");
-
-  if (!originAllowed(c.req.header("origin"), config.ALLOWED_ORIGINS))
+/** Browser origin first (403), then the subprotocol offer (400): both are cheap and need no token. */
+const originAndSubprotocol = createMiddleware<AppEnv>(async (c, next) => {
+  if (!originAllowed(c.req.header("origin"), c.var.config.ALLOWED_ORIGINS))
     throw new ApiError(403, "ORIGIN_NOT_ALLOWED", "this origin is not in ALLOWED_ORIGINS");
-
-  const offered = (c.req.header("sec-websocket-protocol") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
   // Browsers fail the handshake unless the server echoes one offered protocol,
   // and the token entry must never be echoed, so notifiws.v1 has to be offered.
+  const offered = offeredProtocols(c.req.header("sec-websocket-protocol"));
   if (offered.length > 0 && !offered.includes(SUBPROTOCOL))
     throw new ApiError(400, "BAD_SUBPROTOCOL", `offer the "${SUBPROTOCOL}" subprotocol alongside the token`);
+  await next();
+});
 
-  const claims = await authenticate(c.req.raw, config);
-  if (!channelAllowed(channel.data, claims.channels, claims.sub))
-    throw new ApiError(403, "CHANNEL_FORBIDDEN", `token does not allow channel ${channel.data}`);
+const offeredProtocols = (header: string | undefined) =>
+  (header ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+
+wsRoutes.get("/ws/:channel", channelParam(), originAndSubprotocol, clientAuth(), async (c) => {
+  const config = c.var.config;
+  const channel = c.var.channel;
+  const claims = c.var.claims;
+  if (!channelAllowed(channel, claims.channels, claims.sub)) throw new ApiError(403, "CHANNEL_FORBIDDEN", `token does not allow channel ${channel}`);
 
   // Checked after auth on purpose: a plain GET with the same credentials is
   // how clients learn why a handshake failed (browsers hide the HTTP status).
@@ -57,12 +74,13 @@ wsRoutes.get("/ws/:channel", async (c) => {
   if (filterRaw !== undefined) {
     if (filterRaw.length > MAX_FILTER_BYTES) throw new ApiError(400, "BAD_FILTER", `filter exceeds ${MAX_FILTER_BYTES} bytes`);
     const parsed = Filter.safeParse(parseJson(filterRaw, "BAD_FILTER", "filter"));
-    if (!parsed.success) throw new ApiError(400, "BAD_FILTER", `invalid filter: ${parsed.error.issues.map((i) => `${i.path.join(".") || "filter"} ${i.message}`).join("; ")}`);
+    if (!parsed.success) throw new ApiError(400, "BAD_FILTER", `invalid filter: ${formatIssues(parsed.error.issues, { root: "filter" })}`);
     filter = parsed.data;
   }
 
+  const offered = offeredProtocols(c.req.header("sec-websocket-protocol"));
   const init: SessionInit = {
-    channel: channel.data,
+    channel,
     sub: claims.sub,
     role: claims.role,
     exp: claims.exp,
@@ -77,6 +95,6 @@ wsRoutes.get("/ws/:channel", async (c) => {
   headers.delete("sec-websocket-protocol");
   const url = new URL(c.req.url);
   url.searchParams.delete("token");
-  const stub = c.env.CHANNEL.get(c.env.CHANNEL.idFromName(channel.data));
+  const stub = c.env.CHANNEL.get(c.env.CHANNEL.idFromName(channel));
   return stub.fetch(new Request(url.toString(), { method: "GET", headers }));
 });

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { chromium, type Browser } from "playwright-core";
 import { beforeAll, describe, expect, it } from "vitest";
 import { devToken, ROOT } from "../../scripts/stack";
-import { useStack } from "./support/stack";
+import { useStack } from "../support/stack";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 let browser: Browser;
@@ -26,8 +26,7 @@ describe("dashboard", () => {
     const pageErrors: string[] = [];
     page.on("pageerror", (e) => pageErrors.push(e.message));
     await page.goto(`${fx.stack.workerUrl}/#token=${await devToken(fx.stack.secrets)}`);
-    for (const pill of ["#status-sales", "#status-inventory", "#status-alerts"])
-      await page.waitForSelector(`${pill}[data-state="open"]`, { timeout: 15_000 });
+    for (const pill of ["#status-sales", "#status-inventory", "#status-alerts"]) await page.waitForSelector(`${pill}[data-state="open"]`, { timeout: 15_000 });
     await page.waitForSelector("#inventory tr[data-sku='KB-01']", { timeout: 15_000 });
     const before = Number(await page.textContent("#sales-count"));
 

@@ -10,9 +10,9 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../../scripts/embedded-pg";
 import { devToken, type Secrets } from "../../scripts/stack";
-import { waitUntil } from "./support/postgres";
-import { spawnTs, type Child } from "./support/process";
-import { WsClient } from "./support/wsclient";
+import { waitUntil } from "../support/wait";
+import { spawnTs, type Child } from "../support/process";
+import { WsClient } from "../support/wsclient";
 
 let dev: Child;
 let dir: string;
@@ -30,7 +30,12 @@ beforeAll(async () => {
   for (const k of Object.keys(ports) as (keyof typeof ports)[]) ports[k] = await freePort();
   const env = Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)]));
   dev = spawnTs("scripts/dev.ts", { ...env, NOTIFIWS_STATE_DIR: dir, WRANGLER_SEND_METRICS: "false" }, ["--no-traffic"]);
-  await waitUntil("npm run dev to be up", () => dev.output().includes("notifiws is running") || (dev.proc.exitCode !== null && Promise.reject(new Error(dev.output()))), 120_000, 200);
+  await waitUntil(
+    "npm run dev to be up",
+    () => dev.output().includes("notifiws is running") || (dev.proc.exitCode !== null && Promise.reject(new Error(dev.output()))),
+    120_000,
+    200,
+  );
 }, 150_000);
 
 afterAll(async () => {

@@ -7,9 +7,9 @@ import pg from "pg";
 import { beforeAll, describe, expect, it } from "vitest";
 import { syncState, type Envelope, type PgSnapshot, type SyncedState } from "../../client/index";
 import { devToken } from "../../scripts/stack";
-import { useStack } from "./support/stack";
-import { waitUntil } from "./support/postgres";
-import { WsClient } from "./support/wsclient";
+import { useStack } from "../support/stack";
+import { expectContiguous, waitUntil } from "../support/wait";
+import { WsClient } from "../support/wsclient";
 
 const clients: WsClient[] = [];
 const fx = useStack("e2e", { relayEnv: { RELAY_BACKOFF_MAX_MS: "500" } }, () => clients.forEach((c) => c.terminate()));
@@ -25,7 +25,10 @@ async function subscribe(channel: string, opts: { since?: number; token?: string
 }
 
 async function sale(quantity = 1, email = "buyer@example.com"): Promise<number> {
-  const r = await fx.db.query<{ id: string }>("INSERT INTO ventas (sku, quantity, total, customer_email) VALUES ('KB-01', $1::int, 89.00 * $1::int, $2) RETURNING id", [quantity, email]);
+  const r = await fx.db.query<{ id: string }>(
+    "INSERT INTO ventas (sku, quantity, total, customer_email) VALUES ('KB-01', $1::int, 89.00 * $1::int, $2) RETURNING id",
+    [quantity, email],
+  );
   return Number(r.rows[0]!.id);
 }
 
@@ -34,12 +37,6 @@ function writeSales(n: number, ids: number[]): Promise<void> {
   return (async () => {
     for (let i = 0; i < n; i++) ids.push(await sale());
   })();
-}
-
-/** Asserts a contiguous, duplicate-free seq run. */
-function expectContiguous(seqs: number[]) {
-  expect(new Set(seqs).size).toBe(seqs.length);
-  for (let i = 1; i < seqs.length; i++) expect(seqs[i]).toBe(seqs[i - 1]! + 1);
 }
 
 describe("end to end", () => {
@@ -85,7 +82,11 @@ describe("end to end", () => {
     await fx.stack.relay!.exited;
     await writer;
     await fx.stack.startRelay();
-    const evs = await c.waitFor("all 120 sales", () => (c.events.filter((e) => ids.includes(e.data!.id as number)).length >= 120 ? c.events : undefined), 30_000);
+    const evs = await c.waitFor(
+      "all 120 sales",
+      () => (c.events.filter((e) => ids.includes(e.data!.id as number)).length >= 120 ? c.events : undefined),
+      30_000,
+    );
     const mine = evs.filter((e) => ids.includes(e.data!.id as number));
     expect(mine.map((e) => e.data!.id)).toEqual(ids);
     expectContiguous(evs.map((e) => e.seq));
@@ -173,7 +174,10 @@ describe("end to end", () => {
           await reader.query("COMMIT");
         }
       });
-      readerBusy = run.then(() => undefined, () => undefined);
+      readerBusy = run.then(
+        () => undefined,
+        () => undefined,
+      );
       return run;
     };
     const synced: { s: SyncedState<Totals>; skipped: number; seen: Set<number> }[] = [];

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { checkSqlBindings, packJsonArrays, PLATFORM_SQL_VALUE_MAX_BYTES, utf8Length } from "../../src/limits";
+import { checkSqlBindings, packJsonArrays, PLATFORM_SQL_VALUE_MAX_BYTES, utf8Length } from "../../shared/limits";
 
 describe("utf8Length", () => {
   it.each([

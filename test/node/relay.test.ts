@@ -3,12 +3,13 @@ import pg from "pg";
 import { freePort } from "../../scripts/embedded-pg";
 import { parseRelayConfig, type RelayConfig } from "../../relay/config";
 import { Relay } from "../../relay/relay";
-import { setLogLevel } from "../../src/log";
-import { testPostgres, waitUntil, type TestPostgres } from "./support/postgres";
-import { spawnTs } from "./support/process";
-import { Receiver, RECEIVER_SECRET } from "./support/receiver";
-import { TcpProxy } from "./support/tcpproxy";
-import { IngestBatch } from "../../src/protocol";
+import { setLogLevel } from "../../shared/log";
+import { testPostgres, type TestPostgres } from "../support/postgres";
+import { waitUntil } from "../support/wait";
+import { spawnTs } from "../support/process";
+import { Receiver, RECEIVER_SECRET } from "../support/receiver";
+import { TcpProxy } from "../support/tcpproxy";
+import { IngestBatch } from "../../shared/protocol";
 
 setLogLevel("error");
 
@@ -228,7 +229,10 @@ describe("delivery order and completeness", () => {
     receiver.maxEventBytes = 100_000;
     startRelay();
     // 40,000 × "é" is 40,000 UTF-16 units but 80,000 bytes; 60,000 × "é" is over the 100,000-byte cap.
-    await db.query("INSERT INTO items (name, stock, blob) VALUES ('small1', 1, $1), ('huge', 1, $2), ('small2', 1, $1)", ["é".repeat(40_000), "é".repeat(60_000)]);
+    await db.query("INSERT INTO items (name, stock, blob) VALUES ('small1', 1, $1), ('huge', 1, $2), ('small2', 1, $1)", [
+      "é".repeat(40_000),
+      "é".repeat(60_000),
+    ]);
     const evs = await waitUntil("the two small rows", () => (receiver.forChannel("items").length >= 2 ? receiver.forChannel("items") : undefined));
     expect(evs.map((e) => e.data!.name)).toEqual(["small1", "small2"]);
     const dead = await waitUntil("the huge row in dead_letter", async () => {
@@ -247,7 +251,10 @@ describe("delivery order and completeness", () => {
     await db.query("INSERT INTO items (name, stock, blob) VALUES ('huge', 100, $1)", ["ü".repeat(30_000)]); // 60,000 bytes
     await db.query("INSERT INTO items (name, stock) SELECT 'after' || g, 100 FROM generate_series(1, 5) g");
     const evs = await waitUntil("the 10 small rows", () => (receiver.forChannel("items").length >= 10 ? receiver.forChannel("items") : undefined));
-    expect(evs.map((e) => e.data!.name)).toEqual([...Array.from({ length: 5 }, (_, i) => `before${i + 1}`), ...Array.from({ length: 5 }, (_, i) => `after${i + 1}`)]);
+    expect(evs.map((e) => e.data!.name)).toEqual([
+      ...Array.from({ length: 5 }, (_, i) => `before${i + 1}`),
+      ...Array.from({ length: 5 }, (_, i) => `after${i + 1}`),
+    ]);
     const dead = await db.query<{ data: { name: string }; reason: string }>("SELECT data, reason FROM notifiws.dead_letter");
     expect(dead.rows.map((r) => r.data.name)).toEqual(["huge"]);
     expect(dead.rows[0]!.reason).toContain("413");
@@ -274,7 +281,9 @@ describe("delivery order and completeness", () => {
     const waiting = await db.query<{ channel: string }>("SELECT DISTINCT channel FROM notifiws.outbox");
     expect(waiting.rows.map((r) => r.channel)).toEqual(["items.low"]);
     receiver.failChannels.clear();
-    const low = await waitUntil("the held channel after recovery", () => (receiver.forChannel("items.low").length >= 5 ? receiver.forChannel("items.low") : undefined));
+    const low = await waitUntil("the held channel after recovery", () =>
+      receiver.forChannel("items.low").length >= 5 ? receiver.forChannel("items.low") : undefined,
+    );
     expect(low.map((e) => e.data!.id)).toEqual([...low.map((e) => e.data!.id as number)].sort((a, b) => a - b));
     expect(low).toHaveLength(5);
     await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
@@ -354,7 +363,11 @@ describe("failures of Postgres", () => {
       // the pool's old connections died with the server; the next query gets a fresh one
       await db.query("INSERT INTO items (name, stock) VALUES ('p31', 100)");
     });
-    const evs = await waitUntil("31 events after restart", () => (receiver.forChannel("items").length >= 31 ? receiver.forChannel("items") : undefined), 20_000);
+    const evs = await waitUntil(
+      "31 events after restart",
+      () => (receiver.forChannel("items").length >= 31 ? receiver.forChannel("items") : undefined),
+      20_000,
+    );
     expect(evs.map((e) => e.data!.name)).toEqual(Array.from({ length: 31 }, (_, i) => `p${i + 1}`));
   });
 });
@@ -384,10 +397,14 @@ describe("a leader that stops making progress is replaced", () => {
   async function relayProcess(role: "leader" | "standby", extra: Record<string, string> = {}) {
     const port = await freePort();
     const child = spawnTs("relay/main.ts", env({ RELAY_HTTP_PORT: String(port), ...extra }));
-    await waitUntil(`relay ${role}`, async () => {
-      const h = await health(port).catch(() => undefined);
-      return h?.connected && h.leader === (role === "leader");
-    }, 20_000);
+    await waitUntil(
+      `relay ${role}`,
+      async () => {
+        const h = await health(port).catch(() => undefined);
+        return h?.connected && h.leader === (role === "leader");
+      },
+      20_000,
+    );
     return { child, port };
   }
 
@@ -506,7 +523,11 @@ describe("relay process", () => {
     receiver.behaviour = "ok";
     const second = spawnTs("relay/main.ts", e);
     try {
-      const evs = await waitUntil("40 events after restart", () => (receiver.forChannel("items").length >= 40 ? receiver.forChannel("items") : undefined), 20_000);
+      const evs = await waitUntil(
+        "40 events after restart",
+        () => (receiver.forChannel("items").length >= 40 ? receiver.forChannel("items") : undefined),
+        20_000,
+      );
       expect(evs.map((x) => x.data!.name)).toEqual(Array.from({ length: 40 }, (_, i) => `k${i + 1}`));
       await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
       const health = await (await fetch(`http://127.0.0.1:${port}/healthz`)).json();
@@ -527,7 +548,7 @@ describe("relay process", () => {
     expect(code).toBe(2);
     const out = child.output();
     for (const v of ["DATABASE_URL", "WORKER_URL", "INGEST_SECRET", "RELAY_BATCH_MAX_EVENTS"]) expect(out).toContain(v);
-    expect(out).not.toContain("short\"");
+    expect(out).not.toContain('short"');
     expect(out).toContain('"code":"CONFIG_INVALID"');
   });
 });

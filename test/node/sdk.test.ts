@@ -3,8 +3,8 @@ import { createServer, connect as tcpConnect, type Server, type Socket } from "n
 import { describe, expect, it } from "vitest";
 import { connect, type ConnectionState, type Envelope, type ResetInfo, type Subscription, type SubscriptionError } from "../../client/index";
 import { devToken } from "../../scripts/stack";
-import { useStack } from "./support/stack";
-import { waitUntil } from "./support/postgres";
+import { useStack } from "../support/stack";
+import { expectContiguous, waitUntil } from "../support/wait";
 
 const subs: Subscription[] = [];
 const fx = useStack("sdk", { workerVars: { HISTORY_MAX_EVENTS: "30" }, relayEnv: { RELAY_BACKOFF_MAX_MS: "300" } }, () => subs.forEach((s) => s.close()));
@@ -34,11 +34,7 @@ function subscribe(opts: Partial<Parameters<typeof connect>[0]> & { channel: str
   return { sub, events, states, errors, resets };
 }
 
-function expectOnceInOrder(events: Envelope[]) {
-  const seqs = events.map((e) => e.seq);
-  expect(new Set(seqs).size).toBe(seqs.length);
-  for (let i = 1; i < seqs.length; i++) expect(seqs[i]).toBe(seqs[i - 1]! + 1);
-}
+const expectOnceInOrder = (events: Envelope[]) => expectContiguous(events.map((e) => e.seq));
 
 describe("client SDK", () => {
   it("reconnects after the server drops the socket and resumes with no gap or duplicate", async () => {

@@ -1,8 +1,8 @@
 /** The snapshot visibility rule, checked against Postgres's own pg_visible_in_snapshot. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import pg from "pg";
-import { parseSnapshot, visibleInSnapshot } from "../../src/snapshot";
-import { testPostgres, type TestPostgres } from "./support/postgres";
+import { parseSnapshot, visibleInSnapshot } from "../../shared/snapshot";
+import { testPostgres, type TestPostgres } from "../support/postgres";
 
 describe("visibleInSnapshot", () => {
   const snap = parseSnapshot({ xmin: "100", xmax: "110", xip: ["100", "104", "107"] });
@@ -53,21 +53,25 @@ describe("against Postgres", () => {
 
   it("agrees with pg_visible_in_snapshot on every id around a snapshot with transactions in progress", async () => {
     // Two transactions stay open (in progress) while a third reads the snapshot.
-    const open = await Promise.all([0, 1].map(async () => {
-      const c = new pg.Client({ connectionString: db.url });
-      await c.connect();
-      await c.query("BEGIN");
-      await c.query("SELECT pg_current_xact_id()");
-      return c;
-    }));
+    const open = await Promise.all(
+      [0, 1].map(async () => {
+        const c = new pg.Client({ connectionString: db.url });
+        await c.connect();
+        await c.query("BEGIN");
+        await c.query("SELECT pg_current_xact_id()");
+        return c;
+      }),
+    );
     await db.query("SELECT pg_current_xact_id()"); // a committed one between them
     const reader = new pg.Client({ connectionString: db.url });
     await reader.connect();
     try {
       await reader.query("BEGIN ISOLATION LEVEL REPEATABLE READ");
-      const { s, text } = (await reader.query<{ s: { xmin: string; xmax: string; xip: string[] }; text: string }>(
-        "SELECT notifiws.snapshot() AS s, pg_current_snapshot()::text AS text",
-      )).rows[0]!;
+      const { s, text } = (
+        await reader.query<{ s: { xmin: string; xmax: string; xip: string[] }; text: string }>(
+          "SELECT notifiws.snapshot() AS s, pg_current_snapshot()::text AS text",
+        )
+      ).rows[0]!;
       expect(s.xip.length).toBeGreaterThanOrEqual(2);
       const parsed = parseSnapshot(s);
       expect(parseSnapshot(text)).toEqual(parsed);

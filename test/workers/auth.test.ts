@@ -1,8 +1,8 @@
 import { env, exports } from "cloudflare:workers";
 import { listDurableObjectIds } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { HttpErrorBody } from "../../src/protocol";
-import { connect, fetchWorker, freshChannel, token } from "./helpers";
+import { HttpErrorBody } from "../../shared/protocol";
+import { connect, fetchWorker, freshChannel, token } from "../support/worker-client";
 
 async function upgrade(path: string, headers: Record<string, string> = {}) {
   const res = await fetchWorker(path, { headers: { upgrade: "websocket", ...headers } });

@@ -1,8 +1,8 @@
 import { env } from "cloudflare:workers";
 import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { CloseCode, PING_FRAME } from "../../src/protocol";
-import { connect, event, freshChannel, ingest, range, seqs, token } from "./helpers";
+import { CloseCode, PING_FRAME } from "../../shared/protocol";
+import { connect, event, freshChannel, ingest, range, seqs, token } from "../support/worker-client";
 
 const stubFor = (ch: string) => env.CHANNEL.get(env.CHANNEL.idFromName(ch));
 

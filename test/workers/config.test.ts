@@ -1,9 +1,9 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { createApp } from "../../src/app";
-import { SignJWT } from "jose";
-import { HttpErrorBody } from "../../src/protocol";
-import { TEST_BINDINGS } from "./bindings";
+import { mintToken } from "../../shared/token";
+import { HttpErrorBody } from "../../shared/protocol";
+import { TEST_BINDINGS } from "../support/bindings";
 
 describe("bad configuration", () => {
   it("answers 500 CONFIG_INVALID naming every bad variable, without values", async () => {
@@ -25,12 +25,8 @@ describe("bad configuration", () => {
 
 describe("issuer and audience", () => {
   const withIss = { ...env, JWT_ISSUER: "https://auth.example", JWT_AUDIENCE: "notifiws" };
-  const sign = (claims: Record<string, unknown>) =>
-    new SignJWT({ channels: ["*"], ...claims })
-      .setProtectedHeader({ alg: "HS256" })
-      .setSubject("u")
-      .setExpirationTime("1h")
-      .sign(new TextEncoder().encode(TEST_BINDINGS.JWT_SECRET));
+  const sign = (claims: { iss?: string; aud?: string }) =>
+    mintToken({ secret: TEST_BINDINGS.JWT_SECRET, sub: "u", channels: ["*"], issuer: claims.iss, audience: claims.aud });
 
   it("refuses tokens without the configured iss/aud and accepts matching ones", async () => {
     const app = createApp();

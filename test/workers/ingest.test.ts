@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { HttpErrorBody, IngestResult, SIGNATURE_HEADER, TIMESTAMP_HEADER } from "../../src/protocol";
-import { sign } from "../../src/signing";
-import { connect, event, fetchWorker, freshChannel, INGEST_SECRET, ingest, OLD_INGEST_SECRET, range, seqs } from "./helpers";
+import { HttpErrorBody, IngestResult, SIGNATURE_HEADER, TIMESTAMP_HEADER } from "../../shared/protocol";
+import { sign } from "../../shared/signing";
+import { connect, event, fetchWorker, freshChannel, INGEST_SECRET, ingest, OLD_INGEST_SECRET, range, seqs } from "../support/worker-client";
 
 const code = async (res: Response) => HttpErrorBody.parse(await res.json()).error.code;
 

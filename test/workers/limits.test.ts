@@ -5,16 +5,19 @@
 import { env } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { HttpErrorBody, IngestResult } from "../../src/protocol";
-import { DEFAULT_MAX_EVENT_BYTES, PLATFORM_SQL_VALUE_MAX_BYTES, utf8Length } from "../../src/limits";
-import { connect, event, freshChannel, ingest, range, seqs } from "./helpers";
+import { HttpErrorBody, IngestResult } from "../../shared/protocol";
+import { DEFAULT_MAX_EVENT_BYTES, PLATFORM_SQL_VALUE_MAX_BYTES, utf8Length } from "../../shared/limits";
+import { connect, event, freshChannel, ingest, range, seqs } from "../support/worker-client";
 
 const stubFor = (ch: string) => env.CHANNEL.get(env.CHANNEL.idFromName(ch));
 const errorOf = async (res: Response) => HttpErrorBody.parse(await res.json()).error;
 /** The object's stored state: batch ids, event count and head, read from its SQLite. */
 const storedState = (ch: string) =>
   runInDurableObject(stubFor(ch), (_o, state) => ({
-    batches: state.storage.sql.exec<{ id: string }>("SELECT id FROM batches").toArray().map((r) => r.id),
+    batches: state.storage.sql
+      .exec<{ id: string }>("SELECT id FROM batches")
+      .toArray()
+      .map((r) => r.id),
     events: state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM events").one().n,
     headSeq: Number(state.storage.sql.exec<{ v: number }>("SELECT v FROM meta WHERE k = 'headSeq'").toArray()[0]?.v ?? 0),
   }));

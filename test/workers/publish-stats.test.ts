@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { HttpErrorBody } from "../../src/protocol";
-import { TEST_BINDINGS } from "./bindings";
-import { connect, event, fetchWorker, freshChannel, ingest } from "./helpers";
+import { HttpErrorBody } from "../../shared/protocol";
+import { TEST_BINDINGS } from "../support/bindings";
+import { connect, event, fetchWorker, freshChannel, ingest } from "../support/worker-client";
 
 const publish = (ch: string, body: unknown, key = "test-publish-key") =>
   fetchWorker(`/api/channels/${ch}/publish`, {

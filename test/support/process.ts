@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "../../..");
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "../..");
 
 export interface Child {
   proc: ChildProcess;

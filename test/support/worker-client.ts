@@ -1,7 +1,8 @@
 import { exports } from "cloudflare:workers";
-import { SignJWT } from "jose";
-import { ServerMessage, type ChangeEvent, type Envelope, SIGNATURE_HEADER, TIMESTAMP_HEADER } from "../../src/protocol";
-import { sign } from "../../src/signing";
+import { mintToken } from "../../shared/token";
+import { waitUntil } from "./wait";
+import { ServerMessage, type ChangeEvent, type Envelope, SIGNATURE_HEADER, TIMESTAMP_HEADER } from "../../shared/protocol";
+import { sign } from "../../shared/signing";
 import { TEST_BINDINGS } from "./bindings";
 
 export const BASE = "https://notifiws.test";
@@ -18,14 +19,14 @@ export function freshChannel(prefix = "t"): string {
   return `${prefix}.${Date.now().toString(36)}${(uniq++).toString(36)}`;
 }
 
-export async function token(claims: { sub?: string; channels?: string[]; expSeconds?: number; secret?: string; role?: string } = {}): Promise<string> {
-  const now = Math.floor(Date.now() / 1000);
-  return new SignJWT({ channels: claims.channels ?? ["*"], ...(claims.role ? { role: claims.role } : {}) })
-    .setProtectedHeader({ alg: "HS256" })
-    .setSubject(claims.sub ?? "user-1")
-    .setIssuedAt(now)
-    .setExpirationTime(now + (claims.expSeconds ?? 3600))
-    .sign(new TextEncoder().encode(claims.secret ?? TEST_BINDINGS.JWT_SECRET));
+export function token(claims: { sub?: string; channels?: string[]; expSeconds?: number; secret?: string; role?: string } = {}): Promise<string> {
+  return mintToken({
+    secret: claims.secret ?? TEST_BINDINGS.JWT_SECRET,
+    sub: claims.sub ?? "user-1",
+    channels: claims.channels ?? ["*"],
+    role: claims.role,
+    ttlSeconds: claims.expSeconds ?? 3600,
+  });
 }
 
 export function event(channel: string, n: number, extra: Partial<ChangeEvent> = {}): ChangeEvent {
@@ -48,22 +49,18 @@ export class Client {
   /** Every frame as received, for size checks. */
   readonly raw: string[] = [];
   closed: { code: number; reason: string } | undefined;
-  private waiters: (() => void)[] = [];
 
-  constructor(readonly ws: WebSocket, readonly response: Response) {
+  constructor(
+    readonly ws: WebSocket,
+    readonly response: Response,
+  ) {
     ws.addEventListener("message", (e) => {
       this.raw.push(e.data as string);
       this.messages.push(ServerMessage.parse(JSON.parse(e.data as string)));
-      this.wake();
     });
     ws.addEventListener("close", (e) => {
       this.closed = { code: e.code, reason: e.reason };
-      this.wake();
     });
-  }
-
-  private wake() {
-    for (const w of this.waiters.splice(0)) w();
   }
 
   /** Every event received so far, in arrival order. */
@@ -71,21 +68,8 @@ export class Client {
     return this.messages.flatMap((m) => (m.type === "events" ? m.events : []));
   }
 
-  async waitFor<T>(what: string, check: () => T | undefined | false, timeoutMs = 5000): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const v = check();
-      if (v !== undefined && v !== false) return v;
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}; got ${JSON.stringify(this.messages).slice(0, 500)} closed=${JSON.stringify(this.closed)}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
+  waitFor<T>(what: string, check: () => T | undefined | false, timeoutMs = 5000): Promise<T> {
+    return waitUntil(what, check, timeoutMs, 5, () => `got ${JSON.stringify(this.messages).slice(0, 500)} closed=${JSON.stringify(this.closed)}`);
   }
 
   waitForEvents(n: number, timeoutMs?: number): Promise<Envelope[]> {

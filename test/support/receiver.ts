@@ -3,9 +3,9 @@
  * verifies signatures exactly as the Worker does and records what it accepted.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { IngestBatch, SIGNATURE_HEADER, TIMESTAMP_HEADER, type ChangeEvent } from "../../../src/protocol";
-import { verify } from "../../../src/signing";
-import { SEQ_FIELD_BYTES, utf8Length } from "../../../src/limits";
+import { IngestBatch, SIGNATURE_HEADER, TIMESTAMP_HEADER, type ChangeEvent } from "../../shared/protocol";
+import { verify } from "../../shared/signing";
+import { storedEventBytes } from "../../shared/limits";
 
 export const RECEIVER_SECRET = "relay-test-secret-0123456789abcdef012345";
 
@@ -91,7 +91,7 @@ export class Receiver {
       json(413, { error: { code: "TOO_MANY_EVENTS", message: `at most ${this.maxEvents} events` } });
       return;
     }
-    const tooLarge = batch.events.filter((e) => utf8Length(JSON.stringify(e)) + SEQ_FIELD_BYTES > this.maxEventBytes).map((e) => e.id);
+    const tooLarge = batch.events.filter((e) => storedEventBytes(e) > this.maxEventBytes).map((e) => e.id);
     if (tooLarge.length > 0) {
       json(413, { error: { code: "EVENT_TOO_LARGE", message: "too large", eventIds: tooLarge } });
       return;

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll } from "vitest";
-import { Stack, type StackOptions } from "../../../scripts/stack";
+import { Stack, type StackOptions } from "../../scripts/stack";
 
 export interface StackFixture {
   stack: Stack;

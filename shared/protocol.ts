@@ -42,7 +42,10 @@ export const ChangeEvent = z.object({
    * text: 64-bit ids do not fit a JSON number exactly). Absent for the publish
    * API. See src/snapshot.ts for how clients use it.
    */
-  txid: z.string().regex(/^[0-9]{1,20}$/, "a decimal transaction id").optional(),
+  txid: z
+    .string()
+    .regex(/^[0-9]{1,20}$/, "a decimal transaction id")
+    .optional(),
 });
 export type ChangeEvent = z.infer<typeof ChangeEvent>;
 
@@ -124,14 +127,8 @@ export type ClientMessage = z.infer<typeof ClientMessage>;
 // Server -> client messages
 // ---------------------------------------------------------------------------
 
-export const ErrorCode = z.enum([
-  "BAD_JSON",
-  "BAD_MESSAGE",
-  "UNKNOWN_TYPE",
-  "BAD_TOKEN",
-  "FORBIDDEN",
-  "INTERNAL",
-]);
+/** Codes of `error` frames: a client message was refused; the connection stays open. */
+export const ErrorCode = z.enum(["BAD_JSON", "BAD_MESSAGE", "UNKNOWN_TYPE"]);
 export type ErrorCode = z.infer<typeof ErrorCode>;
 
 export const ServerMessage = z.discriminatedUnion("type", [
@@ -168,8 +165,48 @@ export type ServerMessage = z.infer<typeof ServerMessage>;
 // HTTP errors
 // ---------------------------------------------------------------------------
 
+/** Every `code` an HTTP error body can carry (docs/protocol.md, "HTTP errors"). */
+export const HttpErrorCode = z.enum([
+  "BAD_CHANNEL",
+  "BAD_SINCE",
+  "BAD_FILTER",
+  "BAD_SUBPROTOCOL",
+  "BAD_JSON",
+  "BAD_REQUEST",
+  "INVALID_BATCH",
+  "INVALID_EVENT",
+  "SESSION_TOO_LARGE",
+  "TOKEN_MISSING",
+  "TOKEN_INVALID",
+  "TOKEN_EXPIRED",
+  "BAD_SIGNATURE",
+  "STALE_TIMESTAMP",
+  "KEY_MISSING",
+  "KEY_INVALID",
+  "UNAUTHORIZED",
+  "ORIGIN_NOT_ALLOWED",
+  "CHANNEL_FORBIDDEN",
+  "KEY_FORBIDDEN_CHANNEL",
+  "NOT_FOUND",
+  "BATCH_REPLAYED",
+  "BATCH_TOO_LARGE",
+  "TOO_MANY_EVENTS",
+  "EVENT_TOO_LARGE",
+  "BODY_TOO_LARGE",
+  "UPGRADE_REQUIRED",
+  "CONFIG_INVALID",
+  "INTERNAL",
+  "HTTP_ERROR",
+  "CHANNEL_UNAVAILABLE",
+  "ADMIN_DISABLED",
+  "DASHBOARD_DISABLED",
+  "DATABASE_UNAVAILABLE",
+]);
+export type HttpErrorCode = z.infer<typeof HttpErrorCode>;
+
 export const HttpErrorBody = z.object({
   error: z.object({
+    /** One of HttpErrorCode; kept a string here so clients accept codes added later. */
     code: z.string(),
     message: z.string(),
     /** EVENT_TOO_LARGE: the ids of the events over MAX_EVENT_BYTES (nothing of the batch was applied). */
@@ -192,4 +229,3 @@ export const IngestResult = z.object({
   channels: z.record(z.string(), z.object({ headSeq: z.number().int().nonnegative() })),
 });
 export type IngestResult = z.infer<typeof IngestResult>;
-

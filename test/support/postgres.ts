@@ -2,8 +2,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
-import { migrate } from "../../../db/migrate";
-import { startEmbeddedPostgres, type RunningPostgres } from "../../../scripts/embedded-pg";
+import { migrate } from "../../db/migrate";
+import { startEmbeddedPostgres, type RunningPostgres } from "../../scripts/embedded-pg";
 
 export interface TestPostgres extends RunningPostgres {
   query<R extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<pg.QueryResult<R>>;
@@ -36,15 +36,4 @@ export async function testPostgres(): Promise<TestPostgres> {
       if (dir) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
     },
   };
-}
-
-/** Waits for a condition, polling; fails with `what` when it does not happen in time. */
-export async function waitUntil<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 10_000, everyMs = 20): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
 }

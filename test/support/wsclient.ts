@@ -1,6 +1,7 @@
 /** A real WebSocket client (the `ws` package) that records frames and waits on conditions. */
 import WebSocket from "ws";
-import { ServerMessage, type Envelope } from "../../../src/protocol";
+import { waitUntil } from "./wait";
+import { ServerMessage, type Envelope } from "../../shared/protocol";
 
 export class WsClient {
   readonly messages: ServerMessage[] = [];
@@ -53,15 +54,8 @@ export class WsClient {
     return evs.length ? evs[evs.length - 1]!.seq : ((this.messages[0] as { headSeq?: number } | undefined)?.headSeq ?? 0);
   }
 
-  async waitFor<T>(what: string, check: () => T | undefined | false, timeoutMs = 15_000): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const v = check();
-      if (v !== undefined && v !== false) return v;
-      if (Date.now() > deadline)
-        throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}; have ${this.events.length} events, closed=${JSON.stringify(this.closed)}`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
+  waitFor<T>(what: string, check: () => T | undefined | false, timeoutMs = 15_000): Promise<T> {
+    return waitUntil(what, check, timeoutMs, 10, () => `have ${this.events.length} events, closed=${JSON.stringify(this.closed)}`);
   }
 
   close(): void {
