@@ -320,30 +320,36 @@ async function report(results: Record<string, unknown>) {
   await writeFile(join(out, `${stamp}.json`), JSON.stringify(results, null, 2));
   const w = results.workloads as Record<string, { w1: Record<string, number>[]; w2: E2E[]; w3?: E2E }>;
   const n = w.notifiws;
-  const lines: string[] = [`# notifiws bench (${results.mode}) ${results.date}`, ""];
-  lines.push(
-    "## W1 connect",
-    "",
-    "| system | clients | held | connect p50 ms | connect p99 ms | server RSS MiB | relay RSS MiB | note",
-    "|---|---|---|---|---|---|---|---|",
+  const lines: string[] = [`# notifiws bench (${results.mode}) ${results.date}`];
+  const table = (title: string, header: string[], rows: (string | number)[][]) =>
+    lines.push("", `## ${title}`, "", `| ${header.join(" | ")} |`, `|${header.map(() => "---").join("|")}|`, ...rows.map((r) => `| ${r.join(" | ")} |`));
+  const systems = Object.entries(w);
+  table(
+    "W1 connect",
+    ["system", "clients", "held", "connect p50 ms", "connect p99 ms", "server RSS MiB", "relay RSS MiB", "note"],
+    systems.flatMap(([name, f]) =>
+      f.w1.map((r) => [
+        name,
+        r.clients!,
+        r.held!,
+        fmt(r.connectP50),
+        fmt(r.connectP99),
+        fmt(r.serverRssMiB),
+        fmt(r.relayRssMiB),
+        r.error ? String(r.error) : "",
+      ]),
+    ),
   );
-  for (const [name, f] of Object.entries(w))
-    for (const r of f.w1)
-      lines.push(
-        `| ${name} | ${r.clients} | ${r.held} | ${fmt(r.connectP50)} | ${fmt(r.connectP99)} | ${fmt(r.serverRssMiB)} | ${fmt(r.relayRssMiB)} |${r.error ? ` ${r.error}` : ""}`,
-      );
-  lines.push(
-    "",
-    "## W2 end-to-end (commit -> client, same clock)",
-    "",
-    "| system | rows/s | p50 ms | p95 ms | p99 ms | deliveries/s | undelivered at deadline | duplicates |",
-    "|---|---|---|---|---|---|---|---|",
+  table(
+    "W2 end-to-end (commit -> client, same clock)",
+    ["system", "rows/s", "p50 ms", "p95 ms", "p99 ms", "deliveries/s", "undelivered at deadline", "duplicates"],
+    systems.flatMap(([name, f]) => f.w2.map((r) => [name, r.rate, fmt(r.p50), fmt(r.p95), fmt(r.p99), r.deliveriesPerSec, r.missing, r.duplicates])),
   );
-  for (const [name, f] of Object.entries(w))
-    for (const r of f.w2)
-      lines.push(`| ${name} | ${r.rate} | ${fmt(r.p50)} | ${fmt(r.p95)} | ${fmt(r.p99)} | ${r.deliveriesPerSec} | ${r.missing} | ${r.duplicates} |`);
-  lines.push("", "## W3 fan-out burst", "", "| system | rows | deliveries/s | p99 ms | undelivered at deadline |", "|---|---|---|---|---|");
-  for (const [name, f] of Object.entries(w)) if (f.w3) lines.push(`| ${name} | ${f.w3.rows} | ${f.w3.deliveriesPerSec} | ${fmt(f.w3.p99)} | ${f.w3.missing} |`);
+  table(
+    "W3 fan-out burst",
+    ["system", "rows", "deliveries/s", "p99 ms", "undelivered at deadline"],
+    systems.flatMap(([name, f]) => (f.w3 ? [[name, f.w3.rows, f.w3.deliveriesPerSec, fmt(f.w3.p99), f.w3.missing]] : [])),
+  );
   const w4 = results.w4 as { eventsPerSec: number; postLatencyP50Ms: number; postLatencyP99Ms: number; oneClientAt1000: E2E } | undefined;
   if (w4)
     lines.push(

@@ -13,6 +13,10 @@ import type { Envelope, Filter, ServerMessage } from "../shared/protocol";
 // The zod-free half of the protocol, so the SDK stays dependency-free at runtime.
 import { BEARER_PROTOCOL_PREFIX, CloseCode, PING_FRAME, SUBPROTOCOL } from "../shared/wire";
 import { parseSnapshot, visibleInSnapshot, type ParsedSnapshot, type PgSnapshot } from "../shared/snapshot";
+import { afterClose, afterRefusal, type CloseDecision } from "./decide";
+import { SdkErrorCode } from "./errors";
+
+export { SdkErrorCode } from "./errors";
 
 export type { Envelope, Filter, ServerMessage } from "../shared/protocol";
 export { fullJitter };
@@ -92,6 +96,15 @@ function decodeExp(token: string): number | undefined {
   }
 }
 
+/** One WebSocket attempt: everything that belongs to it, dropped together when it ends. */
+interface Attempt {
+  socket: WebSocket;
+  token: string;
+  welcomed: boolean;
+  lastFrameAt: number;
+  heartbeat: ReturnType<typeof setTimeout> | undefined;
+}
+
 export function connect(options: ConnectOptions): Subscription {
   const WS = options.WebSocket ?? globalThis.WebSocket;
   const doFetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
@@ -104,17 +117,22 @@ export function connect(options: ConnectOptions): Subscription {
   const refreshBefore = options.refreshBeforeSeconds ?? 60;
 
   let state: ConnectionState = "connecting";
+  /** The recovery position: the last seq delivered to onEvent (or the resume point). */
   let lastSeq = options.since;
   let lagMs: number | undefined;
   let attempts = 0;
+  /** Consecutive failed attempts: the backoff exponent. Reset by a welcome. */
   let failures = 0;
+  /** Handshakes refused with 401 in a row (one retry with a fresh token is allowed). */
+  let refusals = 0;
   let closedByUser = false;
-  let ws: WebSocket | undefined;
+  let current: Attempt | undefined;
   let token: string | undefined = options.token;
   const timers = new Set<ReturnType<typeof setTimeout>>();
   // Messages are handled one at a time so an async onReset holds later events back.
   let queue: Promise<void> = Promise.resolve();
 
+  /** The one state setter. */
   const setState = (s: ConnectionState) => {
     if (s === state) return;
     state = s;
@@ -128,14 +146,7 @@ export function connect(options: ConnectOptions): Subscription {
     timers.add(t);
     return t;
   };
-  const clearTimers = () => {
-    for (const t of timers) clearTimeout(t);
-    timers.clear();
-  };
-  const fail = (err: SubscriptionError) => {
-    options.onError?.(err);
-    if (err.permanent) stop();
-  };
+  const report = (err: SubscriptionError) => options.onError?.(err);
 
   const httpBase = options.url.replace(/^ws/, "http").replace(/\/$/, "");
   const channelPath = `/ws/${encodeURIComponent(options.channel)}`;
@@ -152,8 +163,8 @@ export function connect(options: ConnectOptions): Subscription {
     try {
       t = await nextToken();
     } catch (err) {
-      options.onError?.({ code: "TOKEN_UNAVAILABLE", message: (err as Error).message, permanent: false });
-      return scheduleReconnect();
+      report({ code: SdkErrorCode.TOKEN_UNAVAILABLE, message: (err as Error).message, permanent: false });
+      return reconnect({ action: "backoff" });
     }
     if (closedByUser) return;
     const url = new URL(channelPath, httpBase.replace(/^http/, "ws"));
@@ -163,33 +174,14 @@ export function connect(options: ConnectOptions): Subscription {
     try {
       socket = new WS(url.toString(), [SUBPROTOCOL, `${BEARER_PROTOCOL_PREFIX}${t}`]);
     } catch (err) {
-      options.onError?.({ code: "CONNECT_FAILED", message: (err as Error).message, permanent: false });
-      return scheduleReconnect();
+      report({ code: SdkErrorCode.CONNECT_FAILED, message: (err as Error).message, permanent: false });
+      return reconnect({ action: "backoff" });
     }
-    ws = socket;
-    let welcomed = false;
-    let lastFrameAt = Date.now();
-    let heartbeat: ReturnType<typeof setTimeout> | undefined;
-
-    const beat = () => {
-      heartbeat = later(heartbeatMs, () => {
-        if (ws !== socket) return;
-        const sentAt = Date.now();
-        try {
-          socket.send(PING_FRAME);
-        } catch {
-          /* closing */
-        }
-        later(heartbeatTimeoutMs, () => {
-          // No frame at all since the ping: the connection is dead (a half-open TCP path never closes by itself).
-          if (ws === socket && lastFrameAt < sentAt) drop(socket, "heartbeat timeout");
-        });
-        beat();
-      });
-    };
+    const attempt: Attempt = { socket, token: t, welcomed: false, lastFrameAt: Date.now(), heartbeat: undefined };
+    current = attempt;
 
     socket.onmessage = (e: MessageEvent) => {
-      lastFrameAt = Date.now();
+      attempt.lastFrameAt = Date.now();
       let msg: ServerMessage;
       try {
         msg = JSON.parse(String(e.data)) as ServerMessage;
@@ -197,132 +189,149 @@ export function connect(options: ConnectOptions): Subscription {
         return;
       }
       queue = queue
-        .then(() => handle(socket, msg))
-        .catch((err: unknown) => {
-          options.onError?.({ code: "HANDLER_FAILED", message: (err as Error).message, permanent: false });
-        });
+        .then(() => handle(attempt, msg))
+        .catch((err: unknown) => report({ code: SdkErrorCode.HANDLER_FAILED, message: (err as Error).message, permanent: false }));
     };
-
-    const handle = async (s: WebSocket, msg: ServerMessage) => {
-      if (ws !== s) return;
-      switch (msg.type) {
-        case "welcome":
-          welcomed = true;
-          failures = 0;
-          if (lastSeq === undefined) lastSeq = msg.headSeq;
-          setState("open");
-          beat();
-          scheduleRefresh(s, msg.expiresAt);
-          return;
-        case "events":
-          for (const ev of msg.events) {
-            // Replays after a reconnect can overlap what was already delivered.
-            if (lastSeq !== undefined && ev.seq <= lastSeq) continue;
-            lastSeq = ev.seq;
-            lagMs = Date.now() - ev.committedAt;
-            options.onEvent?.(ev);
-          }
-          return;
-        case "reset":
-          await options.onReset?.({ reason: msg.reason, headSeq: msg.headSeq, oldestSeq: msg.oldestSeq });
-          lastSeq = msg.headSeq;
-          return;
-        case "refreshed":
-          scheduleRefresh(s, msg.expiresAt);
-          return;
-        case "error":
-          options.onError?.({ code: msg.code, message: msg.message, permanent: false });
-          return;
-        default:
-          return;
-      }
-    };
-
-    const onClosed = (code: number, reason: string) => {
-      if (ws !== socket) return;
-      ws = undefined;
-      if (heartbeat) clearTimeout(heartbeat);
-      if (closedByUser) return;
-      if (code === CloseCode.FORBIDDEN) return fail({ code: "FORBIDDEN", message: reason || "refused", permanent: true });
-      if (!welcomed) return void diagnose(t);
-      if (code === CloseCode.TOKEN_EXPIRED) {
-        // Reconnect at once with a fresh token; a fixed token will be refused and reported.
-        setState("reconnecting");
-        return void open();
-      }
-      scheduleReconnect();
-    };
-    socket.onclose = (e: CloseEvent) => onClosed(e.code, e.reason);
+    socket.onclose = (e: CloseEvent) => ended(attempt, e.code, e.reason);
     // Some runtimes (Node's undici) report a refused handshake with "error" and no "close".
     socket.onerror = () => {
-      if (!welcomed) onClosed(1006, "handshake failed");
+      if (!attempt.welcomed) ended(attempt, 1006, "handshake failed");
     };
   }
 
+  async function handle(attempt: Attempt, msg: ServerMessage): Promise<void> {
+    if (current !== attempt) return;
+    switch (msg.type) {
+      case "welcome":
+        attempt.welcomed = true;
+        failures = 0;
+        refusals = 0;
+        if (lastSeq === undefined) lastSeq = msg.headSeq;
+        setState("open");
+        beat(attempt);
+        scheduleRefresh(attempt, msg.expiresAt);
+        return;
+      case "events":
+        for (const ev of msg.events) {
+          // Replays after a reconnect can overlap what was already delivered.
+          if (lastSeq !== undefined && ev.seq <= lastSeq) continue;
+          lastSeq = ev.seq;
+          lagMs = Date.now() - ev.committedAt;
+          options.onEvent?.(ev);
+        }
+        return;
+      case "reset":
+        await options.onReset?.({ reason: msg.reason, headSeq: msg.headSeq, oldestSeq: msg.oldestSeq });
+        lastSeq = msg.headSeq;
+        return;
+      case "refreshed":
+        scheduleRefresh(attempt, msg.expiresAt);
+        return;
+      case "error":
+        report({ code: msg.code, message: msg.message, permanent: false });
+        return;
+      default:
+        return;
+    }
+  }
+
+  /** Pings every heartbeatMs; no frame at all within heartbeatTimeoutMs of a ping means the path is dead (half-open TCP never closes by itself). */
+  function beat(attempt: Attempt): void {
+    attempt.heartbeat = later(heartbeatMs, () => {
+      if (current !== attempt) return;
+      const sentAt = Date.now();
+      try {
+        attempt.socket.send(PING_FRAME);
+      } catch {
+        /* closing */
+      }
+      later(heartbeatTimeoutMs, () => {
+        if (current === attempt && attempt.lastFrameAt < sentAt) drop(attempt, "heartbeat timeout");
+      });
+      beat(attempt);
+    });
+  }
+
+  /** The one path for every end of an attempt: the server closed, the handshake failed, or we dropped it. */
+  function ended(attempt: Attempt, code: number, reason: string): void {
+    if (current !== attempt) return;
+    current = undefined;
+    if (attempt.heartbeat) clearTimeout(attempt.heartbeat);
+    const decision = afterClose({ code, reason, welcomed: attempt.welcomed, closedByUser });
+    if (decision.action === "diagnose") return void diagnose(attempt.token);
+    reconnect(decision);
+  }
+
   /** Drops a connection without waiting for a close handshake that may never come. */
-  function drop(socket: WebSocket, why: string) {
-    if (ws !== socket) return;
-    ws = undefined;
-    socket.onclose = null;
-    socket.onmessage = null;
+  function drop(attempt: Attempt, why: string): void {
+    attempt.socket.onclose = null;
+    attempt.socket.onmessage = null;
     try {
-      socket.close(1000, why);
+      attempt.socket.close(1000, why);
     } catch {
       /* already closed */
     }
-    scheduleReconnect();
+    ended(attempt, 1006, why);
+  }
+
+  /** Acts on a decision: stop, reconnect now, or reconnect after a backoff. */
+  function reconnect(decision: Exclude<CloseDecision, { action: "diagnose" }>): void {
+    if (decision.action === "stop") {
+      if (decision.permanent) report({ ...decision.permanent, permanent: true });
+      return stop();
+    }
+    if (closedByUser) return;
+    setState("reconnecting");
+    if (decision.action === "reconnect-now") return void open();
+    later(fullJitter(failures++, baseMs, maxMs), () => void open());
   }
 
   /** The browser hides the status of a failed handshake; ask the same URL over plain HTTP. */
   async function diagnose(t: string): Promise<void> {
-    if (doFetch) {
-      try {
+    let status: number | undefined;
+    let body: { error?: { code?: string; message?: string } } = {};
+    try {
+      if (doFetch) {
         const res = await doFetch(`${httpBase}${channelPath}`, { headers: { authorization: `Bearer ${t}` } });
-        if (res.status === 401 || res.status === 403 || res.status === 400) {
-          const body = (await res.json().catch(() => ({}))) as { error?: { code?: string; message?: string } };
-          // 401 with a refreshable token source is worth one more try with a new token.
-          const permanent = !(res.status === 401 && options.getToken && failures < 1);
-          failures++;
-          const err = { status: res.status, code: body.error?.code ?? `HTTP_${res.status}`, message: body.error?.message ?? "refused", permanent };
-          if (permanent) return fail(err);
-          options.onError?.(err);
-        }
-      } catch {
-        /* network down: plain reconnect */
+        status = res.status;
+        if (status >= 400 && status < 500) body = (await res.json().catch(() => ({}))) as typeof body;
       }
+    } catch {
+      /* network down: a plain reconnect */
     }
-    scheduleReconnect();
+    if (status === undefined || status < 400 || status >= 500) return reconnect({ action: "backoff" });
+    const verdict = afterRefusal({ status, canRefreshToken: options.getToken !== undefined, refusalsBefore: refusals });
+    refusals++;
+    const err = { status, code: body.error?.code ?? `HTTP_${status}`, message: body.error?.message ?? "refused", permanent: verdict === "stop" };
+    if (verdict === "stop") return reconnect({ action: "stop", permanent: err });
+    report(err);
+    reconnect({ action: "backoff" });
   }
 
-  function scheduleReconnect() {
-    if (closedByUser) return;
-    setState("reconnecting");
-    later(fullJitter(failures++, baseMs, maxMs), () => void open());
-  }
-
-  function scheduleRefresh(s: WebSocket, expiresAt: number) {
+  function scheduleRefresh(attempt: Attempt, expiresAt: number) {
     if (!options.getToken) return;
     const inMs = Math.max(0, (expiresAt - refreshBefore) * 1000 - Date.now());
     later(inMs, async () => {
-      if (ws !== s) return;
+      if (current !== attempt) return;
       try {
         const fresh = await nextToken();
         const exp = decodeExp(fresh);
         if (exp !== undefined && exp <= expiresAt) return; // not newer; try again at reconnect
-        s.send(JSON.stringify({ type: "refresh", token: fresh }));
+        attempt.socket.send(JSON.stringify({ type: "refresh", token: fresh }));
       } catch (err) {
-        options.onError?.({ code: "TOKEN_UNAVAILABLE", message: (err as Error).message, permanent: false });
+        report({ code: SdkErrorCode.TOKEN_UNAVAILABLE, message: (err as Error).message, permanent: false });
       }
     });
   }
 
   function stop() {
     closedByUser = true;
-    clearTimers();
-    const s = ws;
-    ws = undefined;
+    for (const t of timers) clearTimeout(t);
+    timers.clear();
+    const a = current;
+    current = undefined;
     try {
-      s?.close(1000, "client closed");
+      a?.socket.close(1000, "client closed");
     } catch {
       /* already closed */
     }

@@ -1,0 +1,34 @@
+/**
+ * Every close and reconnect decision of a subscription, as pure functions
+ * (table-tested in test/node/sdk-decide.test.ts).
+ */
+import { CloseCode } from "../shared/wire";
+
+export type CloseDecision =
+  /** The user closed the subscription, or the server refused it for good. */
+  | { action: "stop"; permanent?: { code: string; message: string } }
+  /** Closed before `welcome`: browsers hide the handshake status, so ask over plain HTTP why. */
+  | { action: "diagnose" }
+  /** The token expired: reconnect at once with a fresh one. */
+  | { action: "reconnect-now" }
+  /** Anything else (network loss, deploys, 1011): reconnect after a jittered backoff, resuming from the last seq. */
+  | { action: "backoff" };
+
+export function afterClose(e: { code: number; reason: string; welcomed: boolean; closedByUser: boolean }): CloseDecision {
+  if (e.closedByUser) return { action: "stop" };
+  if (e.code === CloseCode.FORBIDDEN) return { action: "stop", permanent: { code: "FORBIDDEN", message: e.reason || "refused" } };
+  if (!e.welcomed) return { action: "diagnose" };
+  if (e.code === CloseCode.TOKEN_EXPIRED) return { action: "reconnect-now" };
+  return { action: "backoff" };
+}
+
+/**
+ * What a refused handshake means. 401 with a token source that can mint a new
+ * token is worth one more try; 400/401/403 otherwise are permanent; anything
+ * else (5xx, a network error) is retried.
+ */
+export function afterRefusal(e: { status: number | undefined; canRefreshToken: boolean; refusalsBefore: number }): "stop" | "retry" {
+  if (e.status === 401) return e.canRefreshToken && e.refusalsBefore < 1 ? "retry" : "stop";
+  if (e.status === 400 || e.status === 403) return "stop";
+  return "retry";
+}
