@@ -3,6 +3,10 @@
  * Prints events as JSON lines on stdout; connection status goes to stderr as
  * JSON lines. Ctrl-C closes the subscription and exits 0.
  *
+ * `notifiws token [--sub S] [--channels a,b.*] [--role R] [--ttl SECONDS] [--secret S]`
+ * Prints a client token signed with --secret, JWT_SECRET, or the local
+ * stack's secret (.notifiws/secrets.json).
+ *
  * Defaults: --url from NOTIFIWS_URL or http://127.0.0.1:8787; --token from
  * NOTIFIWS_TOKEN, or a dev token minted from .notifiws/secrets.json when
  * `npm run dev` is running in this checkout.
@@ -13,18 +17,42 @@ import { parseArgs } from "node:util";
 import { mintToken } from "../shared/token";
 import { connect, type Filter } from "./index";
 
-const USAGE = "usage: notifiws tail <channel> [--since N] [--filter JSON] [--url URL] [--token TOKEN]";
+const USAGE = [
+  "usage: notifiws tail <channel> [--since N] [--filter JSON] [--url URL] [--token TOKEN]",
+  "       notifiws token [--sub SUBJECT] [--channels a,b.*] [--role ROLE] [--ttl SECONDS] [--secret SECRET]",
+].join("\n");
 
 function die(code: string, message: string): never {
   process.stderr.write(JSON.stringify({ level: "error", code, msg: message }) + "\n");
   process.exit(2);
 }
 
-async function devToken(): Promise<string | undefined> {
+/** The local stack's JWT secret, when `npm run dev` has run in this folder. */
+function localSecret(): string | undefined {
   const file = join(process.cwd(), ".notifiws", "secrets.json");
   if (!existsSync(file)) return undefined;
-  const { JWT_SECRET } = JSON.parse(readFileSync(file, "utf8")) as { JWT_SECRET: string };
-  return mintToken({ secret: JWT_SECRET, sub: "cli", channels: ["*"] });
+  return (JSON.parse(readFileSync(file, "utf8")) as { JWT_SECRET: string }).JWT_SECRET;
+}
+
+async function devToken(): Promise<string | undefined> {
+  const secret = localSecret();
+  return secret ? mintToken({ secret, sub: "cli", channels: ["*"] }) : undefined;
+}
+
+async function token(values: { sub?: string; channels?: string; role?: string; ttl?: string; secret?: string }): Promise<void> {
+  const secret = values.secret ?? process.env.JWT_SECRET ?? localSecret();
+  if (!secret) die("NO_SECRET", "pass --secret or JWT_SECRET (or run npm run dev in this folder)");
+  const ttl = Number(values.ttl ?? "3600");
+  if (!Number.isSafeInteger(ttl) || ttl <= 0) die("BAD_ARGS", "--ttl must be a positive number of seconds");
+  const channels = (values.channels ?? "*")
+    .split(",")
+    .map((c) => c.trim())
+    .filter(Boolean);
+  try {
+    process.stdout.write((await mintToken({ secret, sub: values.sub ?? "cli", channels, role: values.role, ttlSeconds: ttl })) + "\n");
+  } catch (err) {
+    die("BAD_ARGS", (err as Error).message);
+  }
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -38,6 +66,11 @@ export async function main(argv: string[]): Promise<void> {
         filter: { type: "string" },
         url: { type: "string" },
         token: { type: "string" },
+        sub: { type: "string" },
+        channels: { type: "string" },
+        role: { type: "string" },
+        ttl: { type: "string" },
+        secret: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     });
@@ -50,6 +83,7 @@ export async function main(argv: string[]): Promise<void> {
     return;
   }
   const [command, channel] = positionals;
+  if (command === "token") return token(values);
   if (command !== "tail" || !channel) die("BAD_ARGS", USAGE);
   let since: number | undefined;
   if (values.since !== undefined) {

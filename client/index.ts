@@ -9,7 +9,7 @@
  * detects dead connections, and refreshes the token before it expires.
  */
 import { fullJitter } from "../shared/backoff";
-import type { Envelope, Filter, ServerMessage } from "../shared/protocol";
+import type { Envelope, Filter, ServerMessage } from "../shared/types";
 // The zod-free half of the protocol, so the SDK stays dependency-free at runtime.
 import { BEARER_PROTOCOL_PREFIX, CloseCode, PING_FRAME, SUBPROTOCOL } from "../shared/wire";
 import { parseSnapshot, visibleInSnapshot, type ParsedSnapshot, type PgSnapshot } from "../shared/snapshot";
@@ -18,7 +18,7 @@ import { SdkErrorCode } from "./errors";
 
 export { SdkErrorCode } from "./errors";
 
-export type { Envelope, Filter, ServerMessage } from "../shared/protocol";
+export type { ChangeEvent, Condition, Envelope, Filter, Operation, ServerMessage } from "../shared/types";
 export { fullJitter };
 
 export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";

@@ -37,6 +37,8 @@ export interface StackOptions {
   bridgePort?: number;
   /** Apply db/demo.sql. Default true. */
   demo?: boolean;
+  /** More browser origins allowed to connect, besides the Worker's own (e.g. a test page). */
+  extraOrigins?: string[];
   /** Extra Worker variables (e.g. HISTORY_MAX_EVENTS). */
   workerVars?: Record<string, string>;
   /** Extra relay variables. */
@@ -196,7 +198,7 @@ export class Stack {
       INGEST_SECRETS: this.secrets.INGEST_SECRET,
       ADMIN_TOKEN: this.secrets.ADMIN_TOKEN,
       PUBLISH_KEY_HASHES: createHash("sha256").update(this.secrets.PUBLISH_KEY).digest("hex"),
-      ALLOWED_ORIGINS: `${this.workerUrl},http://localhost:${new URL(this.workerUrl).port}`,
+      ALLOWED_ORIGINS: [this.workerUrl, `http://localhost:${new URL(this.workerUrl).port}`, ...(this.opts.extraOrigins ?? [])].join(","),
       DASHBOARD_DATABASE_URL: this.databaseUrl,
       NEON_WS_PROXY: `127.0.0.1:${this.bridge!.port}/v1`,
       ...this.opts.workerVars,

@@ -7,6 +7,10 @@
 import { z } from "zod";
 
 export * from "./wire";
+import type * as T from "./types";
+
+/** True when A and B are the same type (each assignable to the other). */
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 
 /** Channel names: letters, digits and `_ . : -`, 1..128 chars, not starting with a separator. */
 export const ChannelName = z
@@ -47,13 +51,15 @@ export const ChangeEvent = z.object({
     .regex(/^[0-9]{1,20}$/, "a decimal transaction id")
     .optional(),
 });
-export type ChangeEvent = z.infer<typeof ChangeEvent>;
+export type ChangeEvent = T.ChangeEvent;
+const _changeEvent: Same<z.infer<typeof ChangeEvent>, T.ChangeEvent> = true;
 
 /** An event as delivered to subscribers: the change plus its per-channel sequence number. */
 export const Envelope = ChangeEvent.extend({
   seq: z.number().int().positive(),
 });
-export type Envelope = z.infer<typeof Envelope>;
+export type Envelope = T.Envelope;
+const _envelope: Same<z.infer<typeof Envelope>, T.Envelope> = true;
 
 /** Hard ceiling on events in one ingest batch; INGEST_MAX_EVENTS may lower it. */
 export const MAX_BATCH_EVENTS = 5000;
@@ -90,7 +96,8 @@ export const Condition = z.discriminatedUnion("op", [
   z.object({ field: z.string().min(1).max(128), op: z.literal("in"), value: z.array(Scalar).min(1).max(100) }),
   z.object({ field: z.string().min(1).max(128), op: z.literal("exists"), value: z.boolean().default(true) }),
 ]);
-export type Condition = z.infer<typeof Condition>;
+export type Condition = T.Condition;
+const _condition: Same<z.infer<typeof Condition>, T.Condition> = true;
 
 /**
  * Per-connection filter. Every present part must match (AND). Evaluated by
@@ -104,7 +111,8 @@ export const Filter = z
     where: z.array(Condition).max(16).optional(),
   })
   .strict();
-export type Filter = z.infer<typeof Filter>;
+export type Filter = T.Filter;
+const _filter: Same<z.infer<typeof Filter>, T.Filter> = true;
 
 /** Max serialized filter size (bytes of JSON). */
 export const MAX_FILTER_BYTES = 1024;
@@ -121,7 +129,8 @@ export const ClientMessage = z.discriminatedUnion("type", [
   /** Extend the connection with a fresh token for the same subject. */
   z.object({ type: z.literal("refresh"), token: z.string().min(1).max(8192) }),
 ]);
-export type ClientMessage = z.infer<typeof ClientMessage>;
+export type ClientMessage = T.ClientMessage;
+const _clientMessage: Same<z.infer<typeof ClientMessage>, T.ClientMessage> = true;
 
 // ---------------------------------------------------------------------------
 // Server -> client messages
@@ -159,7 +168,8 @@ export const ServerMessage = z.discriminatedUnion("type", [
   /** A recoverable problem with a client message; the connection stays open. */
   z.object({ type: z.literal("error"), code: ErrorCode, message: z.string() }),
 ]);
-export type ServerMessage = z.infer<typeof ServerMessage>;
+export type ServerMessage = T.ServerMessage;
+const _serverMessage: Same<z.infer<typeof ServerMessage>, T.ServerMessage> = true;
 
 // ---------------------------------------------------------------------------
 // HTTP errors

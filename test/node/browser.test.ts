@@ -3,7 +3,10 @@
  * playwright-core) against the whole local stack.
  */
 import { mkdir } from "node:fs/promises";
+import { createServer, type Server } from "node:http";
 import { join } from "node:path";
+import { build } from "esbuild";
+import { freePort } from "../../scripts/embedded-pg";
 import { chromium, type Browser } from "playwright-core";
 import { beforeAll, describe, expect, it } from "vitest";
 import { devToken, ROOT } from "../../scripts/stack";
@@ -11,7 +14,13 @@ import { useStack } from "../support/stack";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 let browser: Browser;
-const fx = useStack("browser", {}, () => browser?.close());
+// The notifiws/react test page is served from its own origin, which the Worker must allow.
+const reactPagePort = await freePort();
+let reactPage: Server | undefined;
+const fx = useStack("browser", { extraOrigins: [`http://127.0.0.1:${reactPagePort}`] }, async () => {
+  await browser?.close();
+  reactPage?.close();
+});
 
 beforeAll(async () => {
   browser = await chromium.launch({
@@ -88,5 +97,62 @@ describe("dashboard", () => {
     expect(overflow).toBeLessThanOrEqual(0);
     await mkdir(join(ROOT, "test-results"), { recursive: true });
     await page.screenshot({ path: join(ROOT, "test-results/dashboard-phone.png"), fullPage: true });
+  });
+});
+
+describe("notifiws/react", () => {
+  beforeAll(async () => {
+    const bundle = await build({
+      entryPoints: [join(ROOT, "test/support/react-page/app.tsx")],
+      bundle: true,
+      format: "esm",
+      write: false,
+      jsx: "automatic",
+      // The development build: StrictMode mounts every effect twice.
+      define: { "process.env.NODE_ENV": '"development"' },
+      logLevel: "warning",
+    });
+    const js = bundle.outputFiles[0]!.text;
+    const html = `<!doctype html><meta charset="utf-8"><title>useChannel</title><div id="root"></div><script type="module" src="/app.js"></script>`;
+    reactPage = createServer((req, res) => {
+      if (req.url === "/app.js") res.writeHead(200, { "content-type": "text/javascript" }).end(js);
+      else res.writeHead(200, { "content-type": "text/html" }).end(html);
+    });
+    await new Promise<void>((r) => reactPage!.listen(reactPagePort, "127.0.0.1", r));
+  });
+
+  it("useChannel under StrictMode: one connection, events arrive, status changes, a channel change and unmount close the socket", async () => {
+    const page = await browser.newPage();
+    const pageErrors: string[] = [];
+    page.on("pageerror", (e) => pageErrors.push(e.message));
+    const hash = new URLSearchParams({ url: fx.stack.workerUrl, token: await devToken(fx.stack.secrets) });
+    await page.goto(`http://127.0.0.1:${reactPagePort}/#${hash}`);
+    await page.waitForFunction(() => document.querySelector("#status")?.textContent === "open", undefined, { timeout: 15_000 });
+    expect(await page.evaluate(() => (window as unknown as { __sockets: WebSocket[] }).__sockets.length)).toBe(1);
+
+    const id = (await fx.db.query<{ id: string }>("INSERT INTO ventas (sku, quantity, total) VALUES ('KB-01', 1, 89.00) RETURNING id")).rows[0]!.id;
+    await page.waitForFunction((want) => [...document.querySelectorAll("#events li")].some((li) => li.textContent === want), id, { timeout: 15_000 });
+
+    // A channel change closes the old socket and opens one new one.
+    await page.evaluate(() => (window as unknown as { __setChannel: (c: string | null) => void }).__setChannel("inventory"));
+    await page.waitForFunction(
+      () => document.querySelector("#channel")?.textContent === "inventory" && document.querySelector("#status")?.textContent === "open",
+      undefined,
+      {
+        timeout: 15_000,
+      },
+    );
+    const afterSwitch = await page.evaluate(() => (window as unknown as { __sockets: WebSocket[] }).__sockets.map((s) => s.readyState));
+    expect(afterSwitch).toHaveLength(2);
+    expect(afterSwitch[0]).toBeGreaterThanOrEqual(WebSocket.CLOSING);
+    expect(afterSwitch[1]).toBe(WebSocket.OPEN);
+
+    // Unmount closes it.
+    await page.evaluate(() => (window as unknown as { __setChannel: (c: string | null) => void }).__setChannel(null));
+    await page.waitForFunction(() => (window as unknown as { __sockets: WebSocket[] }).__sockets.every((s) => s.readyState === WebSocket.CLOSED), undefined, {
+      timeout: 15_000,
+    });
+    expect(pageErrors).toEqual([]);
+    await page.close();
   });
 });

@@ -1,9 +1,10 @@
 /** The client SDK against the real Worker under wrangler dev, fed by Postgres through the relay. */
-import { createServer, connect as tcpConnect, type Server, type Socket } from "node:net";
 import { describe, expect, it } from "vitest";
 import { connect, type ConnectionState, type Envelope, type ResetInfo, type Subscription, type SubscriptionError } from "../../client/index";
 import { devToken } from "../../scripts/stack";
 import { useStack } from "../support/stack";
+import { createPublisher, mintToken } from "../../client/server";
+import { TcpProxy } from "../support/tcpproxy";
 import { expectContiguous, waitUntil } from "../support/wait";
 
 const subs: Subscription[] = [];
@@ -94,18 +95,18 @@ describe("client SDK", () => {
   });
 
   it("detects a dead connection by heartbeat and reconnects", async () => {
-    const proxy = await freezableProxy(Number(new URL(fx.stack.workerUrl).port));
+    const proxy = await new TcpProxy({ host: "127.0.0.1", port: Number(new URL(fx.stack.workerUrl).port) }).start();
     try {
       const s = subscribe({ channel: "sales", url: `http://127.0.0.1:${proxy.port}`, heartbeatMs: 200, heartbeatTimeoutMs: 400 });
       await waitUntil("open", () => s.sub.state === "open");
-      proxy.freezeAll(); // packets stop, nothing closes: a half-open connection
+      proxy.freezeExisting(); // packets stop, nothing closes: a half-open connection
       await waitUntil("a second connection", () => s.sub.attempts >= 2 && s.sub.state === "open", 10_000);
       const id = await sale();
       await waitUntil("an event after reconnecting", () => s.events.some((e) => e.data!.id === id));
       expectOnceInOrder(s.events);
       s.sub.close();
     } finally {
-      await proxy.close();
+      await proxy.stop();
     }
   });
 
@@ -118,36 +119,28 @@ describe("client SDK", () => {
     expect(s.sub.lagMs).toBeLessThan(10_000);
     s.sub.close();
   });
-});
 
-/** A TCP proxy whose existing connections can be frozen (no data, no close). */
-async function freezableProxy(targetPort: number) {
-  const pairs: [Socket, Socket][] = [];
-  const all: Socket[] = [];
-  const server: Server = createServer((down) => {
-    const up = tcpConnect(targetPort, "127.0.0.1");
-    down.pipe(up);
-    up.pipe(down);
-    down.on("error", () => up.destroy());
-    up.on("error", () => down.destroy());
-    pairs.push([down, up]);
-    all.push(down, up);
+  it("accepts a token from notifiws/server's mintToken for its channels and refuses it for another", async () => {
+    const token = await mintToken({ secret: fx.stack.secrets.JWT_SECRET, sub: "app-user", channels: ["sales"], ttlSeconds: 600 });
+    const ok = subscribe({ channel: "sales", getToken: undefined, token });
+    await waitUntil("the sales subscription open", () => ok.sub.state === "open");
+    const denied = subscribe({ channel: "inventory", getToken: undefined, token });
+    await waitUntil("the refusal", () => denied.errors.length > 0);
+    expect(denied.errors[0]).toMatchObject({ status: 403, code: "CHANNEL_FORBIDDEN", permanent: true });
+    expect(denied.sub.state).toBe("closed");
   });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  return {
-    port: (server.address() as { port: number }).port,
-    freezeAll() {
-      for (const [down, up] of pairs.splice(0)) {
-        down.unpipe(up);
-        up.unpipe(down);
-        down.pause();
-        up.pause();
-      }
-    },
-    close: () =>
-      new Promise<void>((r) => {
-        all.forEach((s) => s.destroy());
-        server.close(() => r());
-      }),
-  };
-}
+
+  it("publishes from a backend with notifiws/server's createPublisher, once per id across retries", async () => {
+    const s = subscribe({ channel: "alerts.ops" });
+    await waitUntil("open", () => s.sub.state === "open");
+    const publisher = createPublisher({ url: fx.stack.workerUrl, key: fx.stack.secrets.PUBLISH_KEY });
+    const first = await publisher.publish("alerts.ops", { id: "deploy-42", data: { text: "deploy finished" } });
+    const again = await publisher.publish("alerts.ops", { id: "deploy-42", data: { text: "deploy finished" } });
+    expect(first).toMatchObject({ id: "deploy-42", duplicate: false });
+    expect(again).toMatchObject({ id: "deploy-42", duplicate: true, headSeq: first.headSeq });
+    await waitUntil("the published event", () => s.events.length >= 1);
+    expect(s.events.map((e) => e.data)).toEqual([{ text: "deploy finished" }]);
+    const bad = createPublisher({ url: fx.stack.workerUrl, key: "not-a-key" });
+    await expect(bad.publish("alerts.ops", { data: {} })).rejects.toMatchObject({ code: "KEY_INVALID", status: 401 });
+  });
+});

@@ -1,0 +1,102 @@
+/**
+ * `notifiws/react`: hooks over the SDK. React is a peer dependency.
+ *
+ * A subscription is opened after the component commits and closed on unmount
+ * or when the channel (or URL, or filter) changes. Opening is deferred by one
+ * task, so React StrictMode's mount → unmount → mount in development opens
+ * exactly one connection.
+ */
+import { useEffect, useRef, useState } from "react";
+import { connect, syncState, type ConnectionState, type ConnectOptions, type Envelope, type SubscriptionError, type SyncOptions } from "./index";
+
+export interface UseChannelOptions extends Omit<ConnectOptions, "channel" | "onEvent" | "onStateChange" | "onError"> {
+  /** Keep at most this many events (the newest). Default 100. */
+  maxEvents?: number;
+  /** Also called for every event. */
+  onEvent?: (event: Envelope) => void;
+}
+
+export interface ChannelView {
+  /** The newest events, oldest first. */
+  events: Envelope[];
+  status: ConnectionState;
+  /** now − committedAt of the last event, ms. */
+  lagMs: number | undefined;
+  /** The last error reported (permanent ones close the subscription). */
+  error: SubscriptionError | undefined;
+  lastSeq: number;
+}
+
+/** Live events of one channel. */
+export function useChannel(channel: string, options: UseChannelOptions): ChannelView {
+  const [view, setView] = useState<ChannelView>({ events: [], status: "connecting", lagMs: undefined, error: undefined, lastSeq: 0 });
+  const latest = useRef(options);
+  latest.current = options;
+  const filterKey = options.filter ? JSON.stringify(options.filter) : "";
+  useEffect(() => {
+    setView({ events: [], status: "connecting", lagMs: undefined, error: undefined, lastSeq: 0 });
+    let sub: ReturnType<typeof connect> | undefined;
+    const start = setTimeout(() => {
+      const { maxEvents = 100, onEvent, ...rest } = latest.current;
+      sub = connect({
+        ...rest,
+        channel,
+        onEvent: (e) => {
+          latest.current.onEvent?.(e);
+          setView((v) => ({ ...v, events: [...v.events, e].slice(-maxEvents), lagMs: sub?.lagMs, lastSeq: e.seq }));
+        },
+        onStateChange: (status) => setView((v) => ({ ...v, status })),
+        onError: (error) => setView((v) => ({ ...v, error })),
+      });
+    }, 0);
+    return () => {
+      clearTimeout(start);
+      sub?.close();
+    };
+    // Reconnect only when what identifies the stream changes, not on every render's new options object.
+  }, [channel, options.url, filterKey]);
+  return view;
+}
+
+export interface UseSyncedStateOptions<S> extends Omit<SyncOptions<S>, "onState" | "onStateChange"> {}
+
+export interface SyncedView<S> {
+  /** Undefined until the first load completes. */
+  state: S | undefined;
+  /** "open" once every channel is open. */
+  status: ConnectionState;
+}
+
+/** Initial state plus live events with no gap and no double count (see syncState). */
+export function useSyncedState<S>(options: UseSyncedStateOptions<S>): SyncedView<S> {
+  const [view, setView] = useState<SyncedView<S>>({ state: undefined, status: "connecting" });
+  const latest = useRef(options);
+  latest.current = options;
+  const key = JSON.stringify([options.url, options.channels, options.filter ?? null]);
+  useEffect(() => {
+    const states = new Map<string, ConnectionState>();
+    let synced: ReturnType<typeof syncState<S>> | undefined;
+    const start = setTimeout(() => {
+      synced = syncState<S>({
+        ...latest.current,
+        load: () => latest.current.load(),
+        apply: (s, e) => latest.current.apply(s, e),
+        // A new object each time, so React re-renders even when apply mutated the state in place.
+        onState: (state) =>
+          setView((v) => ({ ...v, state: Array.isArray(state) ? ([...state] as S) : typeof state === "object" && state !== null ? { ...state } : state })),
+        onStateChange: (s, channel) => {
+          states.set(channel, s);
+          const all = [...states.values()];
+          const status: ConnectionState =
+            all.length === latest.current.channels.length && all.every((x) => x === "open") ? "open" : s === "open" ? "connecting" : s;
+          setView((v) => ({ ...v, status }));
+        },
+      });
+    }, 0);
+    return () => {
+      clearTimeout(start);
+      synced?.close();
+    };
+  }, [key]);
+  return view;
+}

@@ -1,0 +1,57 @@
+/**
+ * The wire types as plain TypeScript, with no dependency, so the SDK's type
+ * declarations need nothing installed. shared/protocol.ts holds the zod
+ * schemas and checks at compile time that they describe exactly these types.
+ */
+
+export type Operation = "insert" | "update" | "delete" | "publish";
+
+/** A change, before the channel assigns its sequence number. */
+export interface ChangeEvent {
+  /** Globally unique and stable across redeliveries: the dedupe key. */
+  id: string;
+  channel: string;
+  op: Operation;
+  /** Source table (`schema.table`), absent for published events. */
+  table?: string | undefined;
+  /** The published columns of the new row (old row for deletes); free-form for publish. */
+  data: Record<string, unknown> | null;
+  /** Published columns of the previous row, for updates on tables watched with include_old. */
+  old?: Record<string, unknown> | null | undefined;
+  /** Commit (or publish) time, epoch milliseconds. */
+  committedAt: number;
+  /** Id of the Postgres transaction (xid8, decimal text); absent for the publish API. */
+  txid?: string | undefined;
+}
+
+/** An event as delivered to subscribers: the change plus its per-channel sequence number. */
+export interface Envelope extends ChangeEvent {
+  seq: number;
+}
+
+type Scalar = string | number | boolean | null;
+
+export type Condition =
+  | { field: string; op: "eq" | "ne"; value: Scalar }
+  | { field: string; op: "lt" | "lte" | "gt" | "gte"; value: number | string }
+  | { field: string; op: "in"; value: Scalar[] }
+  | { field: string; op: "exists"; value: boolean };
+
+/** Server-side filter: every present part must match. */
+export interface Filter {
+  table?: string | undefined;
+  ops?: Operation[] | undefined;
+  where?: Condition[] | undefined;
+}
+
+export type ClientMessage = { type: "ping" } | { type: "resume"; since: number } | { type: "refresh"; token: string };
+
+export type ErrorCode = "BAD_JSON" | "BAD_MESSAGE" | "UNKNOWN_TYPE";
+
+export type ServerMessage =
+  | { type: "welcome"; channel: string; connectionId: string; headSeq: number; expiresAt: number }
+  | { type: "events"; events: Envelope[] }
+  | { type: "reset"; reason: "history_expired" | "ahead_of_head"; headSeq: number; oldestSeq: number }
+  | { type: "pong" }
+  | { type: "refreshed"; expiresAt: number }
+  | { type: "error"; code: ErrorCode; message: string };

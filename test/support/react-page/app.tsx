@@ -1,0 +1,48 @@
+/**
+ * A small React app for the browser test of notifiws/react: one useChannel
+ * under StrictMode (development build, so effects mount, unmount and mount
+ * again), counting every WebSocket the page creates.
+ */
+import { StrictMode, useState } from "react";
+import { createRoot } from "react-dom/client";
+import { useChannel } from "../../../client/react";
+
+const sockets: WebSocket[] = [];
+const Native = window.WebSocket;
+window.WebSocket = class extends Native {
+  constructor(url: string | URL, protocols?: string | string[]) {
+    super(url, protocols);
+    sockets.push(this);
+  }
+} as typeof WebSocket;
+
+const params = new URLSearchParams(location.hash.slice(1));
+const url = params.get("url")!;
+const token = params.get("token")!;
+
+function Feed({ channel }: { channel: string }) {
+  const view = useChannel(channel, { url, token });
+  return (
+    <section>
+      <p id="status">{view.status}</p>
+      <p id="channel">{channel}</p>
+      <ul id="events">
+        {view.events.map((e) => (
+          <li key={e.seq}>{String(e.data?.id)}</li>
+        ))}
+      </ul>
+    </section>
+  );
+}
+
+function App() {
+  const [channel, setChannel] = useState<string | null>("sales");
+  Object.assign(window, { __sockets: sockets, __setChannel: setChannel });
+  return channel ? <Feed channel={channel} /> : <p id="gone">unmounted</p>;
+}
+
+createRoot(document.getElementById("root")!).render(
+  <StrictMode>
+    <App />
+  </StrictMode>,
+);
