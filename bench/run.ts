@@ -207,8 +207,8 @@ async function main() {
       }
       await w;
       const seconds = (performance.now() - started) / 1000;
-      const metrics = await (await fetch(`${stack.relayUrl}/metrics`)).text();
-      const q = (k: string) => Number(new RegExp(`notifiws_relay_post_latency_seconds\\{quantile="${k}"\\} ([0-9.e-]+)`).exec(metrics)?.[1]) * 1000;
+      const relayStats = (await (await fetch(`${stack.relayUrl}/stats`)).json()) as { postLatencyMs: Record<string, number> };
+      const q = (k: string) => relayStats.postLatencyMs[k === "0.5" ? "p50" : "p99"]!;
       log("W4 relay latency at 1000 rows/s with one subscriber");
       const one = await Swarm.start({ flavour: "notifiws", url: stack.workerUrl.replace(/^http/, "ws"), count: 1, token, concurrency: 1 });
       const lat = await endToEnd(one, { rate: 1000, seconds: P.seconds });

@@ -28,13 +28,23 @@ export interface ChannelView {
 }
 
 /** Live events of one channel. */
+const INITIAL: ChannelView = { events: [], status: "connecting", lagMs: undefined, error: undefined, lastSeq: 0 };
+
 export function useChannel(channel: string, options: UseChannelOptions): ChannelView {
-  const [view, setView] = useState<ChannelView>({ events: [], status: "connecting", lagMs: undefined, error: undefined, lastSeq: 0 });
   const latest = useRef(options);
   latest.current = options;
   const filterKey = options.filter ? JSON.stringify(options.filter) : "";
+  // The view belongs to one stream: after a channel change, the old stream's
+  // events and status are never shown, not even for the render before the effect.
+  const key = JSON.stringify([channel, options.url, filterKey]);
+  const [state, setState] = useState<{ key: string; view: ChannelView }>({ key, view: INITIAL });
+  const currentKey = useRef(key);
+  currentKey.current = key;
+  const setView = (update: (v: ChannelView) => ChannelView) => {
+    if (key !== currentKey.current) return; // a late callback of a stream this component left
+    setState((s) => ({ key, view: update(s.key === key ? s.view : INITIAL) }));
+  };
   useEffect(() => {
-    setView({ events: [], status: "connecting", lagMs: undefined, error: undefined, lastSeq: 0 });
     let sub: ReturnType<typeof connect> | undefined;
     const start = setTimeout(() => {
       const { maxEvents = 100, onEvent, ...rest } = latest.current;
@@ -54,8 +64,8 @@ export function useChannel(channel: string, options: UseChannelOptions): Channel
       sub?.close();
     };
     // Reconnect only when what identifies the stream changes, not on every render's new options object.
-  }, [channel, options.url, filterKey]);
-  return view;
+  }, [key]);
+  return state.key === key ? state.view : INITIAL;
 }
 
 export interface UseSyncedStateOptions<S> extends Omit<SyncOptions<S>, "onState" | "onStateChange"> {}

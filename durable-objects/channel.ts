@@ -10,7 +10,8 @@ import { channelAllowed } from "../shared/channels";
 import { closeReason, closeReplyCode } from "../src/closecodes";
 import { loadConfig, type Config } from "../src/config";
 import type { Env } from "../src/env";
-import { SESSION_HEADER, SessionInit, type ChannelStats, type IngestOutcome } from "../src/channel-contract";
+import { MAX_ROLLUP_USERS, SESSION_HEADER, SessionInit, type ChannelRollup, type ChannelStats, type IngestOutcome } from "../src/channel-contract";
+import { Rollup } from "./rollup";
 import { errorResponse } from "../src/errors";
 import { matchesFilter } from "../shared/filter";
 import { errorFields, log } from "../shared/log";
@@ -91,11 +92,14 @@ export class ChannelObject extends DurableObject<Env> {
   private counters: Counters;
   /** In-memory mirror of attachments, rebuilt lazily after hibernation. */
   private readonly sessions = new Map<WebSocket, Session>();
-  private registered = false;
+  private readonly rollup = new Rollup();
+  /** Instances started in this isolate: diagnostics (the stats test shows /stats wakes no channel). */
+  static constructed = 0;
   private lastDedupePrune = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
+    ChannelObject.constructed++;
     this.sql = ctx.storage.sql;
     this.exec(SCHEMA);
     const meta = new Map<string, unknown>();
@@ -155,7 +159,8 @@ export class ChannelObject extends DurableObject<Env> {
       // (no await between reading history and returning), so replay and live
       // delivery never overlap or leave a gap.
       if (init.since !== undefined) this.replay(server, session, init.since);
-      await this.scheduleExpiry(session.exp);
+      await this.armAlarm(session.exp * 1000);
+      this.noteChange();
       const headers = init.echoProtocol ? { "sec-websocket-protocol": init.echoProtocol } : undefined;
       return new Response(null, { status: 101, webSocket: client, headers });
     } catch (err) {
@@ -213,8 +218,12 @@ export class ChannelObject extends DurableObject<Env> {
       throw err;
     }
     if (stored.replayed) return { accepted: 0, duplicates: 0, headSeq: this.counters.headSeq, replayed: true };
-    if (stored.bodies.length > 0) this.fanOut(stored.bodies, stored.sizes, stored.envelopes, now);
-    await this.register();
+    if (stored.bodies.length > 0) {
+      this.fanOut(stored.bodies, stored.sizes, stored.envelopes, now);
+      for (const e of stored.envelopes) this.rollup.commitToStored.observe(Math.max(0, now - e.committedAt) / 1000);
+      this.rollup.batchEvents.observe(stored.envelopes.length);
+    }
+    this.noteChange();
     return { accepted: stored.bodies.length, duplicates: stored.duplicates, headSeq: this.counters.headSeq, replayed: false };
   }
 
@@ -429,7 +438,7 @@ export class ChannelObject extends DurableObject<Env> {
       session.exp = claims.exp;
       this.save(ws, session);
       this.send(ws, { type: "refreshed", expiresAt: claims.exp });
-      await this.scheduleExpiry(claims.exp);
+      await this.armAlarm(claims.exp * 1000);
     } catch (err) {
       if (!(err instanceof AuthError)) throw err;
       this.close(ws, CloseCode.FORBIDDEN, `refresh rejected: ${err.code}`);
@@ -441,34 +450,42 @@ export class ChannelObject extends DurableObject<Env> {
   // -------------------------------------------------------------------------
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    this.sessions.delete(ws);
     try {
-      this.sessions.delete(ws);
       ws.close(closeReplyCode(code), closeReason(reason));
     } catch {
       // Already closed by the runtime (auto-reply to close); nothing to do.
     }
+    this.noteChange();
   }
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
     try {
       this.sessions.delete(ws);
+      this.noteChange();
       log("warn", "websocket error", { class: "ChannelObject", channel: this.channel, ...errorFields(error) });
     } catch {
       // Logging must never throw out of a hibernation handler.
     }
   }
 
-  /** Closes sockets whose token expired and re-arms for the next expiry. */
+  /** Closes sockets whose token expired, sends a stats report that is due, and re-arms for what comes next. */
   override async alarm(): Promise<void> {
     try {
       const now = Date.now();
       let next = Infinity;
+      let expired = false;
       for (const ws of this.ctx.getWebSockets()) {
         const s = this.session(ws);
         if (!s) continue;
-        if (s.exp * 1000 <= now) this.close(ws, CloseCode.TOKEN_EXPIRED, "token expired");
-        else next = Math.min(next, s.exp * 1000);
+        if (s.exp * 1000 <= now) {
+          this.close(ws, CloseCode.TOKEN_EXPIRED, "token expired");
+          expired = true;
+        } else next = Math.min(next, s.exp * 1000);
       }
+      if (expired) this.rollup.dirty = true;
+      if ((this.rollup.dueAt(this.config.STATS_ROLLUP_MS) ?? Infinity) <= now) await this.report();
+      next = Math.min(next, this.rollup.dueAt(this.config.STATS_ROLLUP_MS) ?? Infinity);
       if (next !== Infinity) await this.ctx.storage.setAlarm(next);
     } catch (err) {
       log("error", "alarm failed", { class: "ChannelObject", channel: this.channel, ...errorFields(err) });
@@ -479,13 +496,60 @@ export class ChannelObject extends DurableObject<Env> {
   // Stats
   // -------------------------------------------------------------------------
 
+  /** This channel's stats, read directly (diagnostics and tests; /stats reads the control object's roll-ups instead). */
   async stats(): Promise<ChannelStats> {
-    const history = this.exec<{ n: number }>("SELECT COUNT(*) AS n FROM events").one().n;
+    return this.rollupReport(Date.now()).stats;
+  }
+
+  /** Something changed: report now if the last report is old enough, else make sure an alarm will. */
+  private noteChange(): void {
+    this.rollup.dirty = true;
+    const due = this.rollup.dueAt(this.config.STATS_ROLLUP_MS)!;
+    if (due <= Date.now()) void this.report();
+    else
+      void this.armAlarm(due).catch((err) =>
+        log("warn", "could not arm the stats alarm", { class: "ChannelObject", channel: this.channel, ...errorFields(err) }),
+      );
+  }
+
+  /** Sends the roll-up to the control object; a failed report is folded into the next one. */
+  private async report(): Promise<void> {
+    if (!this.channel) return;
+    const r = this.rollupReport(Date.now());
+    this.rollup.take(r.at);
+    try {
+      await this.env.CONTROL.get(this.env.CONTROL.idFromName("control")).report(r);
+    } catch (err) {
+      this.rollup.giveBack(r.histograms);
+      log("warn", "stats report failed; will retry", { class: "ChannelObject", channel: this.channel, ...errorFields(err) });
+    }
+  }
+
+  private rollupReport(at: number): ChannelRollup {
+    const connectionsByRole: Record<string, number> = {};
+    const users = new Set<string>();
+    // A socket whose close is being handled is still listed: count open ones only.
+    const sockets = this.ctx.getWebSockets().filter((ws) => ws.readyState === WebSocket.OPEN);
+    for (const ws of sockets) {
+      const s = this.session(ws);
+      if (!s) continue;
+      const role = s.role ?? "none";
+      connectionsByRole[role] = (connectionsByRole[role] ?? 0) + 1;
+      users.add(s.sub);
+    }
+    const oldest = this.oldestSeq();
     return {
-      channel: this.channel ?? "",
-      connections: this.ctx.getWebSockets().length,
-      ...this.counters,
-      historySize: history,
+      stats: {
+        channel: this.channel ?? "",
+        connections: sockets.length,
+        connectionsByRole,
+        uniqueUsers: users.size,
+        ...this.counters,
+        historySize: Math.max(0, this.counters.headSeq - oldest + 1),
+      },
+      users: [...users].slice(0, MAX_ROLLUP_USERS),
+      histograms: { commitToStored: this.rollup.commitToStored.toJSON(), batchEvents: this.rollup.batchEvents.toJSON() },
+      at,
     };
   }
 
@@ -498,13 +562,6 @@ export class ChannelObject extends DurableObject<Env> {
     if (this.channel !== undefined) throw new Error(`object bound to ${this.channel}, not ${channel}`);
     this.channel = channel;
     this.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('channel', ?)", channel);
-  }
-
-  /** Tells the control object this channel exists (once per instance) so /stats can find it. */
-  private async register(): Promise<void> {
-    if (this.registered || !this.channel) return;
-    await this.env.CONTROL.get(this.env.CONTROL.idFromName("control")).registerChannel(this.channel);
-    this.registered = true;
   }
 
   /** Every statement goes through the production SQL limits (local workerd does not enforce them). */
@@ -523,9 +580,10 @@ export class ChannelObject extends DurableObject<Env> {
     for (const [k, v] of Object.entries(c)) if (v !== null) this.exec("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", k, v);
   }
 
-  private async scheduleExpiry(expSeconds: number): Promise<void> {
+  /** One alarm serves token expiry and stats reports: keep the earliest. */
+  private async armAlarm(at: number): Promise<void> {
     const current = await this.ctx.storage.getAlarm();
-    if (current === null || current > expSeconds * 1000) await this.ctx.storage.setAlarm(expSeconds * 1000);
+    if (current === null || current > at) await this.ctx.storage.setAlarm(at);
   }
 
   private session(ws: WebSocket): Session | undefined {

@@ -1,5 +1,6 @@
 /** Relay counters and the /healthz + /metrics HTTP server. */
 import { createServer, type Server } from "node:http";
+import { Histogram, renderHistogram } from "../shared/histogram";
 
 export class RelayMetrics {
   connected = false;
@@ -17,9 +18,14 @@ export class RelayMetrics {
   /** Failed POSTs by HTTP status ("none" for network errors and timeouts) and error code. */
   private readonly refusals = new Map<string, { status: string; code: string; n: number }>();
   private latencies: number[] = [];
+  /** POST round trip to the Worker, seconds. */
+  readonly postLatency = new Histogram();
+  /** Commit (the trigger's clock_timestamp) to the Worker's acknowledgement, per event, seconds. */
+  readonly commitToAck = new Histogram();
   private deliveries: { at: number; n: number }[] = [];
 
   recordPost(ms: number): void {
+    this.postLatency.observe(ms / 1000);
     this.latencies.push(ms);
     if (this.latencies.length > 2048) this.latencies.splice(0, this.latencies.length - 2048);
   }
@@ -75,8 +81,10 @@ export class RelayMetrics {
       ...[...this.refusals.values()].map(
         (r) => `notifiws_relay_post_refusals_total{status="${r.status}",code="${r.code.replace(/[^A-Za-z0-9_]/g, "_")}"} ${r.n}`,
       ),
-      `# HELP notifiws_relay_post_latency_seconds POST latency over the last 2048 batches\n# TYPE notifiws_relay_post_latency_seconds summary`,
-      ...[0.5, 0.9, 0.99].map((q) => `notifiws_relay_post_latency_seconds{quantile="${q}"} ${this.quantile(q) / 1000}`),
+      renderHistogram("notifiws_relay_post_latency_seconds", "POST round trip to the Worker", [{ labels: {}, data: this.postLatency }]),
+      renderHistogram("notifiws_relay_commit_to_ack_seconds", "Commit in Postgres to the Worker's acknowledgement, per event", [
+        { labels: {}, data: this.commitToAck },
+      ]),
     ];
     if (backlog) {
       lines.push(g("notifiws_relay_backlog_events", "gauge", "Rows waiting in notifiws.outbox", backlog.events));
@@ -98,11 +106,17 @@ export function startHttp(
         if (req.url === "/healthz") {
           const body = JSON.stringify({ ok: metrics.connected, connected: metrics.connected, leader: metrics.leader, pid: process.pid });
           res.writeHead(metrics.connected ? 200 : 503, { "content-type": "application/json" }).end(body);
+        } else if (req.url === "/stats") {
+          // Exact recent figures for benchmarks; /metrics has the histograms.
+          const body = JSON.stringify({ eventsDelivered: metrics.eventsDelivered, postLatencyMs: { p50: metrics.quantile(0.5), p99: metrics.quantile(0.99) } });
+          res.writeHead(200, { "content-type": "application/json" }).end(body);
         } else if (req.url === "/metrics") {
           const b = await backlog().catch(() => undefined);
           res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }).end(metrics.render(b));
         } else {
-          res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: { code: "NOT_FOUND", message: "try /healthz or /metrics" } }));
+          res
+            .writeHead(404, { "content-type": "application/json" })
+            .end(JSON.stringify({ error: { code: "NOT_FOUND", message: "try /healthz, /metrics or /stats" } }));
         }
       } catch {
         res.writeHead(500).end();

@@ -298,7 +298,11 @@ export class Relay {
   private async acknowledge(client: pg.Client, rows: OutboxRow[]): Promise<void> {
     if (rows.length === 0) return;
     await client.query("DELETE FROM notifiws.outbox WHERE id = ANY($1::bigint[])", [rows.map((r) => r.id)]);
-    for (const r of rows) this.held.delete(r.channel);
+    const now = Date.now();
+    for (const r of rows) {
+      this.held.delete(r.channel);
+      this.metrics.commitToAck.observe(Math.max(0, now - r.committed_at.getTime()) / 1000);
+    }
     this.metrics.heldChannels = this.held.size;
     this.metrics.recordDelivered(rows.length);
   }

@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { ChannelName, Filter } from "../shared/protocol";
+import type { HistogramData } from "../shared/histogram";
 
 /** What the Worker forwards after it has authenticated and authorized a connection. */
 export const SessionInit = z.object({
@@ -22,6 +23,10 @@ export const SESSION_HEADER = "x-notifiws-session";
 export interface ChannelStats {
   channel: string;
   connections: number;
+  /** Open connections by the token's `role` claim ("none" without one). */
+  connectionsByRole: Record<string, number>;
+  /** Distinct token subjects among the open connections. */
+  uniqueUsers: number;
   headSeq: number;
   events: number;
   duplicates: number;
@@ -38,3 +43,32 @@ export interface IngestOutcome {
   /** This object already applied a batch with this id (nothing was done). */
   replayed: boolean;
 }
+
+/**
+ * Per-channel histograms. (No in-object duration histograms: inside a Durable
+ * Object the clock advances only across I/O, so the synchronous store and
+ * fan-out would always measure zero. The relay's POST latency is the ingest
+ * round trip.)
+ */
+export interface ChannelHistograms {
+  /** Commit in Postgres (or publish) to stored in the channel object, per event, seconds. */
+  commitToStored: HistogramData;
+  /** Events per stored batch (each batch is one fan-out to every socket). */
+  batchEvents: HistogramData;
+}
+
+/**
+ * What a channel object reports to the control object, at most every
+ * STATS_ROLLUP_MS while it is active, so /stats and /metrics never wake a
+ * channel. Histograms are the observations since the previous report.
+ */
+export interface ChannelRollup {
+  stats: ChannelStats;
+  /** Distinct subjects (at most MAX_ROLLUP_USERS), for unique users across channels. */
+  users: string[];
+  histograms: ChannelHistograms;
+  at: number;
+}
+
+/** Subjects reported per channel; beyond it uniqueUsers in the totals is a lower bound. */
+export const MAX_ROLLUP_USERS = 1000;

@@ -81,6 +81,12 @@ export const ConfigSchema = z.object({
    * transaction, to exercise partial-batch failure. Never set it in production.
    */
   TEST_FAIL_CHANNELS: csv,
+  /** How often an active channel reports its stats to the control object, ms (0: on every change). Default 5000. */
+  STATS_ROLLUP_MS: int(5000, 0, 600_000),
+  /** A channel with no connections and no events for this long is dropped from /stats. Default 604800 (7 days). */
+  STATS_RETENTION_SECONDS: int(7 * 86_400, 60, 365 * 86_400),
+  /** /metrics labels the busiest channels (by events) by name and folds the rest into channel="_other". Default 20. */
+  METRICS_TOP_CHANNELS: int(20, 1, 1000),
   /** Max outgoing frame size before a batch is split, bytes. Default 512 KiB (Workers cap messages at 1 MiB). */
   MAX_FRAME_BYTES: int(512 * 1024, 1024, 1_000_000),
   /** Postgres URL the demo dashboard reads its initial state from (@neondatabase/serverless). Unset: /api/demo/state answers 503. */

@@ -81,6 +81,41 @@ function renderInventory(flashSku?: string) {
   }
 }
 
+/** Commit → this browser, per channel, over the last minute (committedAt is the database's clock: skew shows up here). */
+const LATENCY_WINDOW_MS = 60_000;
+const latency = new Map<string, { at: number; ms: number }[]>();
+
+function recordLatency(e: Envelope) {
+  const now = Date.now();
+  const samples = latency.get(e.channel) ?? [];
+  samples.push({ at: now, ms: Math.max(0, now - e.committedAt) });
+  latency.set(e.channel, samples);
+}
+
+/** The sample at quantile q of sorted values (nearest rank). */
+const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+
+function renderLatency() {
+  const cutoff = Date.now() - LATENCY_WINDOW_MS;
+  const body = $("latency");
+  body.innerHTML = "";
+  for (const [channel, all] of [...latency].sort(([a], [b]) => a.localeCompare(b))) {
+    const recent = all.filter((x) => x.at >= cutoff);
+    latency.set(channel, recent);
+    const tr = document.createElement("tr");
+    tr.dataset.channel = channel;
+    const sorted = recent.map((x) => x.ms).sort((a, b) => a - b);
+    const cells = sorted.length ? [channel, `${quantile(sorted, 0.5)} ms`, `${quantile(sorted, 0.99)} ms`, String(sorted.length)] : [channel, "–", "–", "0"];
+    cells.forEach((text, i) => {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (i > 0) td.className = "num";
+      tr.appendChild(td);
+    });
+    body.appendChild(tr);
+  }
+}
+
 function logEvent(e: Envelope) {
   const li = document.createElement("li");
   li.textContent = `#${e.seq} ${e.channel} ${e.op} ${JSON.stringify(e.data)}`;
@@ -137,6 +172,7 @@ function scheduleRender(flashSku?: string) {
     renderTotals();
     renderChart();
     renderInventory(flash);
+    renderLatency();
     flash = undefined;
   });
 }
@@ -176,7 +212,10 @@ function start(token: string) {
       scheduleRender(change.kind === "event" && change.event.channel === "inventory" ? (change.event.data as InventoryRow | null)?.sku : undefined);
       lag();
     },
-    onEvent: (e) => logEvent(e),
+    onEvent: (e) => {
+      logEvent(e);
+      recordLatency(e);
+    },
     onStateChange: (s, channel) => setPill(channel, s),
     onLoadError: (err) => toast(err.message),
     onError: (err) => {
@@ -191,6 +230,8 @@ function start(token: string) {
       token,
       onEvent: (e) => {
         onAlert(e);
+        recordLatency(e);
+        scheduleRender();
         lag();
       },
       onStateChange: (s: ConnectionState) => setPill("inventory.alerts", s),
@@ -200,6 +241,7 @@ function start(token: string) {
     }),
   );
   setInterval(renderChart, 30_000);
+  setInterval(renderLatency, 5_000); // samples age out of the window even when no event arrives
 }
 
 const token = tokenFromPage();

@@ -49,6 +49,14 @@ describe("dashboard", () => {
     expect(await toast.textContent()).toContain("MN-03");
     expect(await page.textContent("#log")).not.toContain("someone@example.com");
 
+    // Commit → browser latency over the last minute, per channel.
+    const latencyRow = await page.waitForSelector("#latency tr[data-channel='sales']", { timeout: 15_000 });
+    const [p50, p99, n] = await latencyRow.$$eval("td.num", (tds) => tds.map((td) => td.textContent ?? ""));
+    expect(p50).toMatch(/^\d+ ms$/);
+    expect(p99).toMatch(/^\d+ ms$/);
+    expect(Number(n)).toBeGreaterThanOrEqual(1);
+    expect(parseInt(p99!, 10)).toBeGreaterThanOrEqual(parseInt(p50!, 10));
+
     await mkdir(join(ROOT, "test-results"), { recursive: true });
     await page.screenshot({ path: join(ROOT, "test-results/dashboard.png") });
     expect(pageErrors).toEqual([]);

@@ -535,6 +535,10 @@ describe("relay process", () => {
       const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
       expect(metrics).toMatch(/notifiws_relay_events_delivered_total 40/);
       expect(metrics).toMatch(/notifiws_relay_backlog_events 0/);
+      expect(metrics).toContain("# TYPE notifiws_relay_commit_to_ack_seconds histogram");
+      expect(metrics).toMatch(/notifiws_relay_commit_to_ack_seconds_count 40\n/);
+      expect(metrics).toMatch(/notifiws_relay_commit_to_ack_seconds_bucket\{le="\+Inf"\} 40\n/);
+      expect(metrics).toMatch(/notifiws_relay_post_latency_seconds_count [1-9]/);
       second.kill("SIGTERM");
       expect(await second.exited).toEqual({ code: 0, signal: null });
     } finally {

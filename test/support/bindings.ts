@@ -9,6 +9,9 @@ export const TEST_BINDINGS = {
   ALLOWED_ORIGINS: "https://app.example",
   HISTORY_MAX_EVENTS: "50",
   LOG_LEVEL: "error",
+  // Channels report stats 10 times a second here (5 s in production) so tests wait little.
+  STATS_ROLLUP_MS: "100",
+  METRICS_TOP_CHANNELS: "1000",
   // Ingest into this channel fails inside the object's storage transaction (partial-failure tests).
   TEST_FAIL_CHANNELS: "fail.always",
 } as const;

@@ -1,7 +1,13 @@
+import { env } from "cloudflare:workers";
+import { evictDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { ChannelObject } from "../../durable-objects/channel";
+import type { ChannelStats } from "../../src/channel-contract";
+import type { StatsReport } from "../../src/metrics";
+import { waitUntil } from "../support/wait";
 import { HttpErrorBody } from "../../shared/protocol";
 import { TEST_BINDINGS } from "../support/bindings";
-import { connect, event, fetchWorker, freshChannel, ingest } from "../support/worker-client";
+import { connect, event, fetchWorker, freshChannel, ingest, token } from "../support/worker-client";
 
 const publish = (ch: string, body: unknown, key = "test-publish-key") =>
   fetchWorker(`/api/channels/${ch}/publish`, {
@@ -59,32 +65,75 @@ describe("POST /api/channels/:channel/publish", () => {
   });
 });
 
+const stubFor = (ch: string) => env.CHANNEL.get(env.CHANNEL.idFromName(ch));
+
 describe("GET /stats and /metrics", () => {
   const admin = { authorization: `Bearer ${TEST_BINDINGS.ADMIN_TOKEN}` };
+  const stats = async () => (await (await fetchWorker("/stats", { headers: admin })).json()) as StatsReport;
+  /** Channel roll-ups arrive within STATS_ROLLUP_MS (100 ms in the test bindings). */
+  const statsOf = (ch: string, until: (s: ChannelStats) => boolean) =>
+    waitUntil(`the roll-up of ${ch}`, async () => (await stats()).channels.find((s) => s.channel === ch && until(s)), 5000);
 
-  it("reports per-channel connections, events and messages, and totals", async () => {
+  it("reports per-channel connections by role, unique users, events and messages, and totals", async () => {
     const ch = freshChannel();
-    const clients = await Promise.all([connect(ch), connect(ch)]);
+    const clients = await Promise.all([
+      connect(ch, { token: await token({ sub: "ana", role: "admin" }) }),
+      connect(ch, { token: await token({ sub: "ana", role: "admin" }) }),
+      connect(ch, { token: await token({ sub: "bo", role: "viewer" }) }),
+      connect(ch, { token: await token({ sub: "cy" }) }),
+    ]);
     await ingest([event(ch, 1), event(ch, 2)]);
     for (const c of clients) await c.waitForEvents(2);
-    const res = await fetchWorker("/stats", { headers: admin });
-    expect(res.status).toBe(200);
-    const body = (await res.json()) as { channels: { channel: string }[]; totals: { connections: number; events: number } };
-    const mine = body.channels.find((s) => s.channel === ch);
-    // 2 welcome frames + 1 events frame per socket
-    expect(mine).toMatchObject({ channel: ch, connections: 2, events: 2, headSeq: 2, sendErrors: 0, messagesSent: 4 });
-    expect(body.totals.connections).toBeGreaterThanOrEqual(2);
+    // 1 welcome frame + 1 events frame per socket
+    const mine = await statsOf(ch, (s) => s.events === 2 && s.messagesSent === 8);
+    expect(mine).toMatchObject({
+      channel: ch,
+      connections: 4,
+      uniqueUsers: 3,
+      connectionsByRole: { admin: 2, viewer: 1, none: 1 },
+      events: 2,
+      headSeq: 2,
+      sendErrors: 0,
+    });
+    clients[3]!.close();
+    await statsOf(ch, (s) => s.connections === 3 && s.connectionsByRole.none === undefined);
+    const body = await stats();
+    expect(body.totals.connections).toBeGreaterThanOrEqual(3);
+    expect(body.totals.connectionsByRole.admin).toBeGreaterThanOrEqual(2);
+    expect(body.totals.uniqueUsers).toBeGreaterThanOrEqual(2);
     expect(body.totals.events).toBeGreaterThanOrEqual(2);
   });
 
-  it("exposes Prometheus text", async () => {
+  it("serves /stats from roll-ups without waking a hibernated channel", async () => {
     const ch = freshChannel();
+    const c = await connect(ch);
     await ingest([event(ch, 1)]);
+    await c.waitForEvents(1);
+    await statsOf(ch, (s) => s.events === 1 && s.connections === 1);
+    await evictDurableObject(stubFor(ch)); // hibernation: the object goes, the socket stays
+    const before = ChannelObject.constructed;
+    for (let i = 0; i < 3; i++) expect((await stats()).channels.find((s) => s.channel === ch)).toMatchObject({ connections: 1, events: 1 });
+    await fetchWorker("/metrics", { headers: admin });
+    expect(ChannelObject.constructed).toBe(before);
+    // The counter does see a wake-up: an event for the channel starts the object again.
+    await ingest([event(ch, 2)]);
+    expect(ChannelObject.constructed).toBe(before + 1);
+  });
+
+  it("exposes Prometheus text with histograms", async () => {
+    const ch = freshChannel();
+    await ingest([event(ch, 1, { committedAt: Date.now() - 30 })]);
+    await statsOf(ch, (s) => s.events === 1);
     const res = await fetchWorker("/metrics", { headers: admin });
     expect(res.headers.get("content-type")).toContain("text/plain");
     const text = await res.text();
     expect(text).toContain("# TYPE notifiws_events_total counter");
     expect(text).toContain(`notifiws_events_total{channel="${ch}"} 1`);
+    expect(text).toContain("# TYPE notifiws_commit_to_stored_seconds histogram");
+    expect(text).toContain(`notifiws_commit_to_stored_seconds_count{channel="${ch}"} 1`);
+    expect(text).toContain(`notifiws_commit_to_stored_seconds_bucket{channel="${ch}",le="+Inf"} 1`);
+    expect(text).toContain(`notifiws_commit_to_stored_seconds_bucket{channel="${ch}",le="0.01"} 0`); // it took >= 30 ms
+    expect(text).toContain(`notifiws_batch_events_count{channel="${ch}"} 1`);
   });
 
   it("refuses requests without the admin token", async () => {

@@ -1,0 +1,123 @@
+/**
+ * /stats and /metrics from the channels' roll-ups (the control object), with
+ * bounded label cardinality: the busiest METRICS_TOP_CHANNELS channels by
+ * events are labelled by name, every other channel is folded into
+ * channel="_other". Pure functions, table-tested in test/node/metrics.test.ts.
+ */
+import { Histogram, renderHistogram, type HistogramData } from "../shared/histogram";
+import type { ChannelHistograms, ChannelStats } from "./channel-contract";
+
+export const OTHER_CHANNELS = "_other";
+
+export interface ChannelEntry {
+  stats: ChannelStats;
+  users: string[];
+  histograms: ChannelHistograms;
+}
+
+export interface StatsReport {
+  channels: ChannelStats[];
+  totals: {
+    channels: number;
+    connections: number;
+    connectionsByRole: Record<string, number>;
+    /** Distinct subjects across all channels (each channel reports at most 1,000). */
+    uniqueUsers: number;
+    events: number;
+    duplicates: number;
+    messagesSent: number;
+    sendErrors: number;
+    lastEventAt: number | null;
+  };
+}
+
+export function statsReport(entries: readonly ChannelEntry[]): StatsReport {
+  const totals: StatsReport["totals"] = {
+    channels: entries.length,
+    connections: 0,
+    connectionsByRole: {},
+    uniqueUsers: 0,
+    events: 0,
+    duplicates: 0,
+    messagesSent: 0,
+    sendErrors: 0,
+    lastEventAt: null,
+  };
+  const users = new Set<string>();
+  for (const { stats: s, users: u } of entries) {
+    totals.connections += s.connections;
+    totals.events += s.events;
+    totals.duplicates += s.duplicates;
+    totals.messagesSent += s.messagesSent;
+    totals.sendErrors += s.sendErrors;
+    for (const [role, n] of Object.entries(s.connectionsByRole)) totals.connectionsByRole[role] = (totals.connectionsByRole[role] ?? 0) + n;
+    for (const x of u) users.add(x);
+    if (s.lastEventAt !== null && (totals.lastEventAt === null || s.lastEventAt > totals.lastEventAt)) totals.lastEventAt = s.lastEventAt;
+  }
+  totals.uniqueUsers = users.size;
+  return { channels: entries.map((e) => e.stats), totals };
+}
+
+/** The label each channel gets: its name for the `top` busiest by events (ties by name), else `_other`. */
+export function channelLabels(stats: readonly Pick<ChannelStats, "channel" | "events">[], top: number): Map<string, string> {
+  const ranked = [...stats].sort((a, b) => b.events - a.events || a.channel.localeCompare(b.channel));
+  return new Map(ranked.map((s, i) => [s.channel, i < top ? s.channel : OTHER_CHANNELS]));
+}
+
+/** Prometheus text exposition format 0.0.4. */
+export function renderMetrics(entries: readonly ChannelEntry[], top: number): string {
+  const labels = channelLabels(
+    entries.map((e) => e.stats),
+    top,
+  );
+  const groups = new Map<string, ChannelEntry[]>();
+  for (const e of entries) {
+    const label = labels.get(e.stats.channel)!;
+    groups.set(label, [...(groups.get(label) ?? []), e]);
+  }
+  const sum = (es: ChannelEntry[], pick: (s: ChannelStats) => number) => es.reduce((n, e) => n + pick(e.stats), 0);
+  const gauges: [name: string, type: "gauge" | "counter", help: string, pick: (s: ChannelStats) => number][] = [
+    ["notifiws_connections", "gauge", "Open WebSocket connections", (s) => s.connections],
+    ["notifiws_unique_users", "gauge", "Distinct token subjects connected (summed over folded channels)", (s) => s.uniqueUsers],
+    ["notifiws_events_total", "counter", "Events accepted (after dedupe)", (s) => s.events],
+    ["notifiws_duplicates_total", "counter", "Events dropped as duplicates", (s) => s.duplicates],
+    ["notifiws_messages_sent_total", "counter", "WebSocket frames sent", (s) => s.messagesSent],
+    ["notifiws_send_errors_total", "counter", "Failed sends (socket closed with 1011)", (s) => s.sendErrors],
+    ["notifiws_history_events", "gauge", "Events retained for resume", (s) => s.historySize],
+  ];
+  const lines: string[] = [];
+  for (const [name, type, help, pick] of gauges) {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    for (const [label, es] of groups) lines.push(`${name}{channel="${escape(label)}"} ${sum(es, pick)}`);
+  }
+  lines.push("# HELP notifiws_connections_by_role Open connections by the token's role claim", "# TYPE notifiws_connections_by_role gauge");
+  for (const [label, es] of groups) {
+    const roles: Record<string, number> = {};
+    for (const e of es) for (const [r, n] of Object.entries(e.stats.connectionsByRole)) roles[r] = (roles[r] ?? 0) + n;
+    for (const [r, n] of Object.entries(roles)) lines.push(`notifiws_connections_by_role{channel="${escape(label)}",role="${escape(r)}"} ${n}`);
+  }
+  const merged = (pick: (h: ChannelHistograms) => HistogramData) =>
+    [...groups].map(([label, es]) => {
+      const h = Histogram.from(pick(es[0]!.histograms));
+      for (const e of es.slice(1)) h.add(pick(e.histograms));
+      return { labels: { channel: label }, data: h.toJSON() };
+    });
+  lines.push(
+    renderHistogram(
+      "notifiws_commit_to_stored_seconds",
+      "Commit in Postgres (or publish) to stored at the edge, per event",
+      merged((h) => h.commitToStored),
+    ),
+  );
+  lines.push(
+    renderHistogram(
+      "notifiws_batch_events",
+      "Events per stored batch (one fan-out each)",
+      merged((h) => h.batchEvents),
+    ),
+  );
+  lines.push("# HELP notifiws_channels Channels with stats", "# TYPE notifiws_channels gauge", `notifiws_channels ${entries.length}`);
+  return lines.join("\n") + "\n";
+}
+
+const escape = (s: string) => s.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
