@@ -6,6 +6,7 @@
  *   W2 end-to-end   R rows/s with S subscribers: commit->client p50/p95/p99, deliveries/s, loss, duplicates
  *   W3 fan-out      a burst of B rows to S sockets: deliveries/s at saturation
  *   W4 relay        commit -> Worker acknowledgement throughput; latency at 1,000 rows/s with one client
+ *   W5 database     the app's write throughput with and without watch() (bench/db-overhead.ts)
  *
  * Baselines: (a) one Node process, `ws` + pg LISTEN with the row in NOTIFY
  * (the seeds' design); (b) Socket.IO + pg LISTEN. Everything runs on
@@ -21,6 +22,7 @@ import pg from "pg";
 import { freePort } from "../scripts/embedded-pg";
 import { devToken, Stack } from "../scripts/stack";
 import { percentile } from "./histogram";
+import { runW5Standalone, w5Table, type W5Cell } from "./db-overhead";
 import type { Flavour, SwarmArgs, SwarmCommand, SwarmReport } from "./swarm";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -299,6 +301,9 @@ async function main() {
     await stack.stop();
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }
+  // W5 last, on its own durable Postgres, so the stack's processes cannot slow it.
+  log("W5 database overhead");
+  results.w5 = await runW5Standalone({ writers: [1, 8, 32], seconds: quick ? 3 : 10 });
   await report(results);
 }
 
@@ -359,6 +364,7 @@ async function report(results: Record<string, unknown>) {
       `- commit -> Worker ack: **${w4.eventsPerSec} events/s**; POST p50 ${w4.postLatencyP50Ms.toFixed(1)} ms, p99 ${w4.postLatencyP99Ms.toFixed(1)} ms`,
       `- 1,000 rows/s, one subscriber: commit -> client p50 ${fmt(w4.oneClientAt1000.p50)} ms, p99 ${fmt(w4.oneClientAt1000.p99)} ms`,
     );
+  if (results.w5) lines.push(...w5Table(results.w5 as W5Cell[]));
   const ratios: string[] = [];
   if (n) {
     lines.push("", "## Ratios (notifiws / baseline, same run)", "", "| figure | vs ws | vs Socket.IO |", "|---|---|---|");

@@ -35,7 +35,13 @@ const exists = (p: string) =>
     () => false,
   );
 
-export async function startEmbeddedPostgres(opts: { dir: string; port?: number; database?: string; quiet?: boolean }): Promise<RunningPostgres> {
+export async function startEmbeddedPostgres(opts: {
+  dir: string;
+  port?: number;
+  database?: string;
+  quiet?: boolean;
+  durable?: boolean;
+}): Promise<RunningPostgres> {
   const port = opts.port ?? (await freePort());
   const database = opts.database ?? "notifiws";
   const password = "notifiws";
@@ -51,8 +57,9 @@ export async function startEmbeddedPostgres(opts: { dir: string; port?: number; 
     password,
     persistent: true,
     createPostgresUser: process.getuid?.() === 0,
-    // Fast shutdown on stop; fsync off keeps tests quick (durability across OS crashes is not under test here).
-    postgresFlags: ["-c", "fsync=off", "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"],
+    // fsync off keeps tests and the dev stack quick (durability across OS crashes is not under test);
+    // `durable` keeps Postgres's defaults, for measurements where commit cost matters (bench W5).
+    postgresFlags: [...(opts.durable ? [] : ["-c", "fsync=off"]), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"],
     onLog: quiet ? () => {} : (m) => process.stderr.write(m),
     onError: quiet ? () => {} : (e) => process.stderr.write(String(e) + "\n"),
   });

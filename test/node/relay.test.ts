@@ -101,6 +101,28 @@ describe("triggers and outbox", () => {
     await waitUntil("all item events", () => receiver.forChannel("items").length >= 3);
   });
 
+  it("in poll wake-up mode sends no NOTIFY, and the relay still delivers by polling", async () => {
+    const listener = new pg.Client({ connectionString: db.url });
+    await listener.connect();
+    const writer = new pg.Client({ connectionString: db.url });
+    await writer.connect();
+    try {
+      const heard: string[] = [];
+      listener.on("notification", (n) => heard.push(n.channel));
+      await listener.query("LISTEN notifiws_outbox");
+      startRelay({ RELAY_POLL_MS: "100" });
+      await writer.query("SET notifiws.wakeup = 'poll'");
+      await writer.query("INSERT INTO items (name, stock) VALUES ('polled', 100)");
+      await waitUntil("delivery by the poll", () => receiver.forChannel("items").length === 1);
+      expect(heard).toEqual([]);
+      // The default mode notifies (the same listener hears it), so the silence above was the mode.
+      await db.query("INSERT INTO items (name, stock) VALUES ('notified', 100)");
+      await waitUntil("a NOTIFY in the default mode", () => heard.length >= 1);
+    } finally {
+      await Promise.all([listener.end(), writer.end()]);
+    }
+  });
+
   it("refuses watch() with an unknown column or a bad channel name", async () => {
     await expect(db.query("SELECT notifiws.watch('items', 'x', ARRAY['nope'])")).rejects.toThrow(/has no column/);
     await expect(db.query("SELECT notifiws.watch('items', 'bad name', ARRAY['id'])")).rejects.toThrow(/invalid channel/);
