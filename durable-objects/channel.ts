@@ -10,7 +10,15 @@ import { channelAllowed } from "../shared/channels";
 import { closeReason, closeReplyCode } from "../src/closecodes";
 import { loadConfig, type Config } from "../src/config";
 import type { Env } from "../src/env";
-import { MAX_ROLLUP_USERS, SESSION_HEADER, SessionInit, type ChannelRollup, type ChannelStats, type IngestOutcome } from "../src/channel-contract";
+import {
+  MAX_ROLLUP_USERS,
+  SESSION_HEADER,
+  SessionInit,
+  type ChannelRollup,
+  type ChannelStats,
+  type EventRange,
+  type IngestOutcome,
+} from "../src/channel-contract";
 import { Rollup } from "./rollup";
 import { errorResponse } from "../src/errors";
 import { matchesFilter } from "../shared/filter";
@@ -76,7 +84,14 @@ CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
 CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS events_at ON events(at);
+CREATE TABLE IF NOT EXISTS fanouts (name TEXT PRIMARY KEY, region TEXT NOT NULL, failing INTEGER NOT NULL DEFAULT 0);
 `;
+
+/** Fan-out objects this ordering object hands batches to; a failed hand-off is retried by the alarm after this long. */
+const FANOUT_RETRY_MS = 1000;
+/** Events per range read by a fan-out object catching up, and a byte cap so one RPC reply stays small. */
+const RANGE_MAX_EVENTS = 500;
+const RANGE_MAX_BYTES = 8 * 1024 * 1024;
 
 type Counters = Pick<ChannelStats, "headSeq" | "events" | "duplicates" | "messagesSent" | "sendErrors" | "lastEventAt">;
 
@@ -93,6 +108,14 @@ export class ChannelObject extends DurableObject<Env> {
   /** In-memory mirror of attachments, rebuilt lazily after hibernation. */
   private readonly sessions = new Map<WebSocket, Session>();
   private readonly rollup = new Rollup();
+  /**
+   * Set on a fan-out object (the fan-out tree, FANOUT_CHANNELS): it holds
+   * sockets near their clients and a copy of the channel's events, numbered
+   * by the channel's ordering object (idFromName(channel)).
+   */
+  private fanout: { name: string; region: string; capacity: number } | undefined;
+  /** Fan-out work (catch-up, hand-offs, attach, detach) runs one step at a time: RPC awaits would otherwise interleave. */
+  private chain: Promise<unknown> = Promise.resolve();
   /** Instances started in this isolate: diagnostics (the stats test shows /stats wakes no channel). */
   static constructed = 0;
   private lastDedupePrune = 0;
@@ -105,6 +128,7 @@ export class ChannelObject extends DurableObject<Env> {
     const meta = new Map<string, unknown>();
     for (const row of this.exec<{ k: string; v: SqlStorageValue }>("SELECT k, v FROM meta")) meta.set(row.k, row.v);
     this.channel = (meta.get("channel") as string | undefined) ?? undefined;
+    if (typeof meta.get("fanout") === "string") this.fanout = JSON.parse(meta.get("fanout") as string);
     const num = (k: string) => Number(meta.get(k) ?? 0);
     this.counters = {
       headSeq: num("headSeq"),
@@ -131,7 +155,36 @@ export class ChannelObject extends DurableObject<Env> {
       if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") return errorResponse(426, "UPGRADE_REQUIRED", "expected a WebSocket upgrade");
       const init = SessionInit.parse(JSON.parse(request.headers.get(SESSION_HEADER) ?? "null"));
       this.bindChannel(init.channel);
+      if (init.fanout) return await this.serial(() => this.connectFanout(init));
+      return await this.accept(init);
+    } catch (err) {
+      log("error", "channel connect failed", { class: "ChannelObject", channel: this.channel, ...errorFields(err) });
+      return errorResponse(500, "INTERNAL", "could not open the connection");
+    }
+  }
 
+  /** A fan-out object takes a socket: refuse when full, catch up with the ordering object, attach on the first socket. */
+  private async connectFanout(init: SessionInit): Promise<Response> {
+    const f = init.fanout!;
+    if (!this.fanout) {
+      this.fanout = f;
+      this.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('fanout', ?)", JSON.stringify(f));
+    }
+    const open = this.openSockets().length;
+    if (open >= f.capacity) return errorResponse(503, "FANOUT_FULL", `fan-out object ${f.name} holds ${open} sockets`);
+    // Resume works on any fan-out object, also one this client never used: fetch what it needs first.
+    await this.pull(init.since !== undefined ? Math.min(init.since, this.counters.headSeq) : undefined);
+    if (open === 0) {
+      await this.orderer().attach(f.name, f.region);
+      // A batch stored between the catch-up and the attach was handed to no one here: fetch it now.
+      await this.pull(this.counters.headSeq);
+    }
+    return this.accept(init);
+  }
+
+  /** Accepts the socket, welcomes it and replays from local history. */
+  private async accept(init: SessionInit): Promise<Response> {
+    {
       const session: Session = {
         id: crypto.randomUUID(),
         sub: init.sub,
@@ -163,9 +216,6 @@ export class ChannelObject extends DurableObject<Env> {
       this.noteChange();
       const headers = init.echoProtocol ? { "sec-websocket-protocol": init.echoProtocol } : undefined;
       return new Response(null, { status: 101, webSocket: client, headers });
-    } catch (err) {
-      log("error", "channel connect failed", { class: "ChannelObject", channel: this.channel, ...errorFields(err) });
-      return errorResponse(500, "INTERNAL", "could not open the connection");
     }
   }
 
@@ -222,6 +272,10 @@ export class ChannelObject extends DurableObject<Env> {
       this.fanOut(stored.bodies, stored.sizes, stored.envelopes, now);
       for (const e of stored.envelopes) this.rollup.commitToStored.observe(Math.max(0, now - e.committedAt) / 1000);
       this.rollup.batchEvents.observe(stored.envelopes.length);
+      await this.handOff(
+        stored.bodies,
+        stored.envelopes.map((e) => e.seq),
+      );
     }
     this.noteChange();
     return { accepted: stored.bodies.length, duplicates: stored.duplicates, headSeq: this.counters.headSeq, replayed: false };
@@ -415,6 +469,7 @@ export class ChannelObject extends DurableObject<Env> {
           this.sendRaw(ws, PONG_FRAME);
           return;
         case "resume":
+          if (this.fanout) await this.serial(() => this.pull(Math.min(msg.since, this.counters.headSeq)));
           this.replay(ws, session, msg.since);
           return;
         case "refresh":
@@ -457,12 +512,14 @@ export class ChannelObject extends DurableObject<Env> {
       // Already closed by the runtime (auto-reply to close); nothing to do.
     }
     this.noteChange();
+    await this.detachIfEmpty();
   }
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
     try {
       this.sessions.delete(ws);
       this.noteChange();
+      await this.detachIfEmpty();
       log("warn", "websocket error", { class: "ChannelObject", channel: this.channel, ...errorFields(error) });
     } catch {
       // Logging must never throw out of a hibernation handler.
@@ -484,12 +541,192 @@ export class ChannelObject extends DurableObject<Env> {
         } else next = Math.min(next, s.exp * 1000);
       }
       if (expired) this.rollup.dirty = true;
+      if (await this.retryHandOffs()) next = Math.min(next, now + FANOUT_RETRY_MS);
       if ((this.rollup.dueAt(this.config.STATS_ROLLUP_MS) ?? Infinity) <= now) await this.report();
       next = Math.min(next, this.rollup.dueAt(this.config.STATS_ROLLUP_MS) ?? Infinity);
       if (next !== Infinity) await this.ctx.storage.setAlarm(next);
     } catch (err) {
       log("error", "alarm failed", { class: "ChannelObject", channel: this.channel, ...errorFields(err) });
     }
+  }
+
+  // -------------------------------------------------------------------------
+  // The fan-out tree (FANOUT_CHANNELS): the ordering object's side
+  // -------------------------------------------------------------------------
+
+  /** Events after `after`, as stored, for a fan-out object catching up (`limit` 0: only the head). */
+  async range(after: number, limit = RANGE_MAX_EVENTS): Promise<EventRange> {
+    const bodies: string[] = [];
+    const seqs: number[] = [];
+    let bytes = 0;
+    if (limit > 0)
+      for (const row of this.exec<{ seq: number; body: string }>("SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", after, limit)) {
+        bytes += row.body.length * 3; // an upper bound of its UTF-8 size
+        if (bodies.length > 0 && bytes > RANGE_MAX_BYTES) break;
+        bodies.push(row.body);
+        seqs.push(row.seq);
+      }
+    return { bodies, seqs, headSeq: this.counters.headSeq, oldestSeq: this.oldestSeq() };
+  }
+
+  /** A fan-out object got its first socket: hand it every batch from now on. */
+  async attach(name: string, region: string): Promise<void> {
+    this.exec("INSERT INTO fanouts (name, region) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET failing = 0", name, region);
+  }
+
+  /** A fan-out object has no sockets left: it costs nothing until it gets one again. */
+  async detach(name: string): Promise<void> {
+    this.exec("DELETE FROM fanouts WHERE name = ?", name);
+  }
+
+  /** Hands a stored batch to every attached fan-out object; a failed hand-off is retried by the alarm. */
+  private async handOff(bodies: string[], seqs: number[]): Promise<void> {
+    const targets = this.exec<{ name: string }>("SELECT name FROM fanouts").toArray();
+    if (targets.length === 0) return;
+    const results = await Promise.allSettled(targets.map((t) => this.fanoutStub(t.name).receive(bodies, seqs)));
+    let failed = false;
+    results.forEach((r, i) => {
+      if (r.status === "fulfilled") return;
+      failed = true;
+      this.exec("UPDATE fanouts SET failing = 1 WHERE name = ?", targets[i]!.name);
+      log("warn", "hand-off to a fan-out object failed; the alarm retries", {
+        class: "ChannelObject",
+        channel: this.channel,
+        fanout: targets[i]!.name,
+        ...errorFields(r.reason),
+      });
+    });
+    if (failed) await this.armAlarm(Date.now() + FANOUT_RETRY_MS);
+  }
+
+  /** Asks every fan-out object whose hand-off failed to catch up; true while some still fail. */
+  private async retryHandOffs(): Promise<boolean> {
+    const failing = this.exec<{ name: string }>("SELECT name FROM fanouts WHERE failing = 1").toArray();
+    let still = false;
+    for (const { name } of failing) {
+      try {
+        await this.fanoutStub(name).resync();
+        this.exec("UPDATE fanouts SET failing = 0 WHERE name = ?", name);
+      } catch (err) {
+        still = true;
+        log("warn", "fan-out object still unreachable", { class: "ChannelObject", channel: this.channel, fanout: name, ...errorFields(err) });
+      }
+    }
+    return still;
+  }
+
+  private fanoutStub(name: string) {
+    return this.env.CHANNEL.get(this.env.CHANNEL.idFromName(name));
+  }
+
+  // -------------------------------------------------------------------------
+  // The fan-out tree: a fan-out object's side
+  // -------------------------------------------------------------------------
+
+  /**
+   * A batch from the ordering object. A gap (a hand-off this object missed:
+   * eviction, a failed call, a restart) is filled from the ordering object
+   * before anything newer is sent; seqs already here are dropped.
+   */
+  async receive(bodies: string[], seqs: number[]): Promise<void> {
+    await this.serial(async () => {
+      if (!this.fanout || seqs.length === 0) return;
+      if (this.config.TEST_FAIL_CHANNELS.includes(this.fanout.name)) throw new Error(`TEST_FAIL_CHANNELS: hand-off to ${this.fanout.name} fails on purpose`);
+      if (seqs[0]! > this.counters.headSeq + 1) await this.pull(this.counters.headSeq);
+      this.keep(bodies, seqs);
+    });
+  }
+
+  /** The ordering object's retry after a failed hand-off. */
+  async resync(): Promise<void> {
+    await this.serial(() => this.pull(this.counters.headSeq));
+  }
+
+  /**
+   * Fetches every event after `after` from the ordering object, keeps the new
+   * ones and sends them to this object's sockets. `undefined` with no sockets
+   * yet: only the head is needed (a live start).
+   */
+  private async pull(after: number | undefined): Promise<void> {
+    const orderer = this.orderer();
+    if (after === undefined) {
+      if (this.openSockets().length > 0) return; // attached: hand-offs keep this object current
+      const r = await orderer.range(this.counters.headSeq, 0);
+      this.counters.headSeq = Math.max(this.counters.headSeq, r.headSeq);
+      this.persistCounters();
+      return;
+    }
+    for (let cursor = after, i = 0; i < 10_000; i++) {
+      const r = await orderer.range(cursor);
+      this.keep(r.bodies, r.seqs);
+      if (r.seqs.length === 0 || r.seqs[r.seqs.length - 1]! >= r.headSeq) {
+        this.counters.headSeq = Math.max(this.counters.headSeq, r.headSeq);
+        this.persistCounters();
+        return;
+      }
+      cursor = r.seqs[r.seqs.length - 1]!;
+    }
+  }
+
+  /** Stores copies of events (seq from the ordering object) and sends those newer than this object's head. */
+  private keep(bodies: string[], seqs: number[]): void {
+    const now = Date.now();
+    const head = this.counters.headSeq;
+    const pairs = seqs.map((seq, i) => [seq, bodies[i]!] as [number, string]);
+    this.ctx.storage.transactionSync(() => {
+      for (const chunk of packJsonArrays(pairs, SQL_PARAM_BUDGET_BYTES)) {
+        if ("json" in chunk)
+          this.exec(
+            "INSERT OR IGNORE INTO events (seq, at, body) SELECT json_extract(value, '$[0]'), ?, json_extract(value, '$[1]') FROM json_each(?)",
+            now,
+            chunk.json,
+          );
+        else this.exec("INSERT OR IGNORE INTO events (seq, at, body) VALUES (?, ?, ?)", chunk.single[0], now, chunk.single[1]);
+      }
+      const fresh = pairs.filter(([seq]) => seq > head);
+      if (fresh.length > 0) {
+        this.counters.headSeq = fresh[fresh.length - 1]![0];
+        this.counters.events += fresh.length;
+        this.counters.lastEventAt = now;
+      }
+      this.exec("DELETE FROM events WHERE seq <= ?", this.counters.headSeq - this.config.HISTORY_MAX_EVENTS);
+      this.exec("DELETE FROM events WHERE at < ?", now - this.config.HISTORY_MAX_AGE_SECONDS * 1000);
+      this.persistCounters();
+    });
+    const fresh = pairs.filter(([seq]) => seq > head);
+    if (fresh.length === 0) return;
+    const envelopes = fresh.map(([, body]) => JSON.parse(body) as Envelope);
+    this.fanOut(
+      fresh.map(([, b]) => b),
+      fresh.map(([, b]) => utf8Length(b)),
+      envelopes,
+      now,
+    );
+    this.noteChange();
+  }
+
+  private async detachIfEmpty(): Promise<void> {
+    if (!this.fanout || this.openSockets().length > 0) return;
+    const name = this.fanout.name;
+    await this.serial(async () => {
+      if (this.openSockets().length === 0) await this.orderer().detach(name);
+    }).catch((err) => log("warn", "detach failed", { class: "ChannelObject", channel: this.channel, ...errorFields(err) }));
+  }
+
+  private orderer() {
+    return this.env.CHANNEL.get(this.env.CHANNEL.idFromName(this.channel!));
+  }
+
+  /** Runs fan-out steps one after another. */
+  private serial<T>(step: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(step);
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Open sockets (one whose close is being handled is still listed by the runtime). */
+  private openSockets(): WebSocket[] {
+    return this.ctx.getWebSockets().filter((ws) => ws.readyState === WebSocket.OPEN);
   }
 
   // -------------------------------------------------------------------------
@@ -528,8 +765,7 @@ export class ChannelObject extends DurableObject<Env> {
   private rollupReport(at: number): ChannelRollup {
     const connectionsByRole: Record<string, number> = {};
     const users = new Set<string>();
-    // A socket whose close is being handled is still listed: count open ones only.
-    const sockets = this.ctx.getWebSockets().filter((ws) => ws.readyState === WebSocket.OPEN);
+    const sockets = this.openSockets();
     for (const ws of sockets) {
       const s = this.session(ws);
       if (!s) continue;
@@ -539,6 +775,8 @@ export class ChannelObject extends DurableObject<Env> {
     }
     const oldest = this.oldestSeq();
     return {
+      source: this.fanout?.name ?? "",
+      ...(this.fanout ? { region: this.fanout.region } : {}),
       stats: {
         channel: this.channel ?? "",
         connections: sockets.length,

@@ -15,20 +15,27 @@ import type { ChannelHistograms, ChannelRollup, ChannelStats } from "../src/chan
 import type { Env } from "../src/env";
 
 const SCHEMA = `
-CREATE TABLE IF NOT EXISTS rollups (
-  channel TEXT PRIMARY KEY,
+DROP TABLE IF EXISTS rollups;
+CREATE TABLE IF NOT EXISTS channel_rollups (
+  channel TEXT NOT NULL,
+  -- "" for the channel's ordering object, a fan-out object's name otherwise
+  source TEXT NOT NULL,
+  region TEXT,
   stats TEXT NOT NULL,
   users TEXT NOT NULL,
   hist TEXT NOT NULL,
   connections INTEGER NOT NULL,
-  active_at INTEGER NOT NULL
+  active_at INTEGER NOT NULL,
+  PRIMARY KEY (channel, source)
 );
-CREATE INDEX IF NOT EXISTS rollups_idle ON rollups(connections, active_at);
+CREATE INDEX IF NOT EXISTS channel_rollups_idle ON channel_rollups(connections, active_at);
 DROP TABLE IF EXISTS channels;
 `;
 
 /** What /stats and /metrics read for one channel. */
 export interface StoredChannel {
+  source: string;
+  region?: string;
   stats: ChannelStats;
   users: string[];
   /** Cumulative since the channel was first seen. */
@@ -46,7 +53,11 @@ export class ControlObject extends DurableObject<Env> {
 
   async report(r: ChannelRollup): Promise<void> {
     const prev = this.sql
-      .exec<{ hist: string; stats: string; active_at: number }>("SELECT hist, stats, active_at FROM rollups WHERE channel = ?", r.stats.channel)
+      .exec<{ hist: string; stats: string; active_at: number }>(
+        "SELECT hist, stats, active_at FROM channel_rollups WHERE channel = ? AND source = ?",
+        r.stats.channel,
+        r.source,
+      )
       .toArray()[0];
     const hist = prev ? (JSON.parse(prev.hist) as ChannelHistograms) : undefined;
     const merged = {
@@ -56,10 +67,12 @@ export class ControlObject extends DurableObject<Env> {
     const prevEvents = prev ? (JSON.parse(prev.stats) as ChannelStats).events : -1;
     const active = r.stats.connections > 0 || r.stats.events !== prevEvents;
     this.sql.exec(
-      `INSERT INTO rollups (channel, stats, users, hist, connections, active_at) VALUES (?, ?, ?, ?, ?, ?)
-       ON CONFLICT (channel) DO UPDATE SET stats = excluded.stats, users = excluded.users, hist = excluded.hist,
+      `INSERT INTO channel_rollups (channel, source, region, stats, users, hist, connections, active_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (channel, source) DO UPDATE SET stats = excluded.stats, users = excluded.users, hist = excluded.hist,
          connections = excluded.connections, active_at = excluded.active_at`,
       r.stats.channel,
+      r.source,
+      r.region ?? null,
       JSON.stringify(r.stats),
       JSON.stringify(r.users),
       JSON.stringify(merged),
@@ -70,11 +83,19 @@ export class ControlObject extends DurableObject<Env> {
 
   /** Every channel still worth reporting; idle ones past the retention period are forgotten first. */
   async snapshot(retentionSeconds: number): Promise<StoredChannel[]> {
-    this.sql.exec("DELETE FROM rollups WHERE connections = 0 AND active_at < ?", Date.now() - retentionSeconds * 1000);
+    this.sql.exec("DELETE FROM channel_rollups WHERE connections = 0 AND active_at < ?", Date.now() - retentionSeconds * 1000);
     return this.sql
-      .exec<{ stats: string; users: string; hist: string }>("SELECT stats, users, hist FROM rollups ORDER BY channel")
+      .exec<{ source: string; region: string | null; stats: string; users: string; hist: string }>(
+        "SELECT source, region, stats, users, hist FROM channel_rollups ORDER BY channel, source",
+      )
       .toArray()
-      .map((row) => ({ stats: JSON.parse(row.stats), users: JSON.parse(row.users), histograms: JSON.parse(row.hist) }));
+      .map((row) => ({
+        source: row.source,
+        ...(row.region !== null ? { region: row.region } : {}),
+        stats: JSON.parse(row.stats),
+        users: JSON.parse(row.users),
+        histograms: JSON.parse(row.hist),
+      }));
   }
 }
 

@@ -211,6 +211,7 @@ export const HttpErrorCode = z.enum([
   "ADMIN_DISABLED",
   "DASHBOARD_DISABLED",
   "DATABASE_UNAVAILABLE",
+  "FANOUT_FULL",
 ]);
 export type HttpErrorCode = z.infer<typeof HttpErrorCode>;
 

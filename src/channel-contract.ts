@@ -16,6 +16,16 @@ export const SessionInit = z.object({
   filter: Filter.optional(),
   since: z.number().int().nonnegative().optional(),
   echoProtocol: z.string().optional(),
+  /** Set when the channel uses the fan-out tree: this connection lands on a fan-out object. */
+  fanout: z
+    .object({
+      /** This fan-out object's name (idFromName). */
+      name: z.string(),
+      region: z.string(),
+      /** Sockets this object takes before it answers FANOUT_FULL. */
+      capacity: z.number().int().positive(),
+    })
+    .optional(),
 });
 export type SessionInit = z.infer<typeof SessionInit>;
 export const SESSION_HEADER = "x-notifiws-session";
@@ -34,6 +44,16 @@ export interface ChannelStats {
   sendErrors: number;
   lastEventAt: number | null;
   historySize: number;
+}
+
+/** A range of a channel's stored events, from the ordering object to a fan-out object. */
+export interface EventRange {
+  /** Envelopes as stored (JSON text), in seq order. */
+  bodies: string[];
+  seqs: number[];
+  headSeq: number;
+  /** Oldest retained seq (headSeq + 1 when the history is empty). */
+  oldestSeq: number;
 }
 
 export interface IngestOutcome {
@@ -64,6 +84,10 @@ export interface ChannelHistograms {
  */
 export interface ChannelRollup {
   stats: ChannelStats;
+  /** "" for the channel's ordering object; the fan-out object's name otherwise. */
+  source: string;
+  /** A fan-out object's region. */
+  region?: string;
   /** Distinct subjects (at most MAX_ROLLUP_USERS), for unique users across channels. */
   users: string[];
   histograms: ChannelHistograms;

@@ -81,6 +81,14 @@ export const ConfigSchema = z.object({
    * transaction, to exercise partial-batch failure. Never set it in production.
    */
   TEST_FAIL_CHANNELS: csv,
+  /**
+   * Channel patterns (same rules as token claims) whose sockets are held by fan-out objects near
+   * their clients instead of the channel's own object; the channel's object keeps the order and the
+   * history and hands every batch to them. Default: none (one object per channel).
+   */
+  FANOUT_CHANNELS: csv,
+  /** Sockets per fan-out object before another one in the same region is used. Default 10000 (the platform allows 32,768). */
+  FANOUT_OBJECT_CAPACITY: int(10_000, 1, 32_768),
   /** How often an active channel reports its stats to the control object, ms (0: on every change). Default 5000. */
   STATS_ROLLUP_MS: int(5000, 0, 600_000),
   /** A channel with no connections and no events for this long is dropped from /stats. Default 604800 (7 days). */

@@ -10,13 +10,58 @@ import type { ChannelHistograms, ChannelStats } from "./channel-contract";
 export const OTHER_CHANNELS = "_other";
 
 export interface ChannelEntry {
+  /** "" for the channel's ordering object; a fan-out object's name otherwise. */
+  source?: string;
+  region?: string;
   stats: ChannelStats;
   users: string[];
   histograms: ChannelHistograms;
 }
 
+/** A channel's object (ordering or fan-out) and its connections. */
+export interface ObjectConnections {
+  object: string;
+  region: string;
+  connections: number;
+}
+
+/**
+ * One entry per channel, whatever the number of objects behind it: sockets,
+ * roles, users and sends add up over the fan-out objects; events, seqs and
+ * history come from the ordering object (source ""), the one that numbers them.
+ */
+export function mergeChannels(entries: readonly ChannelEntry[]): (ChannelEntry & { objects: ObjectConnections[] })[] {
+  const by = new Map<string, ChannelEntry[]>();
+  for (const e of entries) by.set(e.stats.channel, [...(by.get(e.stats.channel) ?? []), e]);
+  return [...by.values()].map((parts) => {
+    const order = parts.find((p) => !p.source) ?? parts[0]!;
+    const users = new Set<string>();
+    const roles: Record<string, number> = {};
+    let connections = 0;
+    let messagesSent = 0;
+    let sendErrors = 0;
+    const commit = Histogram.from(order.histograms.commitToStored);
+    const batch = Histogram.from(order.histograms.batchEvents);
+    for (const p of parts) {
+      connections += p.stats.connections;
+      messagesSent += p.stats.messagesSent;
+      sendErrors += p.stats.sendErrors;
+      for (const [r, n] of Object.entries(p.stats.connectionsByRole)) roles[r] = (roles[r] ?? 0) + n;
+      for (const u of p.users) users.add(u);
+    }
+    return {
+      source: "",
+      stats: { ...order.stats, connections, connectionsByRole: roles, uniqueUsers: users.size, messagesSent, sendErrors },
+      users: [...users],
+      histograms: { commitToStored: commit.toJSON(), batchEvents: batch.toJSON() },
+      objects: parts.map((p) => ({ object: p.source || "(ordering)", region: p.region ?? "", connections: p.stats.connections })),
+    };
+  });
+}
+
 export interface StatsReport {
-  channels: ChannelStats[];
+  /** Per channel; `objects` lists the channel's objects when it uses the fan-out tree. */
+  channels: (ChannelStats & { objects?: ObjectConnections[] })[];
   totals: {
     channels: number;
     connections: number;
@@ -31,7 +76,8 @@ export interface StatsReport {
   };
 }
 
-export function statsReport(entries: readonly ChannelEntry[]): StatsReport {
+export function statsReport(raw: readonly ChannelEntry[]): StatsReport {
+  const entries = mergeChannels(raw);
   const totals: StatsReport["totals"] = {
     channels: entries.length,
     connections: 0,
@@ -55,7 +101,7 @@ export function statsReport(entries: readonly ChannelEntry[]): StatsReport {
     if (s.lastEventAt !== null && (totals.lastEventAt === null || s.lastEventAt > totals.lastEventAt)) totals.lastEventAt = s.lastEventAt;
   }
   totals.uniqueUsers = users.size;
-  return { channels: entries.map((e) => e.stats), totals };
+  return { channels: entries.map((e) => (e.objects.length > 1 ? { ...e.stats, objects: e.objects } : e.stats)), totals };
 }
 
 /** The label each channel gets: its name for the `top` busiest by events (ties by name), else `_other`. */
@@ -65,7 +111,8 @@ export function channelLabels(stats: readonly Pick<ChannelStats, "channel" | "ev
 }
 
 /** Prometheus text exposition format 0.0.4. */
-export function renderMetrics(entries: readonly ChannelEntry[], top: number): string {
+export function renderMetrics(raw: readonly ChannelEntry[], top: number): string {
+  const entries = mergeChannels(raw);
   const labels = channelLabels(
     entries.map((e) => e.stats),
     top,

@@ -13,6 +13,7 @@ import { Filter, MAX_FILTER_BYTES, SUBPROTOCOL } from "../../shared/protocol";
 import { SESSION_HEADER, type SessionInit } from "../channel-contract";
 import { channelParam } from "../middleware/channel-param";
 import { clientAuth } from "../middleware/client-auth";
+import { fanoutName, firstCandidate, markFull, MAX_FANOUT_OBJECTS, placement, usesFanout } from "../fanout";
 import { formatIssues } from "../../shared/zod";
 
 export const wsRoutes = new Hono<AppEnv>();
@@ -89,12 +90,28 @@ wsRoutes.get("/ws/:channel", channelParam(), originAndSubprotocol, clientAuth(),
     echoProtocol: offered.includes(SUBPROTOCOL) ? SUBPROTOCOL : undefined,
   };
   const headers = new Headers(c.req.raw.headers);
-  headers.set(SESSION_HEADER, JSON.stringify(init));
   // Never forward the credential further than needed.
   headers.delete("authorization");
   headers.delete("sec-websocket-protocol");
   const url = new URL(c.req.url);
   url.searchParams.delete("token");
-  const stub = c.env.CHANNEL.get(c.env.CHANNEL.idFromName(channel));
-  return stub.fetch(new Request(url.toString(), { method: "GET", headers }));
+  if (!usesFanout(channel, config.FANOUT_CHANNELS)) {
+    headers.set(SESSION_HEADER, JSON.stringify(init));
+    return c.env.CHANNEL.get(c.env.CHANNEL.idFromName(channel)).fetch(new Request(url.toString(), { method: "GET", headers }));
+  }
+  // The fan-out tree: the first object of the client's region with room.
+  const where = placement(c.req.raw.cf as { continent?: unknown } | undefined);
+  const start = firstCandidate(channel, where.region);
+  for (let index = start; index < start + MAX_FANOUT_OBJECTS; index++) {
+    const name = fanoutName(channel, where.region, index);
+    headers.set(
+      SESSION_HEADER,
+      JSON.stringify({ ...init, fanout: { name, region: where.region, capacity: config.FANOUT_OBJECT_CAPACITY } } satisfies SessionInit),
+    );
+    const stub = c.env.CHANNEL.get(c.env.CHANNEL.idFromName(name), where.hint ? { locationHint: where.hint } : undefined);
+    const res = await stub.fetch(new Request(url.toString(), { method: "GET", headers }));
+    if (res.status !== 503) return res;
+    markFull(channel, where.region, index);
+  }
+  throw new ApiError(503, "FANOUT_FULL", `every fan-out object of ${channel} in ${where.region} is full; retry later`);
 });

@@ -12,6 +12,9 @@ export const TEST_BINDINGS = {
   // Channels report stats 10 times a second here (5 s in production) so tests wait little.
   STATS_ROLLUP_MS: "100",
   METRICS_TOP_CHANNELS: "1000",
+  // Channels under tree.* use fan-out objects of 2 sockets each.
+  FANOUT_CHANNELS: "tree.*",
+  FANOUT_OBJECT_CAPACITY: "2",
   // Ingest into this channel fails inside the object's storage transaction (partial-failure tests).
-  TEST_FAIL_CHANNELS: "fail.always",
+  TEST_FAIL_CHANNELS: "fail.always,tree.handoff-fails|fanout|local|0",
 } as const;

@@ -98,7 +98,7 @@ export class Client {
 
 export async function connect(
   channel: string,
-  opts: { token?: string | null; since?: number; filter?: unknown; via?: "protocol" | "header" | "query"; origin?: string } = {},
+  opts: { token?: string | null; since?: number; filter?: unknown; via?: "protocol" | "header" | "query"; origin?: string; continent?: string } = {},
 ): Promise<Client> {
   const t = opts.token === undefined ? await token() : opts.token;
   const params = new URLSearchParams();
@@ -113,7 +113,7 @@ export async function connect(
     else params.set("token", t);
   }
   const qs = params.toString();
-  const res = await fetchWorker(`/ws/${channel}${qs ? `?${qs}` : ""}`, { headers });
+  const res = await fetchWorker(`/ws/${channel}${qs ? `?${qs}` : ""}`, { headers, ...(opts.continent ? { cf: { continent: opts.continent } } : {}) });
   if (res.status !== 101 || !res.webSocket) throw new Error(`upgrade refused: ${res.status} ${await res.text()}`);
   res.webSocket.accept();
   const client = new Client(res.webSocket, res);

@@ -1,0 +1,134 @@
+/**
+ * The fan-out tree (FANOUT_CHANNELS = tree.*, 2 sockets per fan-out object in
+ * the test bindings): sockets on several objects in several regions, one
+ * order for all, gaps filled, resume anywhere.
+ */
+import { env } from "cloudflare:workers";
+import { evictDurableObject, runInDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { fanoutName } from "../../src/fanout";
+import { connect, event, fetchWorker, freshChannel, ingest, range, seqs, type Client } from "../support/worker-client";
+import { waitUntil } from "../support/wait";
+import { TEST_BINDINGS } from "../support/bindings";
+import type { StatsReport } from "../../src/metrics";
+
+const stub = (name: string) => env.CHANNEL.get(env.CHANNEL.idFromName(name));
+const socketsOn = (name: string) => runInDurableObject(stub(name), (_o, state) => state.getWebSockets().length);
+const connectIn = (ch: string, continent: string | undefined, n: number, opts: { since?: number } = {}) =>
+  Promise.all(Array.from({ length: n }, () => connect(ch, { continent, ...opts })));
+
+describe("fan-out tree", () => {
+  it("spreads sockets over objects by region and capacity, and every subscriber sees one order", async () => {
+    const ch = freshChannel("tree");
+    const clients: Client[] = [...(await connectIn(ch, "EU", 3)), ...(await connectIn(ch, "NA", 1)), ...(await connectIn(ch, undefined, 1))];
+    expect(await socketsOn(fanoutName(ch, "eu", 0))).toBe(2);
+    expect(await socketsOn(fanoutName(ch, "eu", 1))).toBe(1); // overflow into a second object
+    expect(await socketsOn(fanoutName(ch, "na", 0))).toBe(1);
+    expect(await socketsOn(fanoutName(ch, "local", 0))).toBe(1);
+    expect(await socketsOn(ch)).toBe(0); // the ordering object holds no sockets
+    for (let b = 0; b < 4; b++) expect((await ingest(range(b * 5 + 1, b * 5 + 5).map((n) => event(ch, n)))).status).toBe(200);
+    for (const c of clients) {
+      const evs = await c.waitForEvents(20);
+      expect(seqs(evs)).toEqual(range(1, 20));
+      expect(evs.map((e) => e.id)).toEqual(range(1, 20).map((n) => `${ch}-${n}`));
+    }
+  });
+
+  it("fills a missed hand-off from the ordering object before sending anything newer", async () => {
+    const ch = freshChannel("tree");
+    const [c] = await connectIn(ch, "EU", 1);
+    const name = fanoutName(ch, "eu", 0);
+    await ingest(range(1, 3).map((n) => event(ch, n)));
+    await c!.waitForEvents(3);
+    // Hand-offs of 4 and 5 are lost: the ordering object does not know the fan-out object for a while.
+    await stub(ch).detach(name);
+    await ingest([event(ch, 4)]);
+    await ingest([event(ch, 5)]);
+    await stub(ch).attach(name, "eu");
+    await ingest([event(ch, 6)]);
+    expect(seqs(await c!.waitForEvents(6))).toEqual(range(1, 6));
+  });
+
+  it("keeps delivering, in order, to a fan-out object evicted mid-stream", async () => {
+    const ch = freshChannel("tree");
+    const clients = await connectIn(ch, "AS", 2);
+    await ingest(range(1, 3).map((n) => event(ch, n)));
+    for (const c of clients) await c.waitForEvents(3);
+    await evictDurableObject(stub(fanoutName(ch, "as", 0)));
+    await ingest(range(4, 6).map((n) => event(ch, n)));
+    for (const c of clients) {
+      expect(seqs(await c.waitForEvents(6))).toEqual(range(1, 6));
+      expect(c.closed).toBeUndefined();
+    }
+  });
+
+  it("resumes on an object the client never used, in another region", async () => {
+    const ch = freshChannel("tree");
+    const [a] = await connectIn(ch, "EU", 1);
+    await ingest(range(1, 5).map((n) => event(ch, n)));
+    await a!.waitForEvents(5);
+    a!.close();
+    const [b] = await connectIn(ch, "OC", 1, { since: 2 });
+    expect(seqs(await b!.waitForEvents(3))).toEqual([3, 4, 5]);
+    await ingest([event(ch, 6)]);
+    expect(seqs(await b!.waitForEvents(4))).toEqual([3, 4, 5, 6]);
+  });
+
+  it("sends reset when the history cannot serve the resume point (HISTORY_MAX_EVENTS=50)", async () => {
+    const ch = freshChannel("tree");
+    await ingest(range(1, 60).map((n) => event(ch, n)));
+    const [c] = await connectIn(ch, "SA", 1, { since: 3 });
+    expect(await c!.waitForType("reset")).toMatchObject({ reason: "history_expired", headSeq: 60, oldestSeq: 11 });
+    await ingest([event(ch, 61)]);
+    expect(seqs(await c!.waitForEvents(1))).toEqual([61]);
+  });
+
+  it("stops handing off to an object whose sockets are all gone", async () => {
+    const ch = freshChannel("tree");
+    const [c] = await connectIn(ch, "AF", 1);
+    const name = fanoutName(ch, "af", 0);
+    await ingest([event(ch, 1)]);
+    await c!.waitForEvents(1);
+    c!.close();
+    await c!.waitForClose().catch(() => undefined);
+    const attached = () => runInDurableObject(stub(ch), (_o, state) => state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM fanouts").one().n);
+    await waitUntil("the detach", async () => (await attached()) === 0);
+    const before = await runInDurableObject(stub(name), (o) => (o as unknown as { counters: { headSeq: number } }).counters.headSeq);
+    await ingest([event(ch, 2)]);
+    expect(await runInDurableObject(stub(name), (o) => (o as unknown as { counters: { headSeq: number } }).counters.headSeq)).toBe(before);
+  });
+
+  it("retries a failed hand-off from the ordering object's alarm (TEST_FAIL_CHANNELS fails every hand-off to one object)", async () => {
+    const ch = "tree.handoff-fails";
+    const [c] = await connectIn(ch, undefined, 1);
+    const failing = () =>
+      runInDurableObject(stub(ch), (_o, state) => state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM fanouts WHERE failing = 1").one().n);
+    expect((await ingest(range(1, 3).map((n) => event(ch, n)))).status).toBe(200); // stored: the hand-off failure is not the ingest's
+    expect(await failing()).toBe(1);
+    // The alarm's retry asks the object to catch up, which it does by pulling the range.
+    expect(seqs(await c!.waitForEvents(3, 5000))).toEqual([1, 2, 3]);
+    await waitUntil("the retry to succeed", async () => (await failing()) === 0);
+  });
+
+  it("shows a tree channel as one channel in /stats, with connections per object and region", async () => {
+    const ch = freshChannel("tree");
+    const clients = [...(await connectIn(ch, "EU", 3)), ...(await connectIn(ch, "NA", 1))];
+    await ingest(range(1, 2).map((n) => event(ch, n)));
+    for (const c of clients) await c.waitForEvents(2);
+    const admin = { authorization: `Bearer ${TEST_BINDINGS.ADMIN_TOKEN}` };
+    const mine = await waitUntil("the tree channel's roll-ups", async () => {
+      const body = (await (await fetchWorker("/stats", { headers: admin })).json()) as StatsReport;
+      const s = body.channels.find((x) => x.channel === ch);
+      return s && s.connections === 4 && s.objects?.length === 4 ? s : undefined;
+    });
+    expect(mine).toMatchObject({ events: 2, headSeq: 2, connections: 4 });
+    expect(
+      mine
+        .objects!.filter((o) => o.region === "eu")
+        .map((o) => o.connections)
+        .sort(),
+    ).toEqual([1, 2]);
+    expect(mine.objects!.find((o) => o.region === "na")!.connections).toBe(1);
+    expect(mine.objects!.find((o) => o.object === "(ordering)")!.connections).toBe(0);
+  });
+});
