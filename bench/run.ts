@@ -27,6 +27,8 @@ import type { Flavour, SwarmArgs, SwarmCommand, SwarmReport } from "./swarm";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const quick = process.argv.includes("--quick");
+/** `--only-w6`: notifiws with one object as the reference, then the fan-out tree (no baselines, W4, W5). */
+const onlyW6 = process.argv.includes("--only-w6");
 const P = quick
   ? { connectCounts: [1000], subscribers: 1000, rates: [100, 1000], seconds: 2, burst: 1000, relayBurst: 20_000, drainMs: 10_000 }
   : { connectCounts: [1000, 5000, 10_000], subscribers: 1000, rates: [100, 1000, 5000], seconds: 10, burst: 5000, relayBurst: 50_000, drainMs: 90_000 };
@@ -122,6 +124,16 @@ const pidRss = (pid: number | undefined) => {
   }
 };
 
+interface W6Row {
+  objects: number;
+  held: number;
+  p50: number;
+  p99: number;
+  burstDeliveriesPerSec: number;
+  missing: number;
+  duplicates: number;
+}
+
 interface E2E {
   rate: number;
   rows: number;
@@ -136,7 +148,8 @@ interface E2E {
 
 async function main() {
   const dir = await mkdtemp(join(tmpdir(), "notifiws-bench-"));
-  const stack = new Stack({ stateDir: dir, demo: false, workerVars: { HISTORY_MAX_EVENTS: "1000", LOG_LEVEL: "warn" }, relayEnv: { LOG_LEVEL: "warn" } });
+  const baseWorkerVars = { HISTORY_MAX_EVENTS: "1000", LOG_LEVEL: "warn" };
+  const stack = new Stack({ stateDir: dir, demo: false, workerVars: baseWorkerVars, relayEnv: { LOG_LEVEL: "warn" } });
   const results: Record<string, unknown> = {
     date: new Date().toISOString(),
     mode: quick ? "quick" : "full",
@@ -227,7 +240,7 @@ async function main() {
     }
     // Baselines first: thousands of closing sockets keep workerd busy for a while
     // after the notifiws sizes, which would otherwise slow the baselines.
-    const flavours: Flavour[] = ["ws", "socketio", "notifiws"];
+    const flavours: Flavour[] = onlyW6 ? ["notifiws"] : ["ws", "socketio", "notifiws"];
     const perFlavour: Record<string, { w1: unknown[]; w2: E2E[]; w3?: E2E }> = {};
     for (const flavour of flavours) {
       if (Date.now() > DEADLINE) break;
@@ -243,10 +256,10 @@ async function main() {
       const serverRss = () => (flavour === "notifiws" ? rssMiB(stack.worker!.child.pid, /workerd/) : pidRss(server!.pid));
       const entry: { w1: unknown[]; w2: E2E[]; w3?: E2E } = { w1: [], w2: [] };
       perFlavour[flavour] = entry;
-      for (const n of [...new Set([P.subscribers, ...P.connectCounts])]) {
+      for (const n of onlyW6 ? [P.subscribers] : [...new Set([P.subscribers, ...P.connectCounts])]) {
         if (Date.now() > DEADLINE) break;
         // W4 runs before the sizes that may crash the local runtime (see FD_PER_SOCKET).
-        if (flavour === "notifiws" && n > P.subscribers && !results.w4 && Date.now() < DEADLINE) await relayAlone();
+        if (flavour === "notifiws" && n > P.subscribers && !results.w4 && !onlyW6 && Date.now() < DEADLINE) await relayAlone();
         if (flavour === "notifiws" && n * FD_PER_SOCKET > fdLimit) {
           log("W1 skipped: over the open-file limit", { clients: n, fdLimit });
           entry.w1.push({
@@ -276,7 +289,7 @@ async function main() {
           relayRssMiB: flavour === "notifiws" ? Math.round(pidRss(stack.relay!.child.pid)) : undefined,
         });
         if (n === P.subscribers) {
-          for (const rate of P.rates) {
+          for (const rate of onlyW6 ? [100] : P.rates) {
             if (Date.now() > DEADLINE) break;
             log("W2 end-to-end", { flavour, rate, subscribers: n });
             entry.w2.push(await endToEnd(swarm, { rate, seconds: P.seconds }));
@@ -288,13 +301,41 @@ async function main() {
         }
         await swarm.stop();
       }
-      if (flavour === "notifiws" && !results.w4 && Date.now() < DEADLINE) await relayAlone();
+      if (flavour === "notifiws" && !results.w4 && !onlyW6 && Date.now() < DEADLINE) await relayAlone();
       if (server) {
         server.send({ cmd: "exit" });
         await new Promise((r) => server!.once("exit", r));
       }
     }
     results.workloads = perFlavour;
+
+    // W6: the fan-out tree for the same subscribers, with 1, 2 and 4 fan-out objects
+    // (FANOUT_OBJECT_CAPACITY = subscribers / objects), against the single object measured above.
+    if (perFlavour.notifiws && (onlyW6 || Date.now() < DEADLINE)) {
+      const w6: W6Row[] = [];
+      await mode("notifiws");
+      for (const objects of [1, 2, 4]) {
+        if (!onlyW6 && Date.now() > DEADLINE) break;
+        await stack.worker!.stop();
+        stack.opts.workerVars = { ...baseWorkerVars, FANOUT_CHANNELS: "bench", FANOUT_OBJECT_CAPACITY: String(Math.ceil(P.subscribers / objects)) };
+        await stack.startWorker();
+        log("W6 fan-out tree", { objects, subscribers: P.subscribers });
+        const swarm = await Swarm.start({ flavour: "notifiws", url: stack.workerUrl.replace(/^http/, "ws"), count: P.subscribers, token, concurrency: 100 });
+        const steady = await endToEnd(swarm, { rate: 100, seconds: P.seconds });
+        const burst = await endToEnd(swarm, { burst: P.burst });
+        w6.push({
+          objects,
+          held: swarm.ready.connected,
+          p50: steady.p50,
+          p99: steady.p99,
+          burstDeliveriesPerSec: burst.deliveriesPerSec,
+          missing: steady.missing + burst.missing,
+          duplicates: steady.duplicates + burst.duplicates,
+        });
+        await swarm.stop();
+      }
+      results.w6 = w6;
+    }
   } finally {
     for (const c of children) c.kill("SIGKILL");
     await db?.end().catch(() => undefined);
@@ -302,8 +343,10 @@ async function main() {
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }
   // W5 last, on its own durable Postgres, so the stack's processes cannot slow it.
-  log("W5 database overhead");
-  results.w5 = await runW5Standalone({ writers: [1, 8, 32], seconds: quick ? 3 : 10 });
+  if (!onlyW6) {
+    log("W5 database overhead");
+    results.w5 = await runW5Standalone({ writers: [1, 8, 32], seconds: quick ? 3 : 10 });
+  }
   await report(results);
 }
 
@@ -365,6 +408,18 @@ async function report(results: Record<string, unknown>) {
       `- 1,000 rows/s, one subscriber: commit -> client p50 ${fmt(w4.oneClientAt1000.p50)} ms, p99 ${fmt(w4.oneClientAt1000.p99)} ms`,
     );
   if (results.w5) lines.push(...w5Table(results.w5 as W5Cell[]));
+  const w6 = results.w6 as W6Row[] | undefined;
+  if (w6 && n) {
+    const single = { p99: n.w2.find((r) => r.rate === 100)?.p99 ?? NaN, burst: n.w3?.deliveriesPerSec ?? NaN };
+    table(
+      "W6 fan-out tree (same subscribers; 100 rows/s, then a burst)",
+      ["fan-out objects", "held", "p50 ms", "p99 ms", "p99 vs one object", "burst deliveries/s", "burst vs one object", "missing", "duplicates"],
+      [
+        ["none (one object)", "", "", fmt(single.p99), "1.00x", single.burst, "1.00x", "", ""],
+        ...w6.map((r) => [r.objects, r.held, fmt(r.p50), fmt(r.p99), ratio(r.p99, single.p99), r.burstDeliveriesPerSec, ratio(r.burstDeliveriesPerSec, single.burst), r.missing, r.duplicates]),
+      ],
+    );
+  }
   const ratios: string[] = [];
   if (n) {
     lines.push("", "## Ratios (notifiws / baseline, same run)", "", "| figure | vs ws | vs Socket.IO |", "|---|---|---|");

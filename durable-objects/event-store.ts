@@ -1,0 +1,314 @@
+/**
+ * A channel's storage, in its Durable Object's SQLite: the events with their
+ * seq (a bounded history for resume), the dedupe ids, the batch ledger, the
+ * counters, and on an ordering object the fan-out objects it hands batches to.
+ * Every statement goes through the production SQL limits (checkSqlBindings):
+ * local workerd does not enforce them.
+ */
+import type { Config } from "../src/config";
+import type { ChannelStats, EventRange } from "../src/channel-contract";
+import { checkSqlBindings, packJsonArrays, SQL_PARAM_BUDGET_BYTES, utf8Length } from "../shared/limits";
+import { type ChangeEvent, type Envelope, SIGNATURE_TOLERANCE_SECONDS } from "../shared/protocol";
+
+/** An event over MAX_EVENT_BYTES reached the object; the whole ingest is rolled back. */
+export class EventTooLargeError extends Error {
+  readonly code = "EVENT_TOO_LARGE";
+  constructor(
+    readonly eventId: string,
+    readonly bytes: number,
+    readonly max: number,
+  ) {
+    super(`event ${eventId} is ${bytes} bytes; MAX_EVENT_BYTES is ${max}`);
+  }
+}
+
+/** What one ingest stored. */
+export interface Stored {
+  replayed: boolean;
+  bodies: string[];
+  /** UTF-8 bytes of each body. */
+  sizes: number[];
+  envelopes: Envelope[];
+  duplicates: number;
+}
+
+export type Counters = Pick<ChannelStats, "headSeq" | "events" | "duplicates" | "messagesSent" | "sendErrors" | "lastEventAt">;
+
+/** What makes an object a fan-out object of the tree (stored, so it survives eviction). */
+export interface FanoutIdentity {
+  name: string;
+  region: string;
+  capacity: number;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
+CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS events_at ON events(at);
+CREATE TABLE IF NOT EXISTS fanouts (name TEXT PRIMARY KEY, region TEXT NOT NULL, failing INTEGER NOT NULL DEFAULT 0);
+`;
+
+/** Keep batch ids for twice the signature window (both directions of clock skew) plus a minute. */
+const BATCH_RETENTION_MS = 2 * SIGNATURE_TOLERANCE_SECONDS * 1000 + 60_000;
+
+/** Dedupe-table pruning runs at most this often; it is a range delete on an index. */
+const DEDUPE_PRUNE_INTERVAL_MS = 60_000;
+
+/** Events per range read by a fan-out object catching up, and a byte cap so one RPC reply stays small. */
+export const RANGE_MAX_EVENTS = 500;
+const RANGE_MAX_BYTES = 8 * 1024 * 1024;
+
+export class EventStore {
+  private readonly sql: SqlStorage;
+  counters: Counters;
+  channel: string | undefined;
+  fanout: FanoutIdentity | undefined;
+  private lastDedupePrune = 0;
+
+  constructor(
+    private readonly storage: DurableObjectStorage,
+    private readonly config: () => Config,
+  ) {
+    this.sql = storage.sql;
+    this.exec(SCHEMA);
+    const meta = new Map<string, unknown>();
+    for (const row of this.exec<{ k: string; v: SqlStorageValue }>("SELECT k, v FROM meta")) meta.set(row.k, row.v);
+    this.channel = (meta.get("channel") as string | undefined) ?? undefined;
+    if (typeof meta.get("fanout") === "string") this.fanout = JSON.parse(meta.get("fanout") as string) as FanoutIdentity;
+    const num = (k: string) => Number(meta.get(k) ?? 0);
+    this.counters = {
+      headSeq: num("headSeq"),
+      events: num("events"),
+      duplicates: num("duplicates"),
+      messagesSent: num("messagesSent"),
+      sendErrors: num("sendErrors"),
+      lastEventAt: meta.has("lastEventAt") ? num("lastEventAt") : null,
+    };
+  }
+
+  /** Every statement goes through the production SQL limits. */
+  exec<T extends Record<string, SqlStorageValue>>(query: string, ...params: SqlStorageValue[]): SqlStorageCursor<T> {
+    checkSqlBindings(params);
+    return this.sql.exec<T>(query, ...params);
+  }
+
+  bindChannel(channel: string): void {
+    if (this.channel === channel) return;
+    if (this.channel !== undefined) throw new Error(`object bound to ${this.channel}, not ${channel}`);
+    this.channel = channel;
+    this.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('channel', ?)", channel);
+  }
+
+  bindFanout(f: FanoutIdentity): void {
+    if (this.fanout) return;
+    this.fanout = f;
+    this.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('fanout', ?)", JSON.stringify(f));
+  }
+
+  // -------------------------------------------------------------------------
+  // The ordering object: ingest
+  // -------------------------------------------------------------------------
+
+  /**
+   * Stores new events (dedupe by id, next seq each) in one transaction with
+   * the batch ledger, the dedupe rows and the counters: a batch whose storage
+   * fails leaves no trace (not even its id), so the sender's retry is stored,
+   * never answered "already applied".
+   */
+  ingest(events: ChangeEvent[], batchId: string | undefined, now: number): Stored {
+    const before = { ...this.counters };
+    try {
+      return this.storage.transactionSync(() => this.storeBatch(events, batchId, now));
+    } catch (err) {
+      this.counters = before; // seqs handed out inside the failed transaction are not consumed
+      throw err;
+    }
+  }
+
+  /** The body of ingest's transaction; throws to roll everything back. */
+  private storeBatch(events: ChangeEvent[], batchId: string | undefined, now: number): Stored {
+    const cfg = this.config();
+    // The batch ledger lives here, next to the events, so replay protection
+    // costs no extra object round trip. Ids only need to outlive the ±5 min
+    // signature window, after which the timestamp check rejects a replay.
+    if (batchId !== undefined) {
+      const cur = this.exec("INSERT INTO batches (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING", batchId, now);
+      if (cur.rowsWritten === 0) return { replayed: true, bodies: [], sizes: [], envelopes: [], duplicates: 0 };
+      this.exec("DELETE FROM batches WHERE at < ?", now - BATCH_RETENTION_MS);
+    }
+    // A few statements per batch whatever its size: per-row statements cost
+    // ~0.1 ms each, and Durable Object SQL binds at most 100 parameters, so
+    // rows travel as JSON arrays read back with json_each, each array under
+    // SQL_PARAM_BUDGET_BYTES (one SQLite value is capped at 2 MB).
+    const known = new Set<string>();
+    for (const chunk of packJsonArrays(
+      events.map((e) => e.id),
+      SQL_PARAM_BUDGET_BYTES,
+    )) {
+      const ids = "json" in chunk ? chunk.json : JSON.stringify([chunk.single]);
+      for (const row of this.exec<{ id: string }>("SELECT j.value AS id FROM json_each(?) AS j JOIN seen ON seen.id = j.value", ids)) known.add(row.id);
+    }
+    const bodies: string[] = [];
+    const sizes: number[] = [];
+    const envelopes: Envelope[] = [];
+    const firstSeq = this.counters.headSeq + 1;
+    let duplicates = 0;
+    // Events were validated by the Worker (zod) before this RPC.
+    for (const ev of events) {
+      if (known.has(ev.id)) {
+        duplicates++;
+        continue;
+      }
+      known.add(ev.id); // a repeat inside the same batch is a duplicate too
+      const envelope: Envelope = { ...ev, seq: ++this.counters.headSeq };
+      const body = JSON.stringify(envelope);
+      const bytes = utf8Length(body);
+      // The route refuses these first; this guard keeps any other caller under the row limit.
+      if (bytes > cfg.MAX_EVENT_BYTES) throw new EventTooLargeError(ev.id, bytes, cfg.MAX_EVENT_BYTES);
+      bodies.push(body);
+      sizes.push(bytes);
+      envelopes.push(envelope);
+    }
+    this.counters.duplicates += duplicates;
+    if (bodies.length > 0) {
+      for (const chunk of packJsonArrays(
+        envelopes.map((e) => [e.id, e.seq]),
+        SQL_PARAM_BUDGET_BYTES,
+      )) {
+        const rows = "json" in chunk ? chunk.json : JSON.stringify([chunk.single]);
+        this.exec("INSERT INTO seen (id, seq, at) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), ? FROM json_each(?)", now, rows);
+      }
+      let seq = firstSeq;
+      for (const chunk of packJsonArrays(bodies, SQL_PARAM_BUDGET_BYTES)) {
+        if ("json" in chunk) {
+          // A JSON array of strings: json_each returns each body text exactly as serialized here.
+          this.exec("INSERT INTO events (seq, at, body) SELECT ? + key, ?, value FROM json_each(?)", seq, now, chunk.json);
+          seq += chunk.count;
+        } else {
+          // Too large to nest in an array (its quotes would be escaped again): bound on its own.
+          this.exec("INSERT INTO events (seq, at, body) VALUES (?, ?, ?)", seq, now, chunk.single);
+          seq += 1;
+        }
+      }
+      this.counters.events += bodies.length;
+      this.counters.lastEventAt = now;
+      this.pruneHistory(now);
+      if (now - this.lastDedupePrune > DEDUPE_PRUNE_INTERVAL_MS) {
+        this.lastDedupePrune = now;
+        this.exec("DELETE FROM seen WHERE at < ?", now - cfg.DEDUPE_WINDOW_SECONDS * 1000);
+      }
+    }
+    this.persistCounters();
+    if (this.channel !== undefined && cfg.TEST_FAIL_CHANNELS.includes(this.channel))
+      throw new Error(`TEST_FAIL_CHANNELS: storage of ${this.channel} fails on purpose`);
+    return { replayed: false, bodies, sizes, envelopes, duplicates };
+  }
+
+  // -------------------------------------------------------------------------
+  // A fan-out object: copies of the ordering object's events
+  // -------------------------------------------------------------------------
+
+  /** Stores copies (seq from the ordering object); returns the ones newer than this object's head, now its head. */
+  keepCopies(bodies: string[], seqs: number[], now: number): [seq: number, body: string][] {
+    const head = this.counters.headSeq;
+    const pairs = seqs.map((seq, i) => [seq, bodies[i]!] as [number, string]);
+    const fresh = pairs.filter(([seq]) => seq > head);
+    this.storage.transactionSync(() => {
+      for (const chunk of packJsonArrays(pairs, SQL_PARAM_BUDGET_BYTES)) {
+        if ("json" in chunk)
+          this.exec(
+            "INSERT OR IGNORE INTO events (seq, at, body) SELECT json_extract(value, '$[0]'), ?, json_extract(value, '$[1]') FROM json_each(?)",
+            now,
+            chunk.json,
+          );
+        else this.exec("INSERT OR IGNORE INTO events (seq, at, body) VALUES (?, ?, ?)", chunk.single[0], now, chunk.single[1]);
+      }
+      if (fresh.length > 0) {
+        this.counters.headSeq = fresh[fresh.length - 1]![0];
+        this.counters.events += fresh.length;
+        this.counters.lastEventAt = now;
+      }
+      this.pruneHistory(now);
+      this.persistCounters();
+    });
+    return fresh;
+  }
+
+  /** The head moved on without this object (a live start): keep the counters in step. */
+  advanceHead(head: number): void {
+    if (head <= this.counters.headSeq) return;
+    this.counters.headSeq = head;
+    this.persistCounters();
+  }
+
+  // -------------------------------------------------------------------------
+  // Reading
+  // -------------------------------------------------------------------------
+
+  /** Retained events after `since`, in seq order. */
+  *after(since: number): Generator<string> {
+    for (const row of this.exec<{ body: string }>("SELECT body FROM events WHERE seq > ? ORDER BY seq", since)) yield row.body;
+  }
+
+  /** Events after `after` for a fan-out object catching up (`limit` 0: only the head). */
+  range(after: number, limit = RANGE_MAX_EVENTS): EventRange {
+    const bodies: string[] = [];
+    const seqs: number[] = [];
+    let bytes = 0;
+    if (limit > 0)
+      for (const row of this.exec<{ seq: number; body: string }>("SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", after, limit)) {
+        bytes += row.body.length * 3; // an upper bound of its UTF-8 size
+        if (bodies.length > 0 && bytes > RANGE_MAX_BYTES) break;
+        bodies.push(row.body);
+        seqs.push(row.seq);
+      }
+    return { bodies, seqs, headSeq: this.counters.headSeq, oldestSeq: this.oldestSeq() };
+  }
+
+  oldestSeq(): number {
+    const row = this.exec<{ s: number | null }>("SELECT MIN(seq) AS s FROM events").one();
+    return row.s ?? this.counters.headSeq + 1;
+  }
+
+  persistCounters(): void {
+    for (const [k, v] of Object.entries(this.counters)) if (v !== null) this.exec("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", k, v);
+  }
+
+  /** Two indexed range deletes (an OR would scan the table). */
+  private pruneHistory(now: number): void {
+    const cfg = this.config();
+    this.exec("DELETE FROM events WHERE seq <= ?", this.counters.headSeq - cfg.HISTORY_MAX_EVENTS);
+    this.exec("DELETE FROM events WHERE at < ?", now - cfg.HISTORY_MAX_AGE_SECONDS * 1000);
+  }
+
+  // -------------------------------------------------------------------------
+  // The ordering object's fan-out objects
+  // -------------------------------------------------------------------------
+
+  fanoutTargets(): string[] {
+    return this.exec<{ name: string }>("SELECT name FROM fanouts")
+      .toArray()
+      .map((r) => r.name);
+  }
+
+  failingFanouts(): string[] {
+    return this.exec<{ name: string }>("SELECT name FROM fanouts WHERE failing = 1")
+      .toArray()
+      .map((r) => r.name);
+  }
+
+  attachFanout(name: string, region: string): void {
+    this.exec("INSERT INTO fanouts (name, region) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET failing = 0", name, region);
+  }
+
+  detachFanout(name: string): void {
+    this.exec("DELETE FROM fanouts WHERE name = ?", name);
+  }
+
+  setFailing(name: string, failing: boolean): void {
+    this.exec("UPDATE fanouts SET failing = ? WHERE name = ?", failing ? 1 : 0, name);
+  }
+}

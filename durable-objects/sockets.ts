@@ -1,0 +1,194 @@
+/**
+ * Socket bookkeeping for an object that holds hibernatable WebSockets: the
+ * per-socket session (its hibernation attachment), sending with failure
+ * isolation, frame packing, fan-out by filter, and the census /stats needs.
+ */
+import type { Filter, Envelope, ServerMessage } from "../shared/protocol";
+import { CloseCode } from "../shared/protocol";
+import { matchesFilter } from "../shared/filter";
+import { utf8Length } from "../shared/limits";
+import { errorFields, log } from "../shared/log";
+import { closeReason } from "../src/closecodes";
+import type { Bucket } from "../src/ratelimit";
+
+/** Per-socket state; serialized as the hibernation attachment (our cap ATTACHMENT_MAX_BYTES, 8 KiB; the platform's 16 KiB). */
+export interface Session {
+  id: string;
+  sub: string;
+  role?: string;
+  /** Token expiry, epoch seconds. */
+  exp: number;
+  filter?: Filter;
+  /** Cache key for frames built for this filter ("" = unfiltered). */
+  filterKey: string;
+  bucket: Bucket;
+  connectedAt: number;
+}
+
+/** Bytes of `{"type":"events","events":[` + `]}` around a frame's bodies. */
+const FRAME_OVERHEAD_BYTES = 30;
+
+/**
+ * Packs pre-serialized envelopes (with their UTF-8 sizes) into `events`
+ * frames of at most `maxFrameBytes`; an event larger than that gets a frame
+ * of its own.
+ */
+export function packFrames(bodies: readonly string[], sizes: readonly number[], maxFrameBytes: number): string[] {
+  if (bodies.length === 0) return [];
+  const max = maxFrameBytes - FRAME_OVERHEAD_BYTES;
+  const out: string[] = [];
+  let chunk: string[] = [];
+  let size = 0;
+  bodies.forEach((b, i) => {
+    const bytes = sizes[i]!;
+    if (chunk.length > 0 && size + bytes + 1 > max) {
+      out.push(`{"type":"events","events":[${chunk.join(",")}]}`);
+      chunk = [];
+      size = 0;
+    }
+    chunk.push(b);
+    size += bytes + 1;
+  });
+  out.push(`{"type":"events","events":[${chunk.join(",")}]}`);
+  return out;
+}
+
+export class Sockets {
+  /** In-memory mirror of attachments, rebuilt lazily after hibernation. */
+  private readonly sessions = new Map<WebSocket, Session>();
+
+  constructor(
+    private readonly ctx: DurableObjectState,
+    /** Where sends are counted (the object's persisted counters). */
+    private readonly counters: () => { messagesSent: number; sendErrors: number },
+    /** Fields that identify the object in logs. */
+    private readonly where: () => Record<string, unknown>,
+  ) {}
+
+  /** Open sockets (one whose close is being handled is still listed by the runtime). */
+  open(): WebSocket[] {
+    return this.ctx.getWebSockets().filter((ws) => ws.readyState === WebSocket.OPEN);
+  }
+
+  session(ws: WebSocket): Session | undefined {
+    let s = this.sessions.get(ws);
+    if (!s) {
+      s = ws.deserializeAttachment() as Session | undefined;
+      if (s) this.sessions.set(ws, s);
+    }
+    return s;
+  }
+
+  save(ws: WebSocket, session: Session): void {
+    this.sessions.set(ws, session);
+    ws.serializeAttachment(session);
+  }
+
+  forget(ws: WebSocket): void {
+    this.sessions.delete(ws);
+  }
+
+  /** Bytes of a session as an attachment. */
+  static attachmentBytes(session: Session): number {
+    return utf8Length(JSON.stringify(session));
+  }
+
+  send(ws: WebSocket, msg: ServerMessage): boolean {
+    return this.sendRaw(ws, JSON.stringify(msg));
+  }
+
+  /** A failed send closes that socket with 1011 and is counted; it never affects the others. */
+  sendRaw(ws: WebSocket, data: string): boolean {
+    const counters = this.counters();
+    try {
+      ws.send(data);
+      counters.messagesSent++;
+      return true;
+    } catch (err) {
+      counters.sendErrors++;
+      log("warn", "send failed; closing socket", { ...this.where(), ...errorFields(err) });
+      this.close(ws, CloseCode.INTERNAL_ERROR, "send failed");
+      return false;
+    }
+  }
+
+  close(ws: WebSocket, code: number, reason: string): void {
+    this.sessions.delete(ws);
+    try {
+      ws.close(code, closeReason(reason));
+    } catch {
+      // The socket is already closing; the close handler will clean up.
+    }
+  }
+
+  /** Sends events to one socket, filtered by its session. */
+  sendEvents(ws: WebSocket, session: Session, bodies: readonly string[], maxFrameBytes: number): void {
+    const kept = session.filter ? bodies.filter((b) => matchesFilter(JSON.parse(b) as Envelope, session.filter)) : bodies;
+    for (const frame of packFrames(
+      kept,
+      kept.map((b) => utf8Length(b)),
+      maxFrameBytes,
+    ))
+      this.sendRaw(ws, frame);
+  }
+
+  /**
+   * One frame set per distinct filter, built once and sent to every socket
+   * that shares it, so a burst costs one send per frame per socket. Sockets
+   * whose token expired are closed with 4001 instead.
+   */
+  fanOut(bodies: string[], sizes: number[], events: Envelope[], now: number, maxFrameBytes: number): void {
+    const byFilter = new Map<string, string[]>();
+    for (const ws of this.ctx.getWebSockets()) {
+      const session = this.session(ws);
+      if (!session) continue;
+      if (session.exp * 1000 <= now) {
+        this.close(ws, CloseCode.TOKEN_EXPIRED, "token expired");
+        continue;
+      }
+      let frames = byFilter.get(session.filterKey);
+      if (!frames) {
+        if (session.filter) {
+          const keep = events.map((e) => matchesFilter(e, session.filter));
+          frames = packFrames(
+            bodies.filter((_, i) => keep[i]),
+            sizes.filter((_, i) => keep[i]),
+            maxFrameBytes,
+          );
+        } else frames = packFrames(bodies, sizes, maxFrameBytes);
+        byFilter.set(session.filterKey, frames);
+      }
+      for (const frame of frames) if (!this.sendRaw(ws, frame)) break;
+    }
+  }
+
+  /** Closes sockets whose token expired; returns the earliest expiry still ahead (ms) and whether any closed. */
+  expire(now: number): { next: number; expired: boolean } {
+    let next = Infinity;
+    let expired = false;
+    for (const ws of this.ctx.getWebSockets()) {
+      const s = this.session(ws);
+      if (!s) continue;
+      if (s.exp * 1000 <= now) {
+        this.close(ws, CloseCode.TOKEN_EXPIRED, "token expired");
+        expired = true;
+      } else next = Math.min(next, s.exp * 1000);
+    }
+    return { next, expired };
+  }
+
+  /** Open connections, by role, and their distinct subjects. */
+  census(): { connections: number; connectionsByRole: Record<string, number>; users: Set<string> } {
+    const connectionsByRole: Record<string, number> = {};
+    const users = new Set<string>();
+    const sockets = this.open();
+    for (const ws of sockets) {
+      const s = this.session(ws);
+      if (!s) continue;
+      const role = s.role ?? "none";
+      connectionsByRole[role] = (connectionsByRole[role] ?? 0) + 1;
+      users.add(s.sub);
+    }
+    return { connections: sockets.length, connectionsByRole, users };
+  }
+}
