@@ -416,7 +416,17 @@ async function report(results: Record<string, unknown>) {
       ["fan-out objects", "held", "p50 ms", "p99 ms", "p99 vs one object", "burst deliveries/s", "burst vs one object", "missing", "duplicates"],
       [
         ["none (one object)", "", "", fmt(single.p99), "1.00x", single.burst, "1.00x", "", ""],
-        ...w6.map((r) => [r.objects, r.held, fmt(r.p50), fmt(r.p99), ratio(r.p99, single.p99), r.burstDeliveriesPerSec, ratio(r.burstDeliveriesPerSec, single.burst), r.missing, r.duplicates]),
+        ...w6.map((r) => [
+          r.objects,
+          r.held,
+          fmt(r.p50),
+          fmt(r.p99),
+          ratio(r.p99, single.p99),
+          r.burstDeliveriesPerSec,
+          ratio(r.burstDeliveriesPerSec, single.burst),
+          r.missing,
+          r.duplicates,
+        ]),
       ],
     );
   }
