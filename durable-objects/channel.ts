@@ -76,6 +76,14 @@ export class ChannelObject extends DurableObject<Env> {
       const init = SessionInit.parse(JSON.parse(request.headers.get(SESSION_HEADER) ?? "null"));
       this.store.bindChannel(init.channel);
       if (init.fanout) return await this.serial(() => this.connectFanout(init));
+      // Below the platform's 32,768 hibernatable sockets per object, which local workerd does not enforce.
+      const open = this.sockets.open().length;
+      if (open >= this.config.MAX_SOCKETS_PER_OBJECT)
+        return errorResponse(
+          503,
+          "CHANNEL_FULL",
+          `channel ${init.channel} holds ${open} connections; retry later (FANOUT_CHANNELS spreads a channel over more objects)`,
+        );
       return await this.accept(init);
     } catch (err) {
       log("error", "channel connect failed", { class: "ChannelObject", channel: this.store.channel, ...errorFields(err) });

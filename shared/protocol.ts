@@ -212,6 +212,7 @@ export const HttpErrorCode = z.enum([
   "DASHBOARD_DISABLED",
   "DATABASE_UNAVAILABLE",
   "FANOUT_FULL",
+  "CHANNEL_FULL",
 ]);
 export type HttpErrorCode = z.infer<typeof HttpErrorCode>;
 

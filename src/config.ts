@@ -87,6 +87,11 @@ export const ConfigSchema = z.object({
    * history and hands every batch to them. Default: none (one object per channel).
    */
   FANOUT_CHANNELS: csv,
+  /**
+   * Sockets one channel object holds before it answers 503 CHANNEL_FULL (clients retry with backoff;
+   * use FANOUT_CHANNELS for more). Default 30000, under the platform's 32,768 hibernatable sockets per object.
+   */
+  MAX_SOCKETS_PER_OBJECT: int(30_000, 1, 32_768),
   /** Sockets per fan-out object before another one in the same region is used. Default 10000 (the platform allows 32,768). */
   FANOUT_OBJECT_CAPACITY: int(10_000, 1, 32_768),
   /** How often an active channel reports its stats to the control object, ms (0: on every change). Default 5000. */

@@ -15,6 +15,8 @@ export const TEST_BINDINGS = {
   // Channels under tree.* use fan-out objects of 2 sockets each.
   FANOUT_CHANNELS: "tree.*",
   FANOUT_OBJECT_CAPACITY: "2",
+  // One object takes 45 sockets here (30,000 in production, under the platform's 32,768).
+  MAX_SOCKETS_PER_OBJECT: "45",
   // Ingest into this channel fails inside the object's storage transaction (partial-failure tests).
   TEST_FAIL_CHANNELS: "fail.always,tree.handoff-fails|fanout|local|0",
 } as const;

@@ -8,6 +8,7 @@ import { describe, expect, it } from "vitest";
 import { HttpErrorBody, IngestResult } from "../../shared/protocol";
 import { DEFAULT_MAX_EVENT_BYTES, PLATFORM_SQL_VALUE_MAX_BYTES, utf8Length } from "../../shared/limits";
 import { connect, event, freshChannel, ingest, range, seqs } from "../support/worker-client";
+import { waitUntil } from "../support/wait";
 
 const stubFor = (ch: string) => env.CHANNEL.get(env.CHANNEL.idFromName(ch));
 const errorOf = async (res: Response) => HttpErrorBody.parse(await res.json()).error;
@@ -129,5 +130,26 @@ describe("atomic batch storage", () => {
     const replay = await ingest([event(a, 1), event(b, 1)], { batchId });
     expect(replay.status).toBe(409);
     expect((await errorOf(replay)).code).toBe("BATCH_REPLAYED");
+  });
+});
+
+describe("sockets per object", () => {
+  it("refuses a connection over MAX_SOCKETS_PER_OBJECT with 503 CHANNEL_FULL, and takes one again after a close", async () => {
+    const ch = freshChannel();
+    const clients = await Promise.all(range(1, 45).map(() => connect(ch)));
+    const refused = await connect(ch).then(
+      () => undefined,
+      (err: Error) => err.message,
+    );
+    expect(refused).toMatch(/upgrade refused: 503 .*CHANNEL_FULL/);
+    clients[0]!.close();
+    await clients[0]!.waitForClose().catch(() => undefined);
+    const again = await waitUntil("a free slot", () =>
+      connect(ch).then(
+        (c) => c,
+        () => false as const,
+      ),
+    );
+    expect(again.closed).toBeUndefined();
   });
 });
