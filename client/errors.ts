@@ -12,7 +12,5 @@ export const SdkErrorCode = {
   HANDLER_FAILED: "HANDLER_FAILED",
   /** The server closed with 4003: the token may not read this channel any more. Permanent. */
   FORBIDDEN: "FORBIDDEN",
-  /** syncState's load() failed; retried with backoff. */
-  LOAD_FAILED: "LOAD_FAILED",
 } as const;
 export type SdkErrorCode = (typeof SdkErrorCode)[keyof typeof SdkErrorCode];

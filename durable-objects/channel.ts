@@ -46,6 +46,8 @@ export class ChannelObject extends DurableObject<Env> {
   private readonly rollup = new Rollup();
   /** Fan-out work (catch-up, hand-offs, attach, detach) runs one step at a time: RPC awaits would otherwise interleave. */
   private chain: Promise<unknown> = Promise.resolve();
+  /** The alarm this object set, while known (not after a restart, not once it fired): spares a storage read per event. */
+  private alarmAt: number | undefined;
   /** Instances started in this isolate: diagnostics (the stats test shows /stats wakes no channel). */
   static constructed = 0;
 
@@ -174,7 +176,7 @@ export class ChannelObject extends DurableObject<Env> {
     const stored = this.store.ingest(events, batchId, now);
     if (stored.replayed) return { accepted: 0, duplicates: 0, headSeq: this.store.counters.headSeq, replayed: true };
     if (stored.bodies.length > 0) {
-      this.sockets.fanOut(stored.bodies, stored.sizes, stored.envelopes, now, this.config.MAX_FRAME_BYTES);
+      this.sockets.fanOut(stored.bodies, stored.sizes, () => stored.envelopes, now, this.config.MAX_FRAME_BYTES);
       for (const e of stored.envelopes) this.rollup.commitToStored.observe(Math.max(0, now - e.committedAt) / 1000);
       this.rollup.batchEvents.observe(stored.envelopes.length);
       await this.handOff(
@@ -321,13 +323,14 @@ export class ChannelObject extends DurableObject<Env> {
   /** Closes sockets whose token expired, retries failed hand-offs, sends a stats report that is due, and re-arms. */
   override async alarm(): Promise<void> {
     try {
+      this.alarmAt = undefined; // it fired
       const now = Date.now();
       let { next, expired } = this.sockets.expire(now);
       if (expired) this.rollup.dirty = true;
       if (await this.retryHandOffs()) next = Math.min(next, now + FANOUT_RETRY_MS);
       if ((this.rollup.dueAt(this.config.STATS_ROLLUP_MS) ?? Infinity) <= now) await this.report();
       next = Math.min(next, this.rollup.dueAt(this.config.STATS_ROLLUP_MS) ?? Infinity);
-      if (next !== Infinity) await this.ctx.storage.setAlarm(next);
+      if (next !== Infinity) await this.armAlarm(next);
     } catch (err) {
       log("error", "alarm failed", { class: "ChannelObject", channel: this.store.channel, ...errorFields(err) });
     }
@@ -422,7 +425,8 @@ export class ChannelObject extends DurableObject<Env> {
     this.sockets.fanOut(
       fresh.map(([, b]) => b),
       fresh.map(([, b]) => utf8Length(b)),
-      fresh.map(([, b]) => JSON.parse(b) as Envelope),
+      // Parsed only if some socket has a filter to evaluate.
+      () => fresh.map(([, b]) => JSON.parse(b) as Envelope),
       now,
       this.config.MAX_FRAME_BYTES,
     );
@@ -508,7 +512,13 @@ export class ChannelObject extends DurableObject<Env> {
 
   /** One alarm serves token expiry, hand-off retries and stats reports: keep the earliest. */
   private async armAlarm(at: number): Promise<void> {
+    if (this.alarmAt !== undefined && this.alarmAt <= at) return;
     const current = await this.ctx.storage.getAlarm();
-    if (current === null || current > at) await this.ctx.storage.setAlarm(at);
+    if (current !== null && current <= at) {
+      this.alarmAt = current;
+      return;
+    }
+    await this.ctx.storage.setAlarm(at);
+    this.alarmAt = at;
   }
 }

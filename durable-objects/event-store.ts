@@ -288,10 +288,14 @@ export class EventStore {
   // The ordering object's fan-out objects
   // -------------------------------------------------------------------------
 
+  /** Cached: read once per instance, then invalidated by attach/detach (the list is read on every batch). */
+  private targets: string[] | undefined;
+
   fanoutTargets(): string[] {
-    return this.exec<{ name: string }>("SELECT name FROM fanouts")
+    this.targets ??= this.exec<{ name: string }>("SELECT name FROM fanouts")
       .toArray()
       .map((r) => r.name);
+    return this.targets;
   }
 
   failingFanouts(): string[] {
@@ -302,10 +306,12 @@ export class EventStore {
 
   attachFanout(name: string, region: string): void {
     this.exec("INSERT INTO fanouts (name, region) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET failing = 0", name, region);
+    this.targets = undefined;
   }
 
   detachFanout(name: string): void {
     this.exec("DELETE FROM fanouts WHERE name = ?", name);
+    this.targets = undefined;
   }
 
   setFailing(name: string, failing: boolean): void {

@@ -137,8 +137,9 @@ export class Sockets {
    * that shares it, so a burst costs one send per frame per socket. Sockets
    * whose token expired are closed with 4001 instead.
    */
-  fanOut(bodies: string[], sizes: number[], events: Envelope[], now: number, maxFrameBytes: number): void {
+  fanOut(bodies: string[], sizes: number[], envelopes: () => Envelope[], now: number, maxFrameBytes: number): void {
     const byFilter = new Map<string, string[]>();
+    let events: Envelope[] | undefined;
     for (const ws of this.ctx.getWebSockets()) {
       const session = this.session(ws);
       if (!session) continue;
@@ -149,6 +150,7 @@ export class Sockets {
       let frames = byFilter.get(session.filterKey);
       if (!frames) {
         if (session.filter) {
+          events ??= envelopes();
           const keep = events.map((e) => matchesFilter(e, session.filter));
           frames = packFrames(
             bodies.filter((_, i) => keep[i]),

@@ -23,26 +23,24 @@ const sharedIndex = {
     b.onResolve({ filter: /^\.\/index$/ }, () => ({ path: "./index.js", external: true }));
   },
 };
-const common = { bundle: true, format: "esm", target: "es2022", logLevel: "warning", legalComments: "none" };
-await build({ ...common, entryPoints: [join(root, "client/index.ts")], outfile: join(out, "index.js"), platform: "neutral" });
-await build({
-  ...common,
-  entryPoints: [join(root, "client/react.ts")],
-  outfile: join(out, "react.js"),
-  platform: "neutral",
-  external: ["react"],
-  plugins: [sharedIndex],
-});
-await build({ ...common, entryPoints: [join(root, "client/server.ts")], outfile: join(out, "server.js"), platform: "neutral", external: ["jose"] });
-await build({
-  ...common,
-  entryPoints: [join(root, "client/cli.ts")],
-  outfile: join(out, "cli.js"),
-  platform: "node",
-  external: ["jose"],
-  plugins: [sharedIndex],
-  banner: { js: "#!/usr/bin/env node" },
-});
+// One bundle per entry: [source, options]. `react` is a peer and `jose` a dependency, never bundled.
+const entries = [
+  ["index", { platform: "neutral" }],
+  ["react", { platform: "neutral", external: ["react"], plugins: [sharedIndex] }],
+  ["server", { platform: "neutral", external: ["jose"] }],
+  ["cli", { platform: "node", external: ["jose"], plugins: [sharedIndex], banner: { js: "#!/usr/bin/env node" } }],
+];
+for (const [entry, options] of entries)
+  await build({
+    bundle: true,
+    format: "esm",
+    target: "es2022",
+    logLevel: "warning",
+    legalComments: "none",
+    entryPoints: [join(root, `client/${entry}.ts`)],
+    outfile: join(out, `${entry}.js`),
+    ...options,
+  });
 
 execFileSync(join(root, "node_modules/.bin/tsc"), ["-p", join(root, "tsconfig.sdk.json")], { stdio: "inherit" });
 // Node's ESM resolution (moduleResolution node16/nodenext in the app) needs extensions on relative imports.

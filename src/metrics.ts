@@ -32,7 +32,11 @@ export interface ObjectConnections {
  */
 export function mergeChannels(entries: readonly ChannelEntry[]): (ChannelEntry & { objects: ObjectConnections[] })[] {
   const by = new Map<string, ChannelEntry[]>();
-  for (const e of entries) by.set(e.stats.channel, [...(by.get(e.stats.channel) ?? []), e]);
+  for (const e of entries) {
+    const list = by.get(e.stats.channel);
+    if (list) list.push(e);
+    else by.set(e.stats.channel, [e]);
+  }
   return [...by.values()].map((parts) => {
     const order = parts.find((p) => !p.source) ?? parts[0]!;
     const users = new Set<string>();
@@ -120,7 +124,9 @@ export function renderMetrics(raw: readonly ChannelEntry[], top: number): string
   const groups = new Map<string, ChannelEntry[]>();
   for (const e of entries) {
     const label = labels.get(e.stats.channel)!;
-    groups.set(label, [...(groups.get(label) ?? []), e]);
+    const list = groups.get(label);
+    if (list) list.push(e);
+    else groups.set(label, [e]);
   }
   const sum = (es: ChannelEntry[], pick: (s: ChannelStats) => number) => es.reduce((n, e) => n + pick(e.stats), 0);
   const gauges: [name: string, type: "gauge" | "counter", help: string, pick: (s: ChannelStats) => number][] = [

@@ -263,7 +263,8 @@ describe("delivery order and completeness", () => {
     });
     expect(dead!.data.name).toBe("huge");
     expect(dead!.reason).toContain("EVENT_TOO_LARGE");
-    expect(await outboxCount()).toBe(0);
+    // The receiver records events before it answers: wait for the relay's delete, not just the delivery.
+    await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
   });
 
   it("halves batches refused as too large (413 without ids) until a lone refused event is dead-lettered", async () => {
@@ -299,9 +300,13 @@ describe("delivery order and completeness", () => {
     for (let i = 1; i <= 5; i++) await db.query("INSERT INTO items (name, stock) VALUES ($1, 100)", [`ok${i}`]);
     await waitUntil("all 10 'items' events while items.low fails", () => receiver.forChannel("items").length >= 10);
     expect(receiver.forChannel("items.low")).toHaveLength(0);
-    expect(relay.metrics.heldChannels).toBe(1);
-    const waiting = await db.query<{ channel: string }>("SELECT DISTINCT channel FROM notifiws.outbox");
-    expect(waiting.rows.map((r) => r.channel)).toEqual(["items.low"]);
+    // The receiver records the stored events before it answers 503: wait for the relay to act on the answer.
+    await waitUntil("items.low held back", () => relay.metrics.heldChannels === 1);
+    const waiting = await waitUntil("only items.low rows left", async () => {
+      const r = await db.query<{ channel: string }>("SELECT DISTINCT channel FROM notifiws.outbox");
+      return r.rows.length === 1 ? r.rows : undefined;
+    });
+    expect(waiting.map((r) => r.channel)).toEqual(["items.low"]);
     receiver.failChannels.clear();
     const low = await waitUntil("the held channel after recovery", () =>
       receiver.forChannel("items.low").length >= 5 ? receiver.forChannel("items.low") : undefined,
@@ -356,7 +361,7 @@ describe("delivery order and completeness", () => {
     await db.query("INSERT INTO items (name, stock) VALUES ('fine', 100)");
     await waitUntil("the good row", () => receiver.forChannel("items").length === 1);
     await waitUntil("the dead letter", async () => (await db.query("SELECT reason FROM notifiws.dead_letter")).rowCount === 1);
-    expect(await outboxCount()).toBe(0);
+    await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
   });
 });
 

@@ -6,8 +6,9 @@ import { env } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { HttpErrorBody, IngestResult } from "../../shared/protocol";
+import { SESSION_HEADER } from "../../src/channel-contract";
 import { DEFAULT_MAX_EVENT_BYTES, PLATFORM_SQL_VALUE_MAX_BYTES, utf8Length } from "../../shared/limits";
-import { connect, event, freshChannel, ingest, range, seqs } from "../support/worker-client";
+import { connect, event, freshChannel, ingest, range, seqs, token } from "../support/worker-client";
 import { waitUntil } from "../support/wait";
 
 const stubFor = (ch: string) => env.CHANNEL.get(env.CHANNEL.idFromName(ch));
@@ -151,5 +152,26 @@ describe("sockets per object", () => {
       ),
     );
     expect(again.closed).toBeUndefined();
+  });
+});
+
+describe("socket attachment size", () => {
+  it("keeps attachments far below 16 KiB: the Worker bounds the token's claims, the object refuses anything over 8 KiB", async () => {
+    const ch = freshChannel();
+    // The Worker: a subject over 256 characters is a malformed token.
+    const refused = await connect(ch, { token: await token({ sub: "u".repeat(9000) }), via: "header" }).then(
+      () => undefined,
+      (err: Error) => err.message,
+    );
+    expect(refused).toMatch(/upgrade refused: 401 .*TOKEN_INVALID/);
+    // The object's own guard, for any other caller: 400 SESSION_TOO_LARGE and nothing accepted.
+    const init = { channel: ch, sub: "u".repeat(9000), exp: Math.floor(Date.now() / 1000) + 60 };
+    const res = await stubFor(ch).fetch(
+      new Request("https://notifiws.test/ws/" + ch, { headers: { upgrade: "websocket", [SESSION_HEADER]: JSON.stringify(init) } }),
+    );
+    expect(res.status).toBe(400);
+    expect((await errorOf(res)).code).toBe("SESSION_TOO_LARGE");
+    expect(await runInDurableObject(stubFor(ch), (_o, state) => state.getWebSockets().length)).toBe(0);
+    expect((await connect(ch)).closed).toBeUndefined();
   });
 });

@@ -136,6 +136,31 @@ describe("GET /stats and /metrics", () => {
     expect(text).toContain(`notifiws_batch_events_count{channel="${ch}"} 1`);
   });
 
+  it("forgets a channel with no connections and no events for STATS_RETENTION_SECONDS", async () => {
+    const control = env.CONTROL.get(env.CONTROL.idFromName("control"));
+    const idle = freshChannel("idle");
+    const hist = { bounds: [1], counts: [0, 0], sum: 0, count: 0 };
+    const stats = {
+      channel: idle,
+      connections: 0,
+      connectionsByRole: {},
+      uniqueUsers: 0,
+      headSeq: 3,
+      events: 3,
+      duplicates: 0,
+      messagesSent: 3,
+      sendErrors: 0,
+      lastEventAt: 1,
+      historySize: 3,
+    };
+    const twoHoursAgo = Date.now() - 2 * 3600_000;
+    await control.report({ source: "", stats, users: [], histograms: { commitToStored: hist, batchEvents: hist }, at: twoHoursAgo });
+    const names = async (retention: number) => (await control.snapshot(retention)).map((e) => e.stats.channel);
+    expect(await names(7 * 86_400)).toContain(idle); // inside the retention period
+    expect(await names(3600)).not.toContain(idle); // idle for two hours: forgotten
+    expect(await names(7 * 86_400)).not.toContain(idle); // and gone for good
+  });
+
   it("refuses requests without the admin token", async () => {
     const res = await fetchWorker("/stats");
     expect(res.status).toBe(401);
