@@ -4,7 +4,7 @@
  * `wrangler dev --local`, and the relay. Used by `npm run dev` and by the
  * end-to-end tests, so both run exactly the same parts.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
 import { randomBytes, createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
@@ -45,6 +45,11 @@ export interface StackOptions {
   relayEnv?: Record<string, string>;
   /** Print child output. Default false. */
   verbose?: boolean;
+  /**
+   * How workerd serves the Worker: `wrangler-dev` (default; what `npm run dev` uses) or
+   * `miniflare` (the deploy bundle served by Miniflare directly, no dev proxy; scripts/miniflare-serve.ts).
+   */
+  runtime?: "wrangler-dev" | "miniflare";
 }
 
 export class PortInUseError extends Error {
@@ -140,6 +145,69 @@ async function waitHttp(url: string, what: string, proc: Proc, timeoutMs: number
   }
 }
 
+/**
+ * Starts one Worker on workerd and waits until `${url}/health` answers:
+ * `wrangler dev --local`, or the deploy bundle through Miniflare directly
+ * (scripts/miniflare-serve.ts). `config` defaults to the repo's wrangler.toml
+ * (the bench's PartyServer peer passes its own).
+ */
+export async function startWorkerProcess(o: {
+  runtime: "wrangler-dev" | "miniflare";
+  url: string;
+  env: Record<string, string>;
+  envFile: string;
+  persistDir: string;
+  config?: string;
+  inspectorPort?: number;
+  verbose?: boolean;
+}): Promise<Proc> {
+  // Secrets go through a git-ignored env file, never the command line.
+  await writeFile(
+    o.envFile,
+    Object.entries(o.env)
+      .map(([k, v]) => `${k}=${v}`)
+      .join("\n") + "\n",
+    { mode: 0o600 },
+  );
+  const port = new URL(o.url).port;
+  const config = o.config ?? join(ROOT, "wrangler.toml");
+  const spawnOpts: SpawnOptions = {
+    cwd: ROOT,
+    env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" },
+    stdio: ["ignore", "pipe", "pipe"],
+    // Its own process group, so workerd goes with it (Proc.kill).
+    detached: true,
+  };
+  const child =
+    o.runtime === "miniflare"
+      ? spawn(process.execPath, ["--import", "tsx", join(ROOT, "scripts/miniflare-serve.ts"), port, o.envFile, o.persistDir, config], spawnOpts)
+      : spawn(
+          join(ROOT, "node_modules/.bin/wrangler"),
+          [
+            "dev",
+            "--config",
+            config,
+            "--local",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            port,
+            ...(o.inspectorPort ? ["--inspector-port", String(o.inspectorPort)] : []),
+            "--persist-to",
+            o.persistDir,
+            "--env-file",
+            o.envFile,
+            "--show-interactive-dev-session=false",
+            "--log-level",
+            o.verbose ? "info" : "warn",
+          ],
+          spawnOpts,
+        );
+  const proc = new Proc("worker", child, o.verbose ?? false);
+  await waitHttp(`${o.url}/health`, o.runtime, proc, 90_000);
+  return proc;
+}
+
 export class Stack {
   pg: RunningPostgres | undefined;
   worker: Proc | undefined;
@@ -206,39 +274,15 @@ export class Stack {
   }
 
   async startWorker(): Promise<void> {
-    const envFile = join(this.stateDir, "worker.env");
-    // Secrets go through a git-ignored env file, never the command line.
-    await writeFile(
-      envFile,
-      Object.entries(this.workerEnv())
-        .map(([k, v]) => `${k}=${v}`)
-        .join("\n") + "\n",
-      { mode: 0o600 },
-    );
-    const port = new URL(this.workerUrl).port;
-    const child = spawn(
-      join(ROOT, "node_modules/.bin/wrangler"),
-      [
-        "dev",
-        "--local",
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        port,
-        "--inspector-port",
-        String(this.inspectorPort),
-        "--persist-to",
-        join(this.stateDir, "wrangler"),
-        "--env-file",
-        envFile,
-        "--show-interactive-dev-session=false",
-        "--log-level",
-        this.opts.verbose ? "info" : "warn",
-      ],
-      { cwd: ROOT, env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" }, stdio: ["ignore", "pipe", "pipe"], detached: true },
-    );
-    this.worker = new Proc("worker", child, this.opts.verbose ?? false);
-    await waitHttp(`${this.workerUrl}/health`, "wrangler dev", this.worker, 60_000);
+    this.worker = await startWorkerProcess({
+      runtime: this.opts.runtime ?? "wrangler-dev",
+      url: this.workerUrl,
+      env: this.workerEnv(),
+      envFile: join(this.stateDir, "worker.env"),
+      persistDir: join(this.stateDir, "wrangler"),
+      inspectorPort: this.inspectorPort,
+      verbose: this.opts.verbose ?? false,
+    });
   }
 
   relayEnv(): Record<string, string> {
