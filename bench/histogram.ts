@@ -7,6 +7,19 @@ export class Histogram {
     this.buckets[i]!++;
     this.count++;
   }
+  /** Non-empty buckets as [index, count] pairs: small enough for IPC, mergeable across processes. */
+  toSparse(): [number, number][] {
+    const out: [number, number][] = [];
+    for (let i = 0; i < this.buckets.length; i++) if (this.buckets[i]) out.push([i, this.buckets[i]!]);
+    return out;
+  }
+  merge(sparse: [number, number][]): this {
+    for (const [i, n] of sparse) {
+      this.buckets[i]! += n;
+      this.count += n;
+    }
+    return this;
+  }
   percentiles(qs: number[]): number[] {
     return qs.map((q) => {
       if (this.count === 0) return NaN;

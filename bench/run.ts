@@ -8,20 +8,33 @@
  *   W4 relay        commit -> Worker acknowledgement throughput; latency at 1,000 rows/s with one client
  *   W5 database     the app's write throughput with and without watch() (bench/db-overhead.ts)
  *
- * Baselines: (a) one Node process, `ws` + pg LISTEN with the row in NOTIFY
- * (the seeds' design); (b) Socket.IO + pg LISTEN. Everything runs on
- * 127.0.0.1; every loop is bounded in count and time; every process started
+ *   W6 fan-out tree the same subscribers over 1, 2 and 4 fan-out objects
+ *
+ * Systems, each measured in the same run with the same clients, Postgres and rows:
+ *   notifiws      under `wrangler dev` (what `npm run dev` runs: a local proxy in
+ *                 front of workerd) and under Miniflare directly (the deploy
+ *                 bundle, no proxy: scripts/miniflare-serve.ts), the runtime
+ *                 closest to production
+ *   partyserver   the same-platform peer (bench/partyserver): one PartyServer
+ *                 room per channel, fed by the same relay, on both runtimes
+ *   ws, socketio  one Node process with pg LISTEN and the row in NOTIFY (the
+ *                 seeds' design), with `ws` or Socket.IO
+ *
+ * Load generators are split across processes (at most SWARM_PER_PROCESS
+ * sockets each) to stay under the per-process open-file limit. Everything runs
+ * on 127.0.0.1; every loop is bounded in count and time; every process started
  * here is stopped at the end.
  */
 import { fork, execFileSync, type ChildProcess } from "node:child_process";
+import { readdirSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { freePort } from "../scripts/embedded-pg";
-import { devToken, Stack } from "../scripts/stack";
-import { percentile } from "./histogram";
+import { devToken, Stack, startWorkerProcess, type Proc } from "../scripts/stack";
+import { Histogram, percentile } from "./histogram";
 import { runW5Standalone, w5Table, type W5Cell } from "./db-overhead";
 import type { Flavour, SwarmArgs, SwarmCommand, SwarmReport } from "./swarm";
 
@@ -30,18 +43,37 @@ const quick = process.argv.includes("--quick");
 /** `--only-w6`: notifiws with one object as the reference, then the fan-out tree (no baselines, W4, W5). */
 const onlyW6 = process.argv.includes("--only-w6");
 const P = quick
-  ? { connectCounts: [1000], subscribers: 1000, rates: [100, 1000], seconds: 2, burst: 1000, relayBurst: 20_000, drainMs: 10_000 }
+  ? { connectCounts: [1000, 10_000], subscribers: 1000, rates: [100, 1000], seconds: 2, burst: 1000, relayBurst: 20_000, drainMs: 10_000 }
   : { connectCounts: [1000, 5000, 10_000], subscribers: 1000, rates: [100, 1000, 5000], seconds: 10, burst: 5000, relayBurst: 50_000, drainMs: 90_000 };
-const DEADLINE = Date.now() + (quick ? 170_000 : 19 * 60_000);
+const DEADLINE = Date.now() + (quick ? 12 * 60_000 : 40 * 60_000);
+/** Sockets per load-generator process: each holds one fd per socket, well under the 20,000 per-process limit. */
+const SWARM_PER_PROCESS = 2500;
+
+type Runtime = "wrangler-dev" | "miniflare";
+interface System {
+  /** Row label in the report, e.g. `notifiws (miniflare)`. */
+  name: string;
+  flavour: Flavour;
+  runtime?: Runtime;
+}
+const SYSTEMS: System[] = [
+  { name: "ws", flavour: "ws" },
+  { name: "socketio", flavour: "socketio" },
+  { name: "partyserver (wrangler dev)", flavour: "partyserver", runtime: "wrangler-dev" },
+  { name: "partyserver (miniflare)", flavour: "partyserver", runtime: "miniflare" },
+  { name: "notifiws (wrangler dev)", flavour: "notifiws", runtime: "wrangler-dev" },
+  { name: "notifiws (miniflare)", flavour: "notifiws", runtime: "miniflare" },
+];
+/** W4 and W6 run on the runtime closest to production. */
+const PROD_RUNTIME: Runtime = "miniflare";
 
 const children = new Set<ChildProcess>();
 /**
- * Under wrangler dev, each client WebSocket costs workerd about four file
- * descriptors (the socket plus wrangler's local proxying): it reached this
- * container's 20,000 limit at about 4,900 sockets and died with EMFILE. Sizes
- * over the limit are recorded as not measurable instead of crashing the runtime.
+ * workerd's open files are measured after each W1 size (fds per held socket);
+ * a larger size that would pass this container's per-process hard limit is
+ * recorded as not measurable instead of being run into EMFILE. (Under
+ * wrangler dev a socket costs about four: the socket plus the dev proxy's.)
  */
-const FD_PER_SOCKET = 4;
 const fdLimit = Number(execFileSync("sh", ["-c", "ulimit -Hn"], { encoding: "utf8" }).trim()) || Infinity;
 const log = (msg: string, fields: Record<string, unknown> = {}) => process.stderr.write(JSON.stringify({ level: "info", msg, ...fields }) + "\n");
 
@@ -75,29 +107,71 @@ function nextMessage<T>(child: ChildProcess, what: string, timeoutMs: number, ma
   });
 }
 
+/** One logical swarm of `count` sockets, split over processes of at most SWARM_PER_PROCESS sockets. */
 class Swarm {
   private constructor(
-    readonly proc: ChildProcess,
+    readonly procs: ChildProcess[],
     readonly ready: { connected: number; failed: number },
   ) {}
   static async start(args: SwarmArgs): Promise<Swarm> {
-    const proc = forkTs("swarm.ts", [JSON.stringify(args)]);
-    const ready = await nextMessage<{ connected: number; failed: number }>(
-      proc,
-      `${args.count} ${args.flavour} connections`,
-      180_000,
-      (m) => !!(m as { ready?: boolean }).ready,
-    );
-    return new Swarm(proc, ready);
+    const parts = Math.ceil(args.count / SWARM_PER_PROCESS);
+    const procs = Array.from({ length: parts }, (_, i) => {
+      const count = Math.floor(args.count / parts) + (i < args.count % parts ? 1 : 0);
+      return forkTs("swarm.ts", [JSON.stringify({ ...args, count, concurrency: Math.ceil(args.concurrency / parts) })]);
+    });
+    try {
+      const readies = await Promise.all(
+        procs.map((p) =>
+          nextMessage<{ connected: number; failed: number }>(
+            p,
+            `${args.count} ${args.flavour} connections`,
+            300_000,
+            (m) => !!(m as { ready?: boolean }).ready,
+          ),
+        ),
+      );
+      return new Swarm(procs, { connected: readies.reduce((s, r) => s + r.connected, 0), failed: readies.reduce((s, r) => s + r.failed, 0) });
+    } catch (err) {
+      for (const p of procs) p.kill("SIGKILL");
+      throw err;
+    }
   }
-  async ask<T>(cmd: SwarmCommand): Promise<T> {
-    const reply = nextMessage<T>(this.proc, cmd.cmd, 30_000);
-    this.proc.send(cmd);
-    return reply;
+  async ask(cmd: SwarmCommand): Promise<unknown[]> {
+    return Promise.all(
+      this.procs.map((p) => {
+        const reply = nextMessage<unknown>(p, cmd.cmd, 30_000);
+        p.send(cmd);
+        return reply;
+      }),
+    );
+  }
+  /** Every process's report, merged (the latency histogram exactly, bucket by bucket). */
+  async report(): Promise<SwarmReport> {
+    const reps = (await this.ask({ cmd: "report" })) as SwarmReport[];
+    const hist = new Histogram();
+    for (const r of reps) hist.merge(r.histogram);
+    const started = reps.filter((r) => r.firstAt > 0);
+    return {
+      connected: reps.reduce((s, r) => s + r.connected, 0),
+      failed: reps.reduce((s, r) => s + r.failed, 0),
+      connectMs: reps.flatMap((r) => r.connectMs),
+      deliveries: reps.reduce((s, r) => s + r.deliveries, 0),
+      duplicates: reps.reduce((s, r) => s + r.duplicates, 0),
+      missing: reps.reduce((s, r) => s + r.missing, 0),
+      firstAt: started.length ? Math.min(...started.map((r) => r.firstAt)) : 0,
+      lastAt: Math.max(0, ...reps.map((r) => r.lastAt)),
+      latency: hist.percentiles([0.5, 0.95, 0.99]),
+      histogram: [],
+    };
   }
   async stop() {
-    this.proc.send({ cmd: "exit" });
-    await new Promise((r) => this.proc.once("exit", r));
+    await Promise.all(
+      this.procs.map((p) => {
+        const exited = new Promise((r) => p.once("exit", r));
+        p.send({ cmd: "exit" });
+        return exited;
+      }),
+    );
   }
 }
 
@@ -114,6 +188,29 @@ function rssMiB(pgid: number | undefined, match: RegExp): number {
     );
   } catch {
     return NaN;
+  }
+}
+/** Open files of every process in a process group (or of one pid), from /proc. */
+function openFiles(pids: number[]): number {
+  let n = 0;
+  for (const pid of pids) {
+    try {
+      n += readdirSync(`/proc/${pid}/fd`).length;
+    } catch {
+      /* gone */
+    }
+  }
+  return n;
+}
+function groupPids(pgid: number | undefined, match: RegExp): number[] {
+  if (!pgid) return [];
+  try {
+    return execFileSync("ps", ["-o", "pid=,comm=", "-g", String(pgid)], { encoding: "utf8" })
+      .split("\n")
+      .filter((l) => match.test(l))
+      .map((l) => Number(l.trim().split(/\s+/)[0]));
+  } catch {
+    return [];
   }
 }
 const pidRss = (pid: number | undefined) => {
@@ -134,6 +231,14 @@ interface W6Row {
   duplicates: number;
 }
 
+interface SystemResult {
+  flavour: Flavour;
+  runtime?: Runtime;
+  w1: Record<string, number | string | undefined>[];
+  w2: E2E[];
+  w3?: E2E;
+}
+
 interface E2E {
   rate: number;
   rows: number;
@@ -149,7 +254,7 @@ interface E2E {
 async function main() {
   const dir = await mkdtemp(join(tmpdir(), "notifiws-bench-"));
   const baseWorkerVars = { HISTORY_MAX_EVENTS: "1000", LOG_LEVEL: "warn" };
-  const stack = new Stack({ stateDir: dir, demo: false, workerVars: baseWorkerVars, relayEnv: { LOG_LEVEL: "warn" } });
+  const stack = new Stack({ stateDir: dir, demo: false, runtime: "wrangler-dev", workerVars: baseWorkerVars, relayEnv: { LOG_LEVEL: "warn" } });
   const results: Record<string, unknown> = {
     date: new Date().toISOString(),
     mode: quick ? "quick" : "full",
@@ -166,9 +271,10 @@ async function main() {
       PERFORM pg_notify('bench_rows', json_build_object('id', NEW.id, 'committedAt', (extract(epoch FROM clock_timestamp()) * 1000)::bigint, 'payload', NEW.payload)::text);
       RETURN NULL; END $$`);
     const token = await devToken(stack.secrets, { channels: ["bench"] });
+    // notifiws and PartyServer get the rows through watch() and the relay; the Node baselines through their own NOTIFY trigger.
     const mode = async (flavour: Flavour) => {
       await db!.query("DROP TRIGGER IF EXISTS bench_notify ON bench_rows; SELECT notifiws.unwatch('bench_rows', 'bench')");
-      if (flavour === "notifiws") await db!.query("SELECT notifiws.watch('bench_rows', 'bench', ARRAY['id', 'payload'])");
+      if (flavour === "notifiws" || flavour === "partyserver") await db!.query("SELECT notifiws.watch('bench_rows', 'bench', ARRAY['id', 'payload'])");
       else await db!.query("CREATE TRIGGER bench_notify AFTER INSERT ON bench_rows FOR EACH ROW EXECUTE FUNCTION bench_notify()");
     };
     const nextId = async () => Number((await db!.query<{ v: string }>("SELECT nextval('bench_rows_id_seq') AS v")).rows[0]!.v) + 1;
@@ -187,10 +293,10 @@ async function main() {
       if (written.minId !== minId) log("warning: id range moved", { expected: minId, got: written.minId });
       const want = rows * swarm.ready.connected;
       const until = Date.now() + Math.min(P.drainMs, Math.max(5_000, DEADLINE - Date.now()));
-      let r = await swarm.ask<SwarmReport>({ cmd: "report" });
+      let r = await swarm.report();
       while (r.deliveries - r.duplicates < want && Date.now() < until) {
         await new Promise((res) => setTimeout(res, 200));
-        r = await swarm.ask<SwarmReport>({ cmd: "report" });
+        r = await swarm.report();
       }
       const span = Math.max(1, r.lastAt - r.firstAt) / 1000;
       return {
@@ -208,8 +314,7 @@ async function main() {
 
     // W4: the relay alone. Throughput: a burst with no subscribers, timed to the relay's acknowledged count.
     async function relayAlone() {
-      await mode("notifiws");
-      log("W4 relay throughput", { rows: P.relayBurst });
+      log("W4 relay throughput", { rows: P.relayBurst, runtime: stack.opts.runtime });
       const delivered = async () =>
         Number(/notifiws_relay_events_delivered_total (\d+)/.exec(await (await fetch(`${stack.relayUrl}/metrics`)).text())?.[1] ?? 0);
       const before = await delivered();
@@ -223,53 +328,93 @@ async function main() {
       await w;
       const seconds = (performance.now() - started) / 1000;
       const relayStats = (await (await fetch(`${stack.relayUrl}/stats`)).json()) as { postLatencyMs: Record<string, number> };
-      const q = (k: string) => relayStats.postLatencyMs[k === "0.5" ? "p50" : "p99"]!;
       log("W4 relay latency at 1000 rows/s with one subscriber");
       const one = await Swarm.start({ flavour: "notifiws", url: stack.workerUrl.replace(/^http/, "ws"), count: 1, token, concurrency: 1 });
       const lat = await endToEnd(one, { rate: 1000, seconds: P.seconds });
       await one.stop();
       results.w4 = {
+        runtime: stack.opts.runtime,
         rows: P.relayBurst,
         acknowledged: acked - before,
         seconds: Math.round(seconds * 100) / 100,
         eventsPerSec: Math.round((acked - before) / seconds),
-        postLatencyP50Ms: q("0.5"),
-        postLatencyP99Ms: q("0.99"),
+        postLatencyP50Ms: relayStats.postLatencyMs.p50!,
+        postLatencyP99Ms: relayStats.postLatencyMs.p99!,
         oneClientAt1000: lat,
       };
     }
-    // Baselines first: thousands of closing sockets keep workerd busy for a while
-    // after the notifiws sizes, which would otherwise slow the baselines.
-    const flavours: Flavour[] = onlyW6 ? ["notifiws"] : ["ws", "socketio", "notifiws"];
-    const perFlavour: Record<string, { w1: unknown[]; w2: E2E[]; w3?: E2E }> = {};
-    for (const flavour of flavours) {
+
+    /** The relay feeds whichever Worker is under test (notifiws, or the PartyServer peer). */
+    async function pointRelay(workerUrl: string) {
+      if (stack.relayEnv().WORKER_URL === workerUrl) return;
+      await stack.relay!.stop();
+      stack.opts.relayEnv = { ...stack.opts.relayEnv, WORKER_URL: workerUrl };
+      await stack.startRelay();
+    }
+
+    /** Serves notifiws on `runtime` (restarting its Worker process on the same port). */
+    async function notifiwsOn(runtime: Runtime, vars: Record<string, string> = baseWorkerVars) {
+      if (stack.opts.runtime === runtime && stack.opts.workerVars === vars && stack.worker?.running) return;
+      await stack.worker!.stop();
+      stack.opts.runtime = runtime;
+      stack.opts.workerVars = vars;
+      await stack.startWorker();
+    }
+
+    const systems = onlyW6 ? SYSTEMS.filter((s) => s.flavour === "notifiws" && s.runtime === PROD_RUNTIME) : SYSTEMS;
+    const perSystem: Record<string, SystemResult> = {};
+    for (const system of systems) {
       if (Date.now() > DEADLINE) break;
+      const { flavour } = system;
       await mode(flavour);
       let server: ChildProcess | undefined;
-      let url = stack.workerUrl.replace(/^http/, "ws");
-      if (flavour !== "notifiws") {
+      let peer: Proc | undefined;
+      let url: string;
+      if (flavour === "notifiws") {
+        await notifiwsOn(system.runtime!);
+        await pointRelay(stack.workerUrl);
+        url = stack.workerUrl.replace(/^http/, "ws");
+      } else if (flavour === "partyserver") {
+        const peerUrl = `http://127.0.0.1:${await freePort()}`;
+        peer = await startWorkerProcess({
+          runtime: system.runtime!,
+          url: peerUrl,
+          env: { INGEST_SECRETS: stack.secrets.INGEST_SECRET },
+          envFile: join(dir, "peer.env"),
+          persistDir: join(dir, `peer-${system.runtime}`),
+          config: join(HERE, "partyserver/wrangler.toml"),
+          inspectorPort: await freePort(),
+        });
+        await pointRelay(peerUrl);
+        url = peerUrl.replace(/^http/, "ws");
+      } else {
         const port = await freePort();
         server = forkTs("baselines/listen-server.ts", [flavour, String(port), stack.databaseUrl]);
         await nextMessage(server, `${flavour} baseline`, 30_000, (m) => !!(m as { ready?: boolean }).ready);
         url = flavour === "ws" ? `ws://127.0.0.1:${port}` : `http://127.0.0.1:${port}`;
       }
-      const serverRss = () => (flavour === "notifiws" ? rssMiB(stack.worker!.child.pid, /workerd/) : pidRss(server!.pid));
-      const entry: { w1: unknown[]; w2: E2E[]; w3?: E2E } = { w1: [], w2: [] };
-      perFlavour[flavour] = entry;
+      // The server side: workerd's processes for the Workers, the Node process for the baselines.
+      const serverPids = () => (server ? [server.pid!] : groupPids((peer ?? stack.worker!).child.pid, /workerd/));
+      const serverRss = () => serverPids().reduce((s, pid) => s + pidRss(pid), 0);
+      const entry: SystemResult = { flavour, runtime: system.runtime, w1: [], w2: [] };
+      perSystem[system.name] = entry;
+      let fdsPerSocket = NaN;
       for (const n of onlyW6 ? [P.subscribers] : [...new Set([P.subscribers, ...P.connectCounts])]) {
         if (Date.now() > DEADLINE) break;
-        // W4 runs before the sizes that may crash the local runtime (see FD_PER_SOCKET).
-        if (flavour === "notifiws" && n > P.subscribers && !results.w4 && !onlyW6 && Date.now() < DEADLINE) await relayAlone();
-        if (flavour === "notifiws" && n * FD_PER_SOCKET > fdLimit) {
-          log("W1 skipped: over the open-file limit", { clients: n, fdLimit });
+        // W4 runs on the production-like runtime before the larger sizes.
+        if (flavour === "notifiws" && system.runtime === PROD_RUNTIME && n > P.subscribers && !results.w4 && !onlyW6) await relayAlone();
+        const projected = Math.round(openFiles(serverPids()) + n * fdsPerSocket);
+        if (projected > fdLimit * 0.95) {
+          log("W1 skipped: over the open-file limit", { system: system.name, clients: n, fdsPerSocket, fdLimit });
           entry.w1.push({
             clients: n,
             held: 0,
-            error: `not measurable here: wrangler dev's workerd uses ~${FD_PER_SOCKET} fds per socket and this container caps a process at ${fdLimit} (hard limit); workerd dies with EMFILE near ${Math.floor(fdLimit / FD_PER_SOCKET)} sockets`,
+            error: `not measurable here: ${fdsPerSocket.toFixed(1)} server fds per socket (measured) × ${n} > this container's ${fdLimit} per-process hard limit`,
           });
           continue;
         }
-        log("W1 connect", { flavour, clients: n });
+        log("W1 connect", { system: system.name, clients: n });
+        const fdsBefore = openFiles(serverPids());
         let swarm: Swarm;
         try {
           swarm = await Swarm.start({ flavour, url, count: n, token, concurrency: 100 });
@@ -278,7 +423,9 @@ async function main() {
           entry.w1.push({ clients: n, held: 0, error: (err as Error).message });
           continue;
         }
-        const rep = await swarm.ask<SwarmReport>({ cmd: "report" });
+        const rep = await swarm.report();
+        const fdsHeld = openFiles(serverPids());
+        if (swarm.ready.connected > 0) fdsPerSocket = Math.max(fdsPerSocket || 0, (fdsHeld - fdsBefore) / swarm.ready.connected);
         entry.w1.push({
           clients: n,
           held: swarm.ready.connected,
@@ -286,40 +433,41 @@ async function main() {
           connectP50: percentile(rep.connectMs, 0.5),
           connectP99: percentile(rep.connectMs, 0.99),
           serverRssMiB: Math.round(serverRss()),
-          relayRssMiB: flavour === "notifiws" ? Math.round(pidRss(stack.relay!.child.pid)) : undefined,
+          serverFdsPerSocket: Math.round(((fdsHeld - fdsBefore) / Math.max(1, swarm.ready.connected)) * 100) / 100,
+          relayRssMiB: flavour === "notifiws" || flavour === "partyserver" ? Math.round(pidRss(stack.relay!.child.pid)) : undefined,
         });
         if (n === P.subscribers) {
           for (const rate of onlyW6 ? [100] : P.rates) {
             if (Date.now() > DEADLINE) break;
-            log("W2 end-to-end", { flavour, rate, subscribers: n });
+            log("W2 end-to-end", { system: system.name, rate, subscribers: n });
             entry.w2.push(await endToEnd(swarm, { rate, seconds: P.seconds }));
           }
           if (Date.now() < DEADLINE) {
-            log("W3 fan-out burst", { flavour, rows: P.burst, sockets: n });
+            log("W3 fan-out burst", { system: system.name, rows: P.burst, sockets: n });
             entry.w3 = await endToEnd(swarm, { burst: P.burst });
           }
         }
         await swarm.stop();
       }
-      if (flavour === "notifiws" && !results.w4 && !onlyW6 && Date.now() < DEADLINE) await relayAlone();
+      if (flavour === "notifiws" && system.runtime === PROD_RUNTIME && !results.w4 && !onlyW6 && Date.now() < DEADLINE) await relayAlone();
       if (server) {
         server.send({ cmd: "exit" });
         await new Promise((r) => server!.once("exit", r));
       }
+      await peer?.stop();
     }
-    results.workloads = perFlavour;
+    results.workloads = perSystem;
 
     // W6: the fan-out tree for the same subscribers, with 1, 2 and 4 fan-out objects
     // (FANOUT_OBJECT_CAPACITY = subscribers / objects), against the single object measured above.
-    if (perFlavour.notifiws && (onlyW6 || Date.now() < DEADLINE)) {
+    if (perSystem[`notifiws (${PROD_RUNTIME})`] && (onlyW6 || Date.now() < DEADLINE)) {
       const w6: W6Row[] = [];
       await mode("notifiws");
+      await pointRelay(stack.workerUrl);
       for (const objects of [1, 2, 4]) {
         if (!onlyW6 && Date.now() > DEADLINE) break;
-        await stack.worker!.stop();
-        stack.opts.workerVars = { ...baseWorkerVars, FANOUT_CHANNELS: "bench", FANOUT_OBJECT_CAPACITY: String(Math.ceil(P.subscribers / objects)) };
-        await stack.startWorker();
-        log("W6 fan-out tree", { objects, subscribers: P.subscribers });
+        await notifiwsOn(PROD_RUNTIME, { ...baseWorkerVars, FANOUT_CHANNELS: "bench", FANOUT_OBJECT_CAPACITY: String(Math.ceil(P.subscribers / objects)) });
+        log("W6 fan-out tree", { objects, subscribers: P.subscribers, runtime: PROD_RUNTIME });
         const swarm = await Swarm.start({ flavour: "notifiws", url: stack.workerUrl.replace(/^http/, "ws"), count: P.subscribers, token, concurrency: 100 });
         const steady = await endToEnd(swarm, { rate: 100, seconds: P.seconds });
         const burst = await endToEnd(swarm, { burst: P.burst });
@@ -361,28 +509,48 @@ function ratio(a: number, b: number): string {
   return `${(a / b).toFixed(2)}x`;
 }
 
+interface Figure {
+  label: string;
+  pick: (f: SystemResult) => number | undefined;
+  higherIsBetter?: boolean;
+}
+
+/** The figures every notifiws runtime is compared on, against every other system of the same run. */
+function figures(): Figure[] {
+  const w1At = (n: number) => (f: SystemResult) => {
+    const r = f.w1.find((x) => x.clients === n && Number(x.held) === n);
+    return r ? Number(r.connectP99) : undefined;
+  };
+  return [
+    ...[...new Set([P.subscribers, ...P.connectCounts])].map((n) => ({ label: `W1 connect p99, ${n} sockets`, pick: w1At(n) })),
+    { label: `W1 server RSS, ${P.subscribers} sockets`, pick: (f) => Number(f.w1.find((x) => x.clients === P.subscribers)?.serverRssMiB) },
+    ...P.rates.map((rate) => ({ label: `W2 p99 at ${rate} rows/s`, pick: (f: SystemResult) => f.w2.find((r) => r.rate === rate && r.drained)?.p99 })),
+    { label: "W3 fan-out deliveries/s", pick: (f) => f.w3?.deliveriesPerSec, higherIsBetter: true },
+  ];
+}
+
 async function report(results: Record<string, unknown>) {
   const out = join(HERE, "results");
   await mkdir(out, { recursive: true });
   const stamp = (results.date as string).replace(/[:.]/g, "-");
   await writeFile(join(out, `${stamp}.json`), JSON.stringify(results, null, 2));
-  const w = results.workloads as Record<string, { w1: Record<string, number>[]; w2: E2E[]; w3?: E2E }>;
-  const n = w.notifiws;
+  const w = results.workloads as Record<string, SystemResult>;
   const lines: string[] = [`# notifiws bench (${results.mode}) ${results.date}`];
   const table = (title: string, header: string[], rows: (string | number)[][]) =>
     lines.push("", `## ${title}`, "", `| ${header.join(" | ")} |`, `|${header.map(() => "---").join("|")}|`, ...rows.map((r) => `| ${r.join(" | ")} |`));
   const systems = Object.entries(w);
   table(
     "W1 connect",
-    ["system", "clients", "held", "connect p50 ms", "connect p99 ms", "server RSS MiB", "relay RSS MiB", "note"],
+    ["system", "clients", "held", "connect p50 ms", "connect p99 ms", "server RSS MiB", "server fds/socket", "relay RSS MiB", "note"],
     systems.flatMap(([name, f]) =>
       f.w1.map((r) => [
         name,
-        r.clients!,
-        r.held!,
+        String(r.clients),
+        String(r.held),
         fmt(r.connectP50),
         fmt(r.connectP99),
         fmt(r.serverRssMiB),
+        fmt(r.serverFdsPerSocket, 2),
         fmt(r.relayRssMiB),
         r.error ? String(r.error) : "",
       ]),
@@ -398,69 +566,86 @@ async function report(results: Record<string, unknown>) {
     ["system", "rows", "deliveries/s", "p99 ms", "undelivered at deadline"],
     systems.flatMap(([name, f]) => (f.w3 ? [[name, f.w3.rows, f.w3.deliveriesPerSec, fmt(f.w3.p99), f.w3.missing]] : [])),
   );
-  const w4 = results.w4 as { eventsPerSec: number; postLatencyP50Ms: number; postLatencyP99Ms: number; oneClientAt1000: E2E } | undefined;
+  const w4 = results.w4 as { runtime: string; eventsPerSec: number; postLatencyP50Ms: number; postLatencyP99Ms: number; oneClientAt1000: E2E } | undefined;
   if (w4)
     lines.push(
       "",
-      "## W4 relay",
+      `## W4 relay (notifiws on ${w4.runtime})`,
       "",
       `- commit -> Worker ack: **${w4.eventsPerSec} events/s**; POST p50 ${w4.postLatencyP50Ms.toFixed(1)} ms, p99 ${w4.postLatencyP99Ms.toFixed(1)} ms`,
       `- 1,000 rows/s, one subscriber: commit -> client p50 ${fmt(w4.oneClientAt1000.p50)} ms, p99 ${fmt(w4.oneClientAt1000.p99)} ms`,
     );
   if (results.w5) lines.push(...w5Table(results.w5 as W5Cell[]));
   const w6 = results.w6 as W6Row[] | undefined;
-  if (w6 && n) {
-    const single = { p99: n.w2.find((r) => r.rate === 100)?.p99 ?? NaN, burst: n.w3?.deliveriesPerSec ?? NaN };
+  const single = w[`notifiws (${PROD_RUNTIME})`];
+  if (w6 && single) {
+    const ref = { p99: single.w2.find((r) => r.rate === 100)?.p99 ?? NaN, burst: single.w3?.deliveriesPerSec ?? NaN };
     table(
-      "W6 fan-out tree (same subscribers; 100 rows/s, then a burst)",
+      `W6 fan-out tree on ${PROD_RUNTIME} (same subscribers; 100 rows/s, then a burst)`,
       ["fan-out objects", "held", "p50 ms", "p99 ms", "p99 vs one object", "burst deliveries/s", "burst vs one object", "missing", "duplicates"],
       [
-        ["none (one object)", "", "", fmt(single.p99), "1.00x", single.burst, "1.00x", "", ""],
+        ["none (one object)", "", "", fmt(ref.p99), "1.00x", ref.burst, "1.00x", "", ""],
         ...w6.map((r) => [
           r.objects,
           r.held,
           fmt(r.p50),
           fmt(r.p99),
-          ratio(r.p99, single.p99),
+          ratio(r.p99, ref.p99),
           r.burstDeliveriesPerSec,
-          ratio(r.burstDeliveriesPerSec, single.burst),
+          ratio(r.burstDeliveriesPerSec, ref.burst),
           r.missing,
           r.duplicates,
         ]),
       ],
     );
   }
-  const ratios: string[] = [];
-  if (n) {
-    lines.push("", "## Ratios (notifiws / baseline, same run)", "", "| figure | vs ws | vs Socket.IO |", "|---|---|---|");
-    const fig = (label: string, pick: (f: { w1: Record<string, number>[]; w2: E2E[]; w3?: E2E }) => number | undefined) => {
-      const a = pick(n);
-      const rws = w.ws ? ratio(a ?? NaN, pick(w.ws) ?? NaN) : "n/a";
-      const rio = w.socketio ? ratio(a ?? NaN, pick(w.socketio) ?? NaN) : "n/a";
-      lines.push(`| ${label} | ${rws} | ${rio} |`);
-      return [rws, rio];
-    };
-    const fan = fig("W3 fan-out deliveries/s (higher is better)", (f) => f.w3?.deliveriesPerSec);
-    const lat = fig(`W2 p99 at ${P.rates[0]} rows/s (lower is better)`, (f) => f.w2[0]?.p99);
-    fig(`W2 p99 at ${P.rates[P.rates.length - 1]} rows/s (lower is better)`, (f) => f.w2[f.w2.length - 1]?.p99);
-    fig("W1 connect p99 (lower is better)", (f) => f.w1[0]?.connectP99);
-    fig("W1 server RSS (lower is better)", (f) => f.w1[0]?.serverRssMiB);
-    ratios.push(`fan-out ${fan[0]} of ws, ${fan[1]} of socket.io`, `p99@${P.rates[0]}/s ${lat[0]} of ws`);
+  // Every figure of every notifiws runtime against every other system of this run.
+  // Each ratio is notifiws / peer; "worse" normalises direction so the worst can be named.
+  const worst: { label: string; system: string; peer: string; ratio: number; worse: number }[] = [];
+  for (const [name, f] of systems.filter(([, f]) => f.flavour === "notifiws")) {
+    // Peers: the Node baselines, PartyServer on the same runtime, and notifiws on the other runtime (the dev proxy's cost).
+    const peers = systems.filter(([other, pf]) => other !== name && (pf.flavour !== "partyserver" || pf.runtime === f.runtime));
+    lines.push(
+      "",
+      `## Ratios: ${name} / peer (same run)`,
+      "",
+      `| figure | ${peers.map(([p]) => p).join(" | ")} |`,
+      `|---|${peers.map(() => "---").join("|")}|`,
+    );
+    for (const fig of figures()) {
+      const a = fig.pick(f) ?? NaN;
+      const cells = peers.map(([peer, pf]) => {
+        const b = fig.pick(pf) ?? NaN;
+        const r = a / b;
+        if (Number.isFinite(r) && r > 0 && pf.flavour !== "notifiws")
+          worst.push({ label: fig.label, system: name, peer, ratio: r, worse: fig.higherIsBetter ? 1 / r : r });
+        return ratio(a, b);
+      });
+      lines.push(`| ${fig.label}${fig.higherIsBetter ? " (higher is better)" : " (lower is better)"} | ${cells.join(" | ")} |`);
+    }
   }
+  worst.sort((x, y) => y.worse - x.worse);
+  if (worst[0])
+    lines.push(
+      "",
+      `Worst ratio: ${worst[0].system}, ${worst[0].label}: ${worst[0].ratio.toFixed(2)}x ${worst[0].peer} (see docs/benchmarks.md for where the time goes).`,
+    );
   const md = lines.join("\n") + "\n";
   await writeFile(join(out, `${stamp}.md`), md);
   await writeFile(join(out, `${stamp}.svg`), chart(w));
   process.stdout.write(md + "\n");
-  const loss = n ? n.w2.reduce((s, r) => s + r.missing + r.duplicates, 0) + (n.w3 ? n.w3.missing + n.w3.duplicates : 0) : NaN;
-  const held = [...(n?.w1 ?? [])].reverse().find((r) => (r.held ?? 0) > 0);
-  process.stdout.write(
-    `summary: notifiws ${held ? `held ${held.held}/${held.clients} sockets (connect p99 ${Number(held.connectP99).toFixed(0)} ms)` : ""}; ` +
-      `p99 ${n?.w2.map((r) => `${fmt(r.p99)}ms@${r.rate}/s`).join(", ")}; loss+dup ${loss}; ${ratios.join("; ")}; relay ${w4?.eventsPerSec ?? "n/a"} ev/s -> bench/results/${stamp}.md\n`,
-  );
+  const summary = systems
+    .filter(([, f]) => f.flavour === "notifiws")
+    .map(([name, f]) => {
+      const held = [...f.w1].reverse().find((r) => Number(r.held ?? 0) > 0);
+      const loss = f.w2.reduce((s, r) => s + r.missing + r.duplicates, 0) + (f.w3 ? f.w3.missing + f.w3.duplicates : 0);
+      return `${name}: held ${held ? `${held.held}/${held.clients}` : 0}; p99 ${f.w2.map((r) => `${fmt(r.p99)}ms@${r.rate}/s`).join(", ")}; W3 ${f.w3?.deliveriesPerSec ?? "n/a"}/s; loss+dup ${loss}`;
+    });
+  process.stdout.write(`summary: ${summary.join(" | ")}; relay ${w4?.eventsPerSec ?? "n/a"} ev/s -> bench/results/${stamp}.md\n`);
 }
 
 /** Latency percentiles by load (W2), one line per system and percentile; log-scale y. */
-function chart(w: Record<string, { w2: E2E[] }>): string {
+function chart(w: Record<string, SystemResult>): string {
   const W = 640,
     H = 360,
     L = 60,
@@ -473,7 +658,14 @@ function chart(w: Record<string, { w2: E2E[] }>): string {
     min = Math.max(0.1, Math.min(1, ...values));
   const x = (i: number) => L + (rates.length === 1 ? (W - L) / 2 : (i * (W - L - 20)) / (rates.length - 1));
   const y = (v: number) => H - B - ((Math.log10(Math.max(v, min)) - Math.log10(min)) / (Math.log10(max) - Math.log10(min))) * (H - B - 20);
-  const colors: Record<string, string> = { notifiws: "#2f9e6e", ws: "#3b6fd8", socketio: "#d8843b" };
+  const colors: Record<string, string> = {
+    "notifiws (miniflare)": "#2f9e6e",
+    "notifiws (wrangler dev)": "#8fd1b0",
+    "partyserver (miniflare)": "#9b4dca",
+    "partyserver (wrangler dev)": "#cfa6e6",
+    ws: "#3b6fd8",
+    socketio: "#d8843b",
+  };
   let svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="#fff"/>`;
   svg += `<text x="${L}" y="14" font-size="13">commit -> client latency by load (ms, log scale); solid p99, dashed p50</text>`;
   for (const v of [0.1, 1, 10, 100, 1000, 10000].filter((v) => v >= min && v <= max))
@@ -492,7 +684,7 @@ function chart(w: Record<string, { w2: E2E[] }>): string {
         .join(" ");
       svg += `<polyline fill="none" stroke="${colors[name] ?? "#000"}" stroke-width="2" stroke-dasharray="${dash}" points="${pts}"/>`;
     }
-    svg += `<text x="${W - 120}" y="${ly}" fill="${colors[name] ?? "#000"}">${name}</text>`;
+    svg += `<text x="${W - 170}" y="${ly}" fill="${colors[name] ?? "#000"}">${name}</text>`;
     ly += 14;
   }
   return svg + "</svg>\n";

@@ -1,6 +1,6 @@
 /**
  * A load-generating client swarm, run as its own process (fork). It opens N
- * connections of one flavour (notifiws, plain ws, Socket.IO), records connect
+ * connections of one flavour (notifiws, PartyServer, plain ws, Socket.IO), records connect
  * times, then per delivery: latency (receive time − committedAt, same machine
  * clock) into a histogram, and per client a bitmap of row ids for the
  * loss/duplicate check. Controlled over IPC by bench/run.ts.
@@ -9,7 +9,7 @@ import WebSocket from "ws";
 import { io, type Socket } from "socket.io-client";
 import { Histogram } from "./histogram";
 
-export type Flavour = "notifiws" | "ws" | "socketio";
+export type Flavour = "notifiws" | "partyserver" | "ws" | "socketio";
 
 export interface SwarmArgs {
   flavour: Flavour;
@@ -33,6 +33,8 @@ export interface SwarmReport {
   firstAt: number;
   lastAt: number;
   latency: number[];
+  /** The latency histogram's buckets, so reports of several swarm processes merge exactly. */
+  histogram: [number, number][];
 }
 
 interface Client {
@@ -106,7 +108,10 @@ function open(): Promise<void> {
     const ws =
       args.flavour === "notifiws"
         ? new WebSocket(`${args.url}/ws/bench`, ["notifiws.v1", `bearer.${args.token}`], { perMessageDeflate: false })
-        : new WebSocket(args.url, { perMessageDeflate: false });
+        : args.flavour === "partyserver"
+          ? // bench/partyserver: routePartykitRequest maps the `Rooms` binding to /parties/rooms/<room>.
+            new WebSocket(`${args.url}/parties/rooms/bench`, { perMessageDeflate: false })
+          : new WebSocket(args.url, { perMessageDeflate: false });
     let welcomed = args.flavour !== "notifiws";
     ws.on("open", () => {
       if (welcomed) done(true);
@@ -166,6 +171,7 @@ process.on("message", (m: SwarmCommand) => {
       firstAt,
       lastAt,
       latency: hist.percentiles([0.5, 0.95, 0.99]),
+      histogram: hist.toSparse(),
     };
     process.send!(report);
   } else if (m.cmd === "exit") {
