@@ -11,6 +11,7 @@ import WebSocket from "ws";
 
 interface CallFrame {
   functionName: string;
+  scriptId: string;
   url: string;
   lineNumber: number;
 }
@@ -31,50 +32,92 @@ export interface ProfileSummary {
   wallMs: number;
   /** Sampled time that was not idle. */
   busyMs: number;
+  /**
+   * Time between samples beyond SAMPLE_GAP_FACTOR intervals: the isolate's
+   * thread was outside V8 (waiting on I/O, storage, the network), so it is not
+   * charged to the function sampled last.
+   */
+  gapMs: number;
   groups: { group: string; ms: number; share: number }[];
   top: { fn: string; where: string; ms: number; share: number }[];
 }
 
-/** Where a frame's code lives: our directories, a dependency by package, or the runtime. */
-export function groupOf(frame: CallFrame): string {
+/**
+ * Module boundaries of a bundle: esbuild starts each module with a `// path`
+ * comment line, so a line number maps back to its source file.
+ */
+export function moduleIndex(source: string): (line: number) => string | undefined {
+  const marks: [number, string][] = [];
+  source.split("\n").forEach((text, i) => {
+    const m = /^\/\/ ((?:node_modules\/)?[\w@./-]+\.(?:ts|js|mjs|cjs))$/.exec(text);
+    if (m) marks.push([i, m[1]!]);
+  });
+  return (line) => {
+    let lo = 0,
+      hi = marks.length - 1,
+      found: string | undefined;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (marks[mid]![0] <= line) {
+        found = marks[mid]![1];
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    return found;
+  };
+}
+
+/** Where a frame's code lives: our files, a dependency by package, or the runtime. */
+export function groupOf(frame: CallFrame, modulePath?: string): string {
   const name = frame.functionName;
   if (name === "(idle)") return "(idle)";
   if (name === "(garbage collector)") return "(garbage collector)";
   if (name === "(program)") return "(program: runtime outside JS)";
   if (name === "(root)") return "(root)";
-  const url = frame.url;
+  const url = modulePath ?? frame.url;
   if (!url) return "(native: runtime built-ins)";
   const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (pkg) return pkg[1]!;
-  const ours = /(src|durable-objects|shared|bench\/partyserver)\//.exec(url);
-  if (ours) return `${ours[1]}/`;
+  const ours = /(src|durable-objects|shared|bench\/partyserver)\/([\w.-]+)/.exec(url);
+  if (ours) return `${ours[1]}/${ours[2]}`;
   return url.replace(/^.*\//, "");
 }
 
+/** A sample's delta above this many sampling intervals is counted as a gap, not as the sampled function's time. */
+const SAMPLE_GAP_FACTOR = 4;
+
 /** Sums sample time per node (timeDeltas, in µs), so a sampling interval that drifted is still right. */
-export function summarize(profile: CpuProfile, topN = 15): ProfileSummary {
+export function summarize(
+  profile: CpuProfile,
+  opts: { intervalUs: number; sources?: Map<string, string>; topN?: number } = { intervalUs: 200 },
+): ProfileSummary {
+  const topN = opts.topN ?? 15;
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const selfUs = new Map<number, number>();
   const samples = profile.samples ?? [];
   const deltas = profile.timeDeltas ?? [];
+  const cap = opts.intervalUs * SAMPLE_GAP_FACTOR;
+  let gapUs = 0;
   for (let i = 0; i < samples.length; i++) {
-    // A delta is the time before sample i; it is charged to the sample that follows it.
+    // Sample i's time is the delta to the next sample, up to the cap; the rest is a gap.
     const us = deltas[i + 1] ?? 0;
-    selfUs.set(samples[i]!, (selfUs.get(samples[i]!) ?? 0) + us);
+    selfUs.set(samples[i]!, (selfUs.get(samples[i]!) ?? 0) + Math.min(us, cap));
+    gapUs += Math.max(0, us - cap);
   }
+  const indexes = new Map([...(opts.sources ?? [])].map(([id, src]) => [id, moduleIndex(src)]));
+  const moduleOf = (f: CallFrame) => indexes.get(f.scriptId)?.(f.lineNumber);
   const groups = new Map<string, number>();
   const fns = new Map<string, { fn: string; where: string; us: number }>();
   let busyUs = 0;
   for (const [id, us] of selfUs) {
     const node = byId.get(id);
     if (!node) continue;
-    const g = groupOf(node.callFrame);
+    const mod = moduleOf(node.callFrame);
+    const g = groupOf(node.callFrame, mod);
     groups.set(g, (groups.get(g) ?? 0) + us);
     if (g === "(idle)") continue;
     busyUs += us;
-    const where = node.callFrame.url
-      ? `${node.callFrame.url.replace(/^.*?(node_modules\/|src\/|durable-objects\/|shared\/)/, "$1")}:${node.callFrame.lineNumber + 1}`
-      : g;
+    const where = mod ?? (node.callFrame.url ? `${node.callFrame.url.replace(/^.*\//, "")}:${node.callFrame.lineNumber + 1}` : g);
     const key = `${node.callFrame.functionName}@${where}`;
     const f = fns.get(key) ?? { fn: node.callFrame.functionName || "(anonymous)", where, us: 0 };
     f.us += us;
@@ -85,6 +128,7 @@ export function summarize(profile: CpuProfile, topN = 15): ProfileSummary {
   return {
     wallMs: ms(profile.endTime - profile.startTime),
     busyMs: ms(busyUs),
+    gapMs: ms(gapUs),
     groups: [...groups]
       .filter(([g]) => g !== "(idle)")
       .sort((a, b) => b[1] - a[1])
@@ -97,7 +141,7 @@ export function summarize(profile: CpuProfile, topN = 15): ProfileSummary {
 }
 
 /** Connects to the first inspector target and starts sampling; `stop()` returns the profile. */
-export async function startProfiler(inspectorPort: number, samplingIntervalUs = 200): Promise<{ stop(): Promise<CpuProfile>; target: string }> {
+export async function startProfiler(inspectorPort: number, samplingIntervalUs = 200): Promise<{ stop(): Promise<ProfileSummary>; target: string }> {
   const targets = (await (await fetch(`http://127.0.0.1:${inspectorPort}/json/list`)).json()) as { title?: string; webSocketDebuggerUrl: string }[];
   const target = targets.find((t) => /notifiws|partyserver/.test(t.title ?? "")) ?? targets[0];
   if (!target) throw new Error(`no inspector target on port ${inspectorPort}`);
@@ -132,8 +176,14 @@ export async function startProfiler(inspectorPort: number, samplingIntervalUs = 
     target: target.title ?? target.webSocketDebuggerUrl,
     async stop() {
       const { profile } = await call<{ profile: CpuProfile }>("Profiler.stop");
+      // The bundle's source, to map lines back to modules (the debugger is enabled only now, after sampling).
+      await call("Debugger.enable");
+      const sources = new Map<string, string>();
+      for (const id of new Set(profile.nodes.map((n) => n.callFrame.scriptId).filter((id) => id && id !== "0")))
+        sources.set(id, (await call<{ scriptSource: string }>("Debugger.getScriptSource", { scriptId: id }).catch(() => ({ scriptSource: "" }))).scriptSource);
+      await call("Debugger.disable").catch(() => undefined);
       ws.close();
-      return profile;
+      return summarize(profile, { intervalUs: samplingIntervalUs, sources });
     },
   };
 }

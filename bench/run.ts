@@ -399,8 +399,10 @@ async function main() {
       const entry: SystemResult = { flavour, runtime: system.runtime, w1: [], w2: [] };
       perSystem[system.name] = entry;
       let fdsPerSocket = NaN;
-      for (const n of onlyW6 ? [P.subscribers] : [...new Set([P.subscribers, ...P.connectCounts])]) {
+      let measured = 0;
+      for (const size of onlyW6 ? [P.subscribers] : [...new Set([P.subscribers, ...P.connectCounts])]) {
         if (Date.now() > DEADLINE) break;
+        let n = size;
         // W4 runs on the production-like runtime before the larger sizes.
         if (flavour === "notifiws" && system.runtime === PROD_RUNTIME && n > P.subscribers && !results.w4 && !onlyW6) await relayAlone();
         const projected = Math.round(openFiles(serverPids()) + n * fdsPerSocket);
@@ -411,7 +413,10 @@ async function main() {
             held: 0,
             error: `not measurable here: ${fdsPerSocket.toFixed(1)} server fds per socket (measured) × ${n} > this container's ${fdLimit} per-process hard limit`,
           });
-          continue;
+          // Then the largest size (in steps of 500) that fits, so the table says how far this runtime goes here.
+          const fit = Math.floor((fdLimit * 0.95 - openFiles(serverPids())) / fdsPerSocket / 500) * 500;
+          if (fit <= measured) continue;
+          n = fit;
         }
         log("W1 connect", { system: system.name, clients: n });
         const fdsBefore = openFiles(serverPids());
@@ -423,6 +428,7 @@ async function main() {
           entry.w1.push({ clients: n, held: 0, error: (err as Error).message });
           continue;
         }
+        measured = n;
         const rep = await swarm.report();
         const fdsHeld = openFiles(serverPids());
         if (swarm.ready.connected > 0) fdsPerSocket = Math.max(fdsPerSocket || 0, (fdsHeld - fdsBefore) / swarm.ready.connected);

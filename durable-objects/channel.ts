@@ -79,7 +79,7 @@ export class ChannelObject extends DurableObject<Env> {
       this.store.bindChannel(init.channel);
       if (init.fanout) return await this.serial(() => this.connectFanout(init));
       // Below the platform's 32,768 hibernatable sockets per object, which local workerd does not enforce.
-      const open = this.sockets.open().length;
+      const open = this.sockets.count();
       if (open >= this.config.MAX_SOCKETS_PER_OBJECT)
         return errorResponse(
           503,
@@ -97,7 +97,7 @@ export class ChannelObject extends DurableObject<Env> {
   private async connectFanout(init: SessionInit): Promise<Response> {
     const f = init.fanout!;
     this.store.bindFanout(f);
-    const open = this.sockets.open().length;
+    const open = this.sockets.count();
     if (open >= f.capacity) return errorResponse(503, "FANOUT_FULL", `fan-out object ${f.name} holds ${open} sockets`);
     // Resume works on any fan-out object, also one this client never used: fetch what it needs first.
     await this.pull(init.since !== undefined ? Math.min(init.since, this.store.counters.headSeq) : undefined);
@@ -126,7 +126,7 @@ export class ChannelObject extends DurableObject<Env> {
     const pair = new WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
     this.ctx.acceptWebSocket(server);
-    this.sockets.save(server, session);
+    this.sockets.accepted(server, session);
     this.sockets.send(server, {
       type: "welcome",
       channel: init.channel,
@@ -402,7 +402,7 @@ export class ChannelObject extends DurableObject<Env> {
   private async pull(after: number | undefined): Promise<void> {
     const orderer = this.orderer();
     if (after === undefined) {
-      if (this.sockets.open().length > 0) return; // attached: hand-offs keep this object current
+      if (this.sockets.count() > 0) return; // attached: hand-offs keep this object current
       this.store.advanceHead((await orderer.range(this.store.counters.headSeq, 0)).headSeq);
       return;
     }
@@ -435,9 +435,9 @@ export class ChannelObject extends DurableObject<Env> {
 
   private async detachIfEmpty(): Promise<void> {
     const f = this.store.fanout;
-    if (!f || this.sockets.open().length > 0) return;
+    if (!f || this.sockets.count() > 0) return;
     await this.serial(async () => {
-      if (this.sockets.open().length === 0) await this.orderer().detach(f.name);
+      if (this.sockets.count() === 0) await this.orderer().detach(f.name);
     }).catch((err) => log("warn", "detach failed", { class: "ChannelObject", channel: this.store.channel, ...errorFields(err) }));
   }
 

@@ -8,7 +8,8 @@
  *
  * Run as a child of scripts/stack.ts: argv port, env file (KEY=value lines,
  * the secrets), persist dir, and optionally the wrangler config (default the
- * repo's wrangler.toml; the bench's PartyServer peer passes its own). Prints `{"ready":true}` when it answers, and
+ * repo's wrangler.toml; the bench's PartyServer peer passes its own) and the
+ * V8 inspector port (bench/profile.ts samples the isolate through it). Prints `{"ready":true}` when it answers, and
  * disposes workerd on SIGTERM/SIGINT.
  */
 import { execFileSync } from "node:child_process";
@@ -19,11 +20,12 @@ import { Log, LogLevel, Miniflare, convertV4MiniflareOptions } from "miniflare";
 import { unstable_getMiniflareWorkerOptions } from "wrangler";
 import { ROOT } from "./stack";
 
-const [portArg, envFile, persistDir, configArg] = process.argv.slice(2);
+const [portArg, envFile, persistDir, configArg, inspectorArg] = process.argv.slice(2);
 const config = configArg ?? join(ROOT, "wrangler.toml");
 if (!portArg || !envFile || !persistDir) {
   process.stderr.write(
-    JSON.stringify({ level: "error", code: "USAGE", msg: "usage: miniflare-serve.ts <port> <env-file> <persist-dir> [wrangler-config]" }) + "\n",
+    JSON.stringify({ level: "error", code: "USAGE", msg: "usage: miniflare-serve.ts <port> <env-file> <persist-dir> [wrangler-config] [inspector-port]" }) +
+      "\n",
   );
   process.exit(2);
 }
@@ -56,7 +58,10 @@ const mf = new Miniflare(
     modulesRoot: outdir,
     bindings: { ...(workerOptions.bindings as Record<string, string>), ...readEnvFile(envFile) },
     host: "127.0.0.1",
-    port: Number(portArg),
+    // Miniflare's own entry socket (an entry worker in front of ours) on any free port; clients use the direct socket.
+    port: 0,
+    unsafeDirectSockets: [{ host: "127.0.0.1", port: Number(portArg) }],
+    ...(inspectorArg ? { inspectorPort: Number(inspectorArg), inspectorHost: "127.0.0.1" } : {}),
     resourcePersistencePath: persistDir,
     log: new Log(LogLevel.WARN),
     // No request.cf lookup (this machine is offline); the placeholder has no continent, as in wrangler dev.

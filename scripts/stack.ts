@@ -180,7 +180,20 @@ export async function startWorkerProcess(o: {
   };
   const child =
     o.runtime === "miniflare"
-      ? spawn(process.execPath, ["--import", "tsx", join(ROOT, "scripts/miniflare-serve.ts"), port, o.envFile, o.persistDir, config], spawnOpts)
+      ? spawn(
+          process.execPath,
+          [
+            "--import",
+            "tsx",
+            join(ROOT, "scripts/miniflare-serve.ts"),
+            port,
+            o.envFile,
+            o.persistDir,
+            config,
+            ...(o.inspectorPort ? [String(o.inspectorPort)] : []),
+          ],
+          spawnOpts,
+        )
       : spawn(
           join(ROOT, "node_modules/.bin/wrangler"),
           [
@@ -217,7 +230,8 @@ export class Stack {
   workerUrl = "";
   relayUrl = "";
   secrets!: Secrets;
-  private inspectorPort = 0;
+  /** workerd's V8 inspector (wrangler dev's, or Miniflare's with runtime "miniflare"). */
+  inspectorPort = 0;
 
   constructor(readonly opts: StackOptions = {}) {}
 

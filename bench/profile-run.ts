@@ -1,0 +1,159 @@
+/**
+ * `npm run bench:profile [-- --clients N]`: where the time of a connect storm
+ * goes, notifiws against its same-platform peer (PartyServer), both on
+ * Miniflare directly. For each: a V8 CPU profile of the isolate (Worker and
+ * Durable Objects) while N clients connect 100 at a time, then while a burst of
+ * rows fans out to them; printed as time per code group and the top functions,
+ * and written to bench/results/profile-<date>.md.
+ */
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fork, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import pg from "pg";
+import { freePort } from "../scripts/embedded-pg";
+import { devToken, Stack, startWorkerProcess, type Proc } from "../scripts/stack";
+import { percentile } from "./histogram";
+import { startProfiler, type ProfileSummary } from "./profile";
+import type { Flavour, SwarmReport } from "./swarm";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const arg = (name: string, dflt: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const CLIENTS = arg("clients", 1000);
+const BURST = arg("burst", 500);
+const log = (msg: string, fields: Record<string, unknown> = {}) => process.stderr.write(JSON.stringify({ level: "info", msg, ...fields }) + "\n");
+const children = new Set<ChildProcess>();
+
+function once<T>(child: ChildProcess, what: string, match: (m: unknown) => boolean, timeoutMs = 120_000): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), timeoutMs);
+    const on = (m: unknown) => {
+      if (!match(m)) return;
+      clearTimeout(t);
+      child.off("message", on);
+      resolve(m as T);
+    };
+    child.on("message", on);
+    child.once("exit", (code) => reject(new Error(`${what}: exited with ${code}`)));
+  });
+}
+
+interface Phase {
+  phase: string;
+  summary: ProfileSummary;
+  connectP99?: number;
+  deliveriesPerSec?: number;
+}
+
+async function profileSystem(db: pg.Pool, flavour: Flavour, url: string, inspectorPort: number, token: string): Promise<Phase[]> {
+  const phases: Phase[] = [];
+  let profiler = await startProfiler(inspectorPort);
+  const swarm = fork(join(HERE, "swarm.ts"), [JSON.stringify({ flavour, url, count: CLIENTS, token, concurrency: 100 })], {
+    execArgv: ["--import", "tsx"],
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+  children.add(swarm);
+  await once(swarm, `${CLIENTS} connections`, (m) => !!(m as { ready?: boolean }).ready, 300_000);
+  const connect = await profiler.stop();
+  const ask = <T>(cmd: object) => {
+    const p = once<T>(swarm, JSON.stringify(cmd), () => true);
+    swarm.send(cmd);
+    return p;
+  };
+  const connected = await ask<SwarmReport>({ cmd: "report" });
+  phases.push({ phase: `connect ${CLIENTS}`, summary: connect, connectP99: percentile(connected.connectMs, 0.99) });
+
+  const minId = Number((await db.query<{ v: string }>("SELECT nextval('bench_rows_id_seq') AS v")).rows[0]!.v) + 1;
+  await ask({ cmd: "expect", minId, maxId: minId + BURST - 1 });
+  profiler = await startProfiler(inspectorPort);
+  await db.query("INSERT INTO bench_rows (payload) SELECT 'x' FROM generate_series(1, $1)", [BURST]);
+  const deadline = Date.now() + 60_000;
+  let rep = await ask<SwarmReport>({ cmd: "report" });
+  while (rep.missing > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    rep = await ask<SwarmReport>({ cmd: "report" });
+  }
+  phases.push({
+    phase: `fan out ${BURST} rows to ${CLIENTS}`,
+    summary: await profiler.stop(),
+    deliveriesPerSec: Math.round(rep.deliveries / (Math.max(1, rep.lastAt - rep.firstAt) / 1000)),
+  });
+  swarm.send({ cmd: "exit" });
+  await new Promise((r) => swarm.once("exit", r));
+  return phases;
+}
+
+async function main() {
+  const dir = await mkdtemp(join(tmpdir(), "notifiws-profile-"));
+  const stack = new Stack({ stateDir: dir, demo: false, runtime: "miniflare", workerVars: { LOG_LEVEL: "warn" }, relayEnv: { LOG_LEVEL: "warn" } });
+  const out: Record<string, Phase[]> = {};
+  let db: pg.Pool | undefined;
+  let peer: Proc | undefined;
+  try {
+    await stack.start();
+    db = new pg.Pool({ connectionString: stack.databaseUrl, max: 2 });
+    await db.query("CREATE TABLE IF NOT EXISTS bench_rows (id bigserial PRIMARY KEY, payload text, created_at timestamptz NOT NULL DEFAULT now())");
+    await db.query("SELECT notifiws.watch('bench_rows', 'bench', ARRAY['id', 'payload'])");
+    const token = await devToken(stack.secrets, { channels: ["bench"] });
+    log("profiling notifiws", { clients: CLIENTS });
+    out["notifiws (miniflare)"] = await profileSystem(db, "notifiws", stack.workerUrl.replace(/^http/, "ws"), stack.inspectorPort, token);
+
+    // The peer, fed by the same relay.
+    await stack.worker!.stop();
+    const peerUrl = `http://127.0.0.1:${await freePort()}`;
+    const peerInspector = await freePort();
+    peer = await startWorkerProcess({
+      runtime: "miniflare",
+      url: peerUrl,
+      env: { INGEST_SECRETS: stack.secrets.INGEST_SECRET },
+      envFile: join(dir, "peer.env"),
+      persistDir: join(dir, "peer"),
+      config: join(HERE, "partyserver/wrangler.toml"),
+      inspectorPort: peerInspector,
+    });
+    await stack.relay!.stop();
+    stack.opts.relayEnv = { ...stack.opts.relayEnv, WORKER_URL: peerUrl };
+    await stack.startRelay();
+    log("profiling partyserver", { clients: CLIENTS });
+    out["partyserver (miniflare)"] = await profileSystem(db, "partyserver", peerUrl.replace(/^http/, "ws"), peerInspector, token);
+  } finally {
+    for (const c of children) c.kill("SIGKILL");
+    await peer?.stop();
+    await db?.end().catch(() => undefined);
+    await stack.stop();
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+
+  const lines = [`# CPU profile of the isolate (Worker + Durable Objects), Miniflare directly, ${new Date().toISOString()}`];
+  for (const [system, phases] of Object.entries(out)) {
+    for (const p of phases) {
+      const figure = p.connectP99 !== undefined ? `connect p99 ${p.connectP99.toFixed(1)} ms` : `${p.deliveriesPerSec} deliveries/s`;
+      lines.push("", `## ${system}: ${p.phase} (${figure}; JS busy ${p.summary.busyMs} ms, outside V8 ${p.summary.gapMs} ms, of ${p.summary.wallMs} ms)`, "");
+      lines.push("| code | self ms | share of busy |", "|---|---|---|", ...p.summary.groups.map((g) => `| ${g.group} | ${g.ms} | ${g.share}% |`));
+      lines.push(
+        "",
+        "| function | where | self ms | share |",
+        "|---|---|---|---|",
+        ...p.summary.top.map((f) => `| ${f.fn} | ${f.where} | ${f.ms} | ${f.share}% |`),
+      );
+    }
+  }
+  const md = lines.join("\n") + "\n";
+  await mkdir(join(HERE, "results"), { recursive: true });
+  const file = join(HERE, "results", `profile-${new Date().toISOString().replace(/[:.]/g, "-")}.md`);
+  await writeFile(file, md);
+  process.stdout.write(md + `\n-> ${file}\n`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    for (const c of children) c.kill("SIGKILL");
+    process.stderr.write(JSON.stringify({ level: "error", msg: (err as Error).message }) + "\n");
+    process.exit(1);
+  },
+);
