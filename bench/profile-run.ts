@@ -1,7 +1,7 @@
 /**
- * `npm run bench:profile [-- --clients N]`: where the time of a connect storm
- * goes, notifiws against its same-platform peer (PartyServer), both on
- * Miniflare directly. For each: a V8 CPU profile of the isolate (Worker and
+ * `npm run bench:profile [-- --clients N] [--burst N] [--runtime wrangler-dev]`:
+ * where the time of a connect storm goes, notifiws against its same-platform
+ * peer (PartyServer), both on Miniflare directly (or both under wrangler dev). For each: a V8 CPU profile of the isolate (Worker and
  * Durable Objects) while N clients connect 100 at a time, then while a burst of
  * rows fans out to them; printed as time per code group and the top functions,
  * and written to bench/results/profile-<date>.md.
@@ -24,6 +24,7 @@ const arg = (name: string, dflt: number) => {
   return i > 0 ? Number(process.argv[i + 1]) : dflt;
 };
 const CLIENTS = arg("clients", 1000);
+const RUNTIME = process.argv.includes("wrangler-dev") ? "wrangler-dev" : "miniflare";
 const BURST = arg("burst", 500);
 const log = (msg: string, fields: Record<string, unknown> = {}) => process.stderr.write(JSON.stringify({ level: "info", msg, ...fields }) + "\n");
 const children = new Set<ChildProcess>();
@@ -31,14 +32,16 @@ const children = new Set<ChildProcess>();
 function once<T>(child: ChildProcess, what: string, match: (m: unknown) => boolean, timeoutMs = 120_000): Promise<T> {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), timeoutMs);
+    const onExit = (code: number | null) => reject(new Error(`${what}: exited with ${code}`));
     const on = (m: unknown) => {
       if (!match(m)) return;
       clearTimeout(t);
       child.off("message", on);
+      child.off("exit", onExit);
       resolve(m as T);
     };
     child.on("message", on);
-    child.once("exit", (code) => reject(new Error(`${what}: exited with ${code}`)));
+    child.once("exit", onExit);
   });
 }
 
@@ -89,7 +92,7 @@ async function profileSystem(db: pg.Pool, flavour: Flavour, url: string, inspect
 
 async function main() {
   const dir = await mkdtemp(join(tmpdir(), "notifiws-profile-"));
-  const stack = new Stack({ stateDir: dir, demo: false, runtime: "miniflare", workerVars: { LOG_LEVEL: "warn" }, relayEnv: { LOG_LEVEL: "warn" } });
+  const stack = new Stack({ stateDir: dir, demo: false, runtime: RUNTIME, workerVars: { LOG_LEVEL: "warn" }, relayEnv: { LOG_LEVEL: "warn" } });
   const out: Record<string, Phase[]> = {};
   let db: pg.Pool | undefined;
   let peer: Proc | undefined;
@@ -100,14 +103,14 @@ async function main() {
     await db.query("SELECT notifiws.watch('bench_rows', 'bench', ARRAY['id', 'payload'])");
     const token = await devToken(stack.secrets, { channels: ["bench"] });
     log("profiling notifiws", { clients: CLIENTS });
-    out["notifiws (miniflare)"] = await profileSystem(db, "notifiws", stack.workerUrl.replace(/^http/, "ws"), stack.inspectorPort, token);
+    out[`notifiws (${RUNTIME})`] = await profileSystem(db, "notifiws", stack.workerUrl.replace(/^http/, "ws"), stack.inspectorPort, token);
 
     // The peer, fed by the same relay.
     await stack.worker!.stop();
     const peerUrl = `http://127.0.0.1:${await freePort()}`;
     const peerInspector = await freePort();
     peer = await startWorkerProcess({
-      runtime: "miniflare",
+      runtime: RUNTIME,
       url: peerUrl,
       env: { INGEST_SECRETS: stack.secrets.INGEST_SECRET },
       envFile: join(dir, "peer.env"),
@@ -119,7 +122,7 @@ async function main() {
     stack.opts.relayEnv = { ...stack.opts.relayEnv, WORKER_URL: peerUrl };
     await stack.startRelay();
     log("profiling partyserver", { clients: CLIENTS });
-    out["partyserver (miniflare)"] = await profileSystem(db, "partyserver", peerUrl.replace(/^http/, "ws"), peerInspector, token);
+    out[`partyserver (${RUNTIME})`] = await profileSystem(db, "partyserver", peerUrl.replace(/^http/, "ws"), peerInspector, token);
   } finally {
     for (const c of children) c.kill("SIGKILL");
     await peer?.stop();
@@ -128,7 +131,7 @@ async function main() {
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }
 
-  const lines = [`# CPU profile of the isolate (Worker + Durable Objects), Miniflare directly, ${new Date().toISOString()}`];
+  const lines = [`# CPU profile of the isolate (Worker + Durable Objects) on ${RUNTIME}, ${new Date().toISOString()}`];
   for (const [system, phases] of Object.entries(out)) {
     for (const p of phases) {
       const figure = p.connectP99 !== undefined ? `connect p99 ${p.connectP99.toFixed(1)} ms` : `${p.deliveriesPerSec} deliveries/s`;

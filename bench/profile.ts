@@ -140,8 +140,10 @@ export function summarize(
   };
 }
 
-/** Connects to the first inspector target and starts sampling; `stop()` returns the profile. */
-export async function startProfiler(inspectorPort: number, samplingIntervalUs = 200): Promise<{ stop(): Promise<ProfileSummary>; target: string }> {
+/** A CDP session with the Worker's isolate through workerd's inspector. */
+async function inspect(
+  inspectorPort: number,
+): Promise<{ call<T>(method: string, params?: Record<string, unknown>): Promise<T>; close(): void; target: string }> {
   const targets = (await (await fetch(`http://127.0.0.1:${inspectorPort}/json/list`)).json()) as { title?: string; webSocketDebuggerUrl: string }[];
   const target = targets.find((t) => /notifiws|partyserver/.test(t.title ?? "")) ?? targets[0];
   if (!target) throw new Error(`no inspector target on port ${inspectorPort}`);
@@ -159,21 +161,46 @@ export async function startProfiler(inspectorPort: number, samplingIntervalUs = 
       pending.delete(msg.id);
     }
   });
-  const call = <T>(method: string, params: Record<string, unknown> = {}) =>
-    new Promise<T>((resolve, reject) => {
-      const id = nextId++;
-      const t = setTimeout(() => reject(new Error(`inspector: ${method} timed out`)), 60_000);
-      pending.set(id, (r) => {
-        clearTimeout(t);
-        Promise.resolve(r).then((v) => resolve(v as T), reject);
-      });
-      ws.send(JSON.stringify({ id, method, params }));
-    });
+  return {
+    target: target.title ?? target.webSocketDebuggerUrl,
+    close: () => ws.close(),
+    call: <T>(method: string, params: Record<string, unknown> = {}) =>
+      new Promise<T>((resolve, reject) => {
+        const id = nextId++;
+        const t = setTimeout(() => reject(new Error(`inspector: ${method} timed out`)), 60_000);
+        pending.set(id, (r) => {
+          clearTimeout(t);
+          Promise.resolve(r).then((v) => resolve(v as T), reject);
+        });
+        ws.send(JSON.stringify({ id, method, params }));
+      }),
+  };
+}
+
+/**
+ * The isolate's V8 heap in use (MiB), after a full GC: the figure production's
+ * 128 MB per-isolate limit applies to (workerd's RSS also holds socket buffers
+ * and the runtime, which that limit does not count).
+ */
+export async function isolateHeapMiB(inspectorPort: number): Promise<number> {
+  const s = await inspect(inspectorPort);
+  try {
+    await s.call("HeapProfiler.collectGarbage").catch(() => undefined);
+    const { usedSize } = await s.call<{ usedSize: number }>("Runtime.getHeapUsage");
+    return Math.round((usedSize / 2 ** 20) * 10) / 10;
+  } finally {
+    s.close();
+  }
+}
+
+/** Connects to the isolate and starts sampling; `stop()` returns the summary. */
+export async function startProfiler(inspectorPort: number, samplingIntervalUs = 200): Promise<{ stop(): Promise<ProfileSummary>; target: string }> {
+  const { call, close, target } = await inspect(inspectorPort);
   await call("Profiler.enable");
   await call("Profiler.setSamplingInterval", { interval: samplingIntervalUs });
   await call("Profiler.start");
   return {
-    target: target.title ?? target.webSocketDebuggerUrl,
+    target,
     async stop() {
       const { profile } = await call<{ profile: CpuProfile }>("Profiler.stop");
       // The bundle's source, to map lines back to modules (the debugger is enabled only now, after sampling).
@@ -182,7 +209,7 @@ export async function startProfiler(inspectorPort: number, samplingIntervalUs = 
       for (const id of new Set(profile.nodes.map((n) => n.callFrame.scriptId).filter((id) => id && id !== "0")))
         sources.set(id, (await call<{ scriptSource: string }>("Debugger.getScriptSource", { scriptId: id }).catch(() => ({ scriptSource: "" }))).scriptSource);
       await call("Debugger.disable").catch(() => undefined);
-      ws.close();
+      close();
       return summarize(profile, { intervalUs: samplingIntervalUs, sources });
     },
   };

@@ -35,6 +35,7 @@ import pg from "pg";
 import { freePort } from "../scripts/embedded-pg";
 import { devToken, Stack, startWorkerProcess, type Proc } from "../scripts/stack";
 import { Histogram, percentile } from "./histogram";
+import { isolateHeapMiB } from "./profile";
 import { runW5Standalone, w5Table, type W5Cell } from "./db-overhead";
 import type { Flavour, SwarmArgs, SwarmCommand, SwarmReport } from "./swarm";
 
@@ -190,12 +191,12 @@ function rssMiB(pgid: number | undefined, match: RegExp): number {
     return NaN;
   }
 }
-/** Open files of every process in a process group (or of one pid), from /proc. */
+/** Open files of the busiest of these processes (the limit is per process), from /proc. */
 function openFiles(pids: number[]): number {
   let n = 0;
   for (const pid of pids) {
     try {
-      n += readdirSync(`/proc/${pid}/fd`).length;
+      n = Math.max(n, readdirSync(`/proc/${pid}/fd`).length);
     } catch {
       /* gone */
     }
@@ -369,6 +370,7 @@ async function main() {
       await mode(flavour);
       let server: ChildProcess | undefined;
       let peer: Proc | undefined;
+      let peerInspector = 0;
       let url: string;
       if (flavour === "notifiws") {
         await notifiwsOn(system.runtime!);
@@ -376,6 +378,7 @@ async function main() {
         url = stack.workerUrl.replace(/^http/, "ws");
       } else if (flavour === "partyserver") {
         const peerUrl = `http://127.0.0.1:${await freePort()}`;
+        peerInspector = await freePort();
         peer = await startWorkerProcess({
           runtime: system.runtime!,
           url: peerUrl,
@@ -383,7 +386,7 @@ async function main() {
           envFile: join(dir, "peer.env"),
           persistDir: join(dir, `peer-${system.runtime}`),
           config: join(HERE, "partyserver/wrangler.toml"),
-          inspectorPort: await freePort(),
+          inspectorPort: peerInspector,
         });
         await pointRelay(peerUrl);
         url = peerUrl.replace(/^http/, "ws");
@@ -400,21 +403,22 @@ async function main() {
       perSystem[system.name] = entry;
       let fdsPerSocket = NaN;
       let measured = 0;
+      const baseFds = openFiles(serverPids());
       for (const size of onlyW6 ? [P.subscribers] : [...new Set([P.subscribers, ...P.connectCounts])]) {
         if (Date.now() > DEADLINE) break;
         let n = size;
         // W4 runs on the production-like runtime before the larger sizes.
         if (flavour === "notifiws" && system.runtime === PROD_RUNTIME && n > P.subscribers && !results.w4 && !onlyW6) await relayAlone();
-        const projected = Math.round(openFiles(serverPids()) + n * fdsPerSocket);
+        const projected = Math.round(baseFds + n * fdsPerSocket);
         if (projected > fdLimit * 0.95) {
           log("W1 skipped: over the open-file limit", { system: system.name, clients: n, fdsPerSocket, fdLimit });
           entry.w1.push({
             clients: n,
             held: 0,
-            error: `not measurable here: ${fdsPerSocket.toFixed(1)} server fds per socket (measured) × ${n} > this container's ${fdLimit} per-process hard limit`,
+            error: `not measurable here: ${fdsPerSocket.toFixed(1)} fds per socket in the busiest server process (measured) × ${n} > this container's ${fdLimit} per-process hard limit`,
           });
           // Then the largest size (in steps of 500) that fits, so the table says how far this runtime goes here.
-          const fit = Math.floor((fdLimit * 0.95 - openFiles(serverPids())) / fdsPerSocket / 500) * 500;
+          const fit = Math.floor((fdLimit * 0.95 - baseFds) / fdsPerSocket / 500) * 500;
           if (fit <= measured) continue;
           n = fit;
         }
@@ -439,6 +443,11 @@ async function main() {
           connectP50: percentile(rep.connectMs, 0.5),
           connectP99: percentile(rep.connectMs, 0.99),
           serverRssMiB: Math.round(serverRss()),
+          // The Workers' isolate heap, which production's 128 MB limit applies to.
+          isolateHeapMiB:
+            flavour === "notifiws" || flavour === "partyserver"
+              ? await isolateHeapMiB(flavour === "notifiws" ? stack.inspectorPort : peerInspector).catch(() => NaN)
+              : undefined,
           serverFdsPerSocket: Math.round(((fdsHeld - fdsBefore) / Math.max(1, swarm.ready.connected)) * 100) / 100,
           relayRssMiB: flavour === "notifiws" || flavour === "partyserver" ? Math.round(pidRss(stack.relay!.child.pid)) : undefined,
         });
@@ -547,7 +556,7 @@ async function report(results: Record<string, unknown>) {
   const systems = Object.entries(w);
   table(
     "W1 connect",
-    ["system", "clients", "held", "connect p50 ms", "connect p99 ms", "server RSS MiB", "server fds/socket", "relay RSS MiB", "note"],
+    ["system", "clients", "held", "connect p50 ms", "connect p99 ms", "server RSS MiB", "isolate heap MiB", "server fds/socket", "relay RSS MiB", "note"],
     systems.flatMap(([name, f]) =>
       f.w1.map((r) => [
         name,
@@ -556,6 +565,7 @@ async function report(results: Record<string, unknown>) {
         fmt(r.connectP50),
         fmt(r.connectP99),
         fmt(r.serverRssMiB),
+        fmt(r.isolateHeapMiB),
         fmt(r.serverFdsPerSocket, 2),
         fmt(r.relayRssMiB),
         r.error ? String(r.error) : "",
