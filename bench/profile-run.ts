@@ -15,6 +15,7 @@ import pg from "pg";
 import { freePort } from "../scripts/embedded-pg";
 import { devToken, Stack, startWorkerProcess, type Proc } from "../scripts/stack";
 import { percentile } from "./histogram";
+import { nextMessage } from "./ipc";
 import { startProfiler, type ProfileSummary } from "./profile";
 import type { Flavour, SwarmReport } from "./swarm";
 
@@ -28,22 +29,6 @@ const RUNTIME = process.argv.includes("wrangler-dev") ? "wrangler-dev" : "minifl
 const BURST = arg("burst", 500);
 const log = (msg: string, fields: Record<string, unknown> = {}) => process.stderr.write(JSON.stringify({ level: "info", msg, ...fields }) + "\n");
 const children = new Set<ChildProcess>();
-
-function once<T>(child: ChildProcess, what: string, match: (m: unknown) => boolean, timeoutMs = 120_000): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), timeoutMs);
-    const onExit = (code: number | null) => reject(new Error(`${what}: exited with ${code}`));
-    const on = (m: unknown) => {
-      if (!match(m)) return;
-      clearTimeout(t);
-      child.off("message", on);
-      child.off("exit", onExit);
-      resolve(m as T);
-    };
-    child.on("message", on);
-    child.once("exit", onExit);
-  });
-}
 
 interface Phase {
   phase: string;
@@ -60,10 +45,10 @@ async function profileSystem(db: pg.Pool, flavour: Flavour, url: string, inspect
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
   children.add(swarm);
-  await once(swarm, `${CLIENTS} connections`, (m) => !!(m as { ready?: boolean }).ready, 300_000);
+  await nextMessage(swarm, `${CLIENTS} connections`, 300_000, (m) => !!(m as { ready?: boolean }).ready);
   const connect = await profiler.stop();
   const ask = <T>(cmd: object) => {
-    const p = once<T>(swarm, JSON.stringify(cmd), () => true);
+    const p = nextMessage<T>(swarm, JSON.stringify(cmd), 120_000);
     swarm.send(cmd);
     return p;
   };

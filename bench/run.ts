@@ -35,6 +35,7 @@ import pg from "pg";
 import { freePort } from "../scripts/embedded-pg";
 import { devToken, Stack, startWorkerProcess, type Proc } from "../scripts/stack";
 import { Histogram, percentile } from "./histogram";
+import { nextMessage } from "./ipc";
 import { isolateHeapMiB } from "./profile";
 import { runW5Standalone, w5Table, type W5Cell } from "./db-overhead";
 import type { Flavour, SwarmArgs, SwarmCommand, SwarmReport } from "./swarm";
@@ -83,29 +84,6 @@ function forkTs(file: string, args: string[]): ChildProcess {
   children.add(child);
   child.on("exit", () => children.delete(child));
   return child;
-}
-
-function nextMessage<T>(child: ChildProcess, what: string, timeoutMs: number, match: (m: unknown) => boolean = () => true): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => {
-      child.off("message", on);
-      reject(new Error(`timed out after ${timeoutMs}ms waiting for ${what}`));
-    }, timeoutMs);
-    const onExit = (code: number | null) => {
-      clearTimeout(t);
-      child.off("message", on);
-      reject(new Error(`${what}: process exited with ${code}`));
-    };
-    const on = (m: unknown) => {
-      if (!match(m)) return;
-      clearTimeout(t);
-      child.off("message", on);
-      child.off("exit", onExit);
-      resolve(m as T);
-    };
-    child.on("message", on);
-    child.once("exit", onExit);
-  });
 }
 
 /** One logical swarm of `count` sockets, split over processes of at most SWARM_PER_PROCESS sockets. */
