@@ -1,23 +1,24 @@
 /**
  * `npm run bench:profile [-- --clients N] [--burst N] [--runtime wrangler-dev]`:
  * where the time of a connect storm goes, notifiws against its same-platform
- * peer (PartyServer), both on Miniflare directly (or both under wrangler dev). For each: a V8 CPU profile of the isolate (Worker and
- * Durable Objects) while N clients connect 100 at a time, then while a burst of
+ * peer (PartyServer), both on Miniflare directly (or both under wrangler dev).
+ * For each: a V8 CPU profile of the isolate (Worker and Durable Objects) while
+ * N clients connect 100 at a time, then while a burst of
  * rows fans out to them; printed as time per code group and the top functions,
  * and written to bench/results/profile-<date>.md.
  */
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
-import { freePort } from "../scripts/embedded-pg";
-import { devToken, Stack, startWorkerProcess, type Proc } from "../scripts/stack";
+import { devToken, Stack, type Proc } from "../scripts/stack";
 import { percentile } from "./histogram";
-import { nextMessage } from "./ipc";
+import { killChildren, runBench } from "./ipc";
+import { startPartyServerPeer } from "./peer";
 import { startProfiler, type ProfileSummary } from "./profile";
-import type { Flavour, SwarmReport } from "./swarm";
+import type { Flavour } from "./swarm";
+import { Swarm } from "./swarm-group";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const arg = (name: string, dflt: number) => {
@@ -28,7 +29,6 @@ const CLIENTS = arg("clients", 1000);
 const RUNTIME = process.argv.includes("wrangler-dev") ? "wrangler-dev" : "miniflare";
 const BURST = arg("burst", 500);
 const log = (msg: string, fields: Record<string, unknown> = {}) => process.stderr.write(JSON.stringify({ level: "info", msg, ...fields }) + "\n");
-const children = new Set<ChildProcess>();
 
 interface Phase {
   phase: string;
@@ -40,38 +40,27 @@ interface Phase {
 async function profileSystem(db: pg.Pool, flavour: Flavour, url: string, inspectorPort: number, token: string): Promise<Phase[]> {
   const phases: Phase[] = [];
   let profiler = await startProfiler(inspectorPort);
-  const swarm = fork(join(HERE, "swarm.ts"), [JSON.stringify({ flavour, url, count: CLIENTS, token, concurrency: 100 })], {
-    execArgv: ["--import", "tsx"],
-    stdio: ["ignore", "inherit", "inherit", "ipc"],
-  });
-  children.add(swarm);
-  await nextMessage(swarm, `${CLIENTS} connections`, 300_000, (m) => !!(m as { ready?: boolean }).ready);
+  const swarm = await Swarm.start({ flavour, url, count: CLIENTS, token, concurrency: 100 });
   const connect = await profiler.stop();
-  const ask = <T>(cmd: object) => {
-    const p = nextMessage<T>(swarm, JSON.stringify(cmd), 120_000);
-    swarm.send(cmd);
-    return p;
-  };
-  const connected = await ask<SwarmReport>({ cmd: "report" });
+  const connected = await swarm.report();
   phases.push({ phase: `connect ${CLIENTS}`, summary: connect, connectP99: percentile(connected.connectMs, 0.99) });
 
   const minId = Number((await db.query<{ v: string }>("SELECT nextval('bench_rows_id_seq') AS v")).rows[0]!.v) + 1;
-  await ask({ cmd: "expect", minId, maxId: minId + BURST - 1 });
+  await swarm.ask({ cmd: "expect", minId, maxId: minId + BURST - 1 });
   profiler = await startProfiler(inspectorPort);
   await db.query("INSERT INTO bench_rows (payload) SELECT 'x' FROM generate_series(1, $1)", [BURST]);
   const deadline = Date.now() + 60_000;
-  let rep = await ask<SwarmReport>({ cmd: "report" });
+  let rep = await swarm.report();
   while (rep.missing > 0 && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 100));
-    rep = await ask<SwarmReport>({ cmd: "report" });
+    rep = await swarm.report();
   }
   phases.push({
     phase: `fan out ${BURST} rows to ${CLIENTS}`,
     summary: await profiler.stop(),
     deliveriesPerSec: Math.round(rep.deliveries / (Math.max(1, rep.lastAt - rep.firstAt) / 1000)),
   });
-  swarm.send({ cmd: "exit" });
-  await new Promise((r) => swarm.once("exit", r));
+  await swarm.stop();
   return phases;
 }
 
@@ -92,24 +81,13 @@ async function main() {
 
     // The peer, fed by the same relay.
     await stack.worker!.stop();
-    const peerUrl = `http://127.0.0.1:${await freePort()}`;
-    const peerInspector = await freePort();
-    peer = await startWorkerProcess({
-      runtime: RUNTIME,
-      url: peerUrl,
-      env: { INGEST_SECRETS: stack.secrets.INGEST_SECRET },
-      envFile: join(dir, "peer.env"),
-      persistDir: join(dir, "peer"),
-      config: join(HERE, "partyserver/wrangler.toml"),
-      inspectorPort: peerInspector,
-    });
-    await stack.relay!.stop();
-    stack.opts.relayEnv = { ...stack.opts.relayEnv, WORKER_URL: peerUrl };
-    await stack.startRelay();
+    const started = await startPartyServerPeer(stack, RUNTIME, dir);
+    peer = started.proc;
+    await stack.retargetRelay(started.url);
     log("profiling partyserver", { clients: CLIENTS });
-    out[`partyserver (${RUNTIME})`] = await profileSystem(db, "partyserver", peerUrl.replace(/^http/, "ws"), peerInspector, token);
+    out[`partyserver (${RUNTIME})`] = await profileSystem(db, "partyserver", started.url.replace(/^http/, "ws"), started.inspectorPort, token);
   } finally {
-    for (const c of children) c.kill("SIGKILL");
+    killChildren();
     await peer?.stop();
     await db?.end().catch(() => undefined);
     await stack.stop();
@@ -137,11 +115,4 @@ async function main() {
   process.stdout.write(md + `\n-> ${file}\n`);
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    for (const c of children) c.kill("SIGKILL");
-    process.stderr.write(JSON.stringify({ level: "error", msg: (err as Error).message }) + "\n");
-    process.exit(1);
-  },
-);
+runBench(main);

@@ -25,7 +25,7 @@
  * on 127.0.0.1; every loop is bounded in count and time; every process started
  * here is stopped at the end.
  */
-import { fork, execFileSync, type ChildProcess } from "node:child_process";
+import { execFileSync, type ChildProcess } from "node:child_process";
 import { readdirSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -33,12 +33,14 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { freePort } from "../scripts/embedded-pg";
-import { devToken, Stack, startWorkerProcess, type Proc } from "../scripts/stack";
-import { Histogram, percentile } from "./histogram";
-import { nextMessage } from "./ipc";
+import { devToken, Stack, type Proc } from "../scripts/stack";
+import { percentile } from "./histogram";
+import { forkTs, killChildren, nextMessage, runBench } from "./ipc";
+import { startPartyServerPeer } from "./peer";
+import { Swarm } from "./swarm-group";
 import { isolateHeapMiB } from "./profile";
 import { runW5Standalone, w5Table, type W5Cell } from "./db-overhead";
-import type { Flavour, SwarmArgs, SwarmCommand, SwarmReport } from "./swarm";
+import type { Flavour } from "./swarm";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const quick = process.argv.includes("--quick");
@@ -48,8 +50,6 @@ const P = quick
   ? { connectCounts: [1000, 10_000], subscribers: 1000, rates: [100, 1000], seconds: 2, burst: 1000, relayBurst: 20_000, drainMs: 10_000 }
   : { connectCounts: [1000, 5000, 10_000], subscribers: 1000, rates: [100, 1000, 5000], seconds: 10, burst: 5000, relayBurst: 50_000, drainMs: 90_000 };
 const DEADLINE = Date.now() + (quick ? 12 * 60_000 : 40 * 60_000);
-/** Sockets per load-generator process: each holds one fd per socket, well under the 20,000 per-process limit. */
-const SWARM_PER_PROCESS = 2500;
 
 type Runtime = "wrangler-dev" | "miniflare";
 interface System {
@@ -69,7 +69,6 @@ const SYSTEMS: System[] = [
 /** W4 and W6 run on the runtime closest to production. */
 const PROD_RUNTIME: Runtime = "miniflare";
 
-const children = new Set<ChildProcess>();
 /**
  * workerd's open files are measured after each W1 size (fds per held socket);
  * a larger size that would pass this container's per-process hard limit is
@@ -79,96 +78,6 @@ const children = new Set<ChildProcess>();
 const fdLimit = Number(execFileSync("sh", ["-c", "ulimit -Hn"], { encoding: "utf8" }).trim()) || Infinity;
 const log = (msg: string, fields: Record<string, unknown> = {}) => process.stderr.write(JSON.stringify({ level: "info", msg, ...fields }) + "\n");
 
-function forkTs(file: string, args: string[]): ChildProcess {
-  const child = fork(join(HERE, file), args, { execArgv: ["--import", "tsx"], stdio: ["ignore", "inherit", "inherit", "ipc"] });
-  children.add(child);
-  child.on("exit", () => children.delete(child));
-  return child;
-}
-
-/** One logical swarm of `count` sockets, split over processes of at most SWARM_PER_PROCESS sockets. */
-class Swarm {
-  private constructor(
-    readonly procs: ChildProcess[],
-    readonly ready: { connected: number; failed: number },
-  ) {}
-  static async start(args: SwarmArgs): Promise<Swarm> {
-    const parts = Math.ceil(args.count / SWARM_PER_PROCESS);
-    const procs = Array.from({ length: parts }, (_, i) => {
-      const count = Math.floor(args.count / parts) + (i < args.count % parts ? 1 : 0);
-      return forkTs("swarm.ts", [JSON.stringify({ ...args, count, concurrency: Math.ceil(args.concurrency / parts) })]);
-    });
-    try {
-      const readies = await Promise.all(
-        procs.map((p) =>
-          nextMessage<{ connected: number; failed: number }>(
-            p,
-            `${args.count} ${args.flavour} connections`,
-            300_000,
-            (m) => !!(m as { ready?: boolean }).ready,
-          ),
-        ),
-      );
-      return new Swarm(procs, { connected: readies.reduce((s, r) => s + r.connected, 0), failed: readies.reduce((s, r) => s + r.failed, 0) });
-    } catch (err) {
-      for (const p of procs) p.kill("SIGKILL");
-      throw err;
-    }
-  }
-  async ask(cmd: SwarmCommand): Promise<unknown[]> {
-    return Promise.all(
-      this.procs.map((p) => {
-        const reply = nextMessage<unknown>(p, cmd.cmd, 30_000);
-        p.send(cmd);
-        return reply;
-      }),
-    );
-  }
-  /** Every process's report, merged (the latency histogram exactly, bucket by bucket). */
-  async report(): Promise<SwarmReport> {
-    const reps = (await this.ask({ cmd: "report" })) as SwarmReport[];
-    const hist = new Histogram();
-    for (const r of reps) hist.merge(r.histogram);
-    const started = reps.filter((r) => r.firstAt > 0);
-    return {
-      connected: reps.reduce((s, r) => s + r.connected, 0),
-      failed: reps.reduce((s, r) => s + r.failed, 0),
-      connectMs: reps.flatMap((r) => r.connectMs),
-      deliveries: reps.reduce((s, r) => s + r.deliveries, 0),
-      duplicates: reps.reduce((s, r) => s + r.duplicates, 0),
-      missing: reps.reduce((s, r) => s + r.missing, 0),
-      firstAt: started.length ? Math.min(...started.map((r) => r.firstAt)) : 0,
-      lastAt: Math.max(0, ...reps.map((r) => r.lastAt)),
-      latency: hist.percentiles([0.5, 0.95, 0.99]),
-      histogram: [],
-    };
-  }
-  async stop() {
-    await Promise.all(
-      this.procs.map((p) => {
-        const exited = new Promise((r) => p.once("exit", r));
-        p.send({ cmd: "exit" });
-        return exited;
-      }),
-    );
-  }
-}
-
-/** RSS in MiB of every process in a process group whose command matches. */
-function rssMiB(pgid: number | undefined, match: RegExp): number {
-  if (!pgid) return NaN;
-  try {
-    const out = execFileSync("ps", ["-o", "rss=,comm=", "-g", String(pgid)], { encoding: "utf8" });
-    return (
-      out
-        .split("\n")
-        .filter((l) => match.test(l))
-        .reduce((s, l) => s + Number(l.trim().split(/\s+/)[0]), 0) / 1024
-    );
-  } catch {
-    return NaN;
-  }
-}
 /** Open files of the busiest of these processes (the limit is per process), from /proc. */
 function openFiles(pids: number[]): number {
   let n = 0;
@@ -323,14 +232,6 @@ async function main() {
       };
     }
 
-    /** The relay feeds whichever Worker is under test (notifiws, or the PartyServer peer). */
-    async function pointRelay(workerUrl: string) {
-      if (stack.relayEnv().WORKER_URL === workerUrl) return;
-      await stack.relay!.stop();
-      stack.opts.relayEnv = { ...stack.opts.relayEnv, WORKER_URL: workerUrl };
-      await stack.startRelay();
-    }
-
     /** Serves notifiws on `runtime` (restarting its Worker process on the same port). */
     async function notifiwsOn(runtime: Runtime, vars: Record<string, string> = baseWorkerVars) {
       if (stack.opts.runtime === runtime && stack.opts.workerVars === vars && stack.worker?.running) return;
@@ -352,21 +253,14 @@ async function main() {
       let url: string;
       if (flavour === "notifiws") {
         await notifiwsOn(system.runtime!);
-        await pointRelay(stack.workerUrl);
+        await stack.retargetRelay(stack.workerUrl);
         url = stack.workerUrl.replace(/^http/, "ws");
       } else if (flavour === "partyserver") {
-        const peerUrl = `http://127.0.0.1:${await freePort()}`;
-        peerInspector = await freePort();
-        peer = await startWorkerProcess({
-          runtime: system.runtime!,
-          url: peerUrl,
-          env: { INGEST_SECRETS: stack.secrets.INGEST_SECRET },
-          envFile: join(dir, "peer.env"),
-          persistDir: join(dir, `peer-${system.runtime}`),
-          config: join(HERE, "partyserver/wrangler.toml"),
-          inspectorPort: peerInspector,
-        });
-        await pointRelay(peerUrl);
+        const started = await startPartyServerPeer(stack, system.runtime!, dir);
+        peer = started.proc;
+        peerInspector = started.inspectorPort;
+        const peerUrl = started.url;
+        await stack.retargetRelay(peerUrl);
         url = peerUrl.replace(/^http/, "ws");
       } else {
         const port = await freePort();
@@ -456,7 +350,7 @@ async function main() {
     if (perSystem[`notifiws (${PROD_RUNTIME})`] && (onlyW6 || Date.now() < DEADLINE)) {
       const w6: W6Row[] = [];
       await mode("notifiws");
-      await pointRelay(stack.workerUrl);
+      await stack.retargetRelay(stack.workerUrl);
       for (const objects of [1, 2, 4]) {
         if (!onlyW6 && Date.now() > DEADLINE) break;
         await notifiwsOn(PROD_RUNTIME, { ...baseWorkerVars, FANOUT_CHANNELS: "bench", FANOUT_OBJECT_CAPACITY: String(Math.ceil(P.subscribers / objects)) });
@@ -478,7 +372,7 @@ async function main() {
       results.w6 = w6;
     }
   } finally {
-    for (const c of children) c.kill("SIGKILL");
+    killChildren();
     await db?.end().catch(() => undefined);
     await stack.stop();
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
@@ -684,11 +578,4 @@ function chart(w: Record<string, SystemResult>): string {
   return svg + "</svg>\n";
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    for (const c of children) c.kill("SIGKILL");
-    process.stderr.write(JSON.stringify({ level: "error", msg: (err as Error).message }) + "\n");
-    process.exit(1);
-  },
-);
+runBench(main);

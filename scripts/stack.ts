@@ -322,6 +322,14 @@ export class Stack {
     await waitHttp(`${this.relayUrl}/healthz`, "relay", this.relay, 30_000);
   }
 
+  /** Points the relay at another Worker (the bench's peers take the same batches), restarting it if it changes. */
+  async retargetRelay(workerUrl: string): Promise<void> {
+    if (this.relayEnv().WORKER_URL === workerUrl) return;
+    await this.relay?.stop();
+    this.opts.relayEnv = { ...this.opts.relayEnv, WORKER_URL: workerUrl };
+    await this.startRelay();
+  }
+
   /** Stops every child and Postgres; safe to call twice. */
   async stop(): Promise<void> {
     await Promise.all([this.relay?.stop(), this.worker?.stop()]);
