@@ -15,7 +15,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { mintToken } from "../shared/token";
-import { connect, type Filter } from "./index";
+import { connect, stringifyExact, type Filter } from "./index";
+import { parseJsonExact } from "../shared/exact-json";
 
 const USAGE = [
   "usage: notifiws tail <channel> [--since N] [--filter JSON] [--url URL] [--token TOKEN]",
@@ -93,7 +94,8 @@ export async function main(argv: string[]): Promise<void> {
   let filter: Filter | undefined;
   if (values.filter !== undefined) {
     try {
-      filter = JSON.parse(values.filter);
+      // A number a float cannot hold stays its decimal text, which filters compare exactly.
+      filter = parseJsonExact(values.filter, "text") as Filter;
     } catch {
       die("BAD_ARGS", '--filter must be JSON, e.g. \'{"where":[{"field":"stock","op":"lt","value":5}]}\'');
     }
@@ -112,7 +114,9 @@ export async function main(argv: string[]): Promise<void> {
       since,
       filter,
       getToken,
-      onEvent: (e) => process.stdout.write(JSON.stringify(e) + "\n"),
+      // Values as sent on the wire, digit for digit (docs/protocol.md, "Values").
+      values: { raw: true },
+      onEvent: (e) => process.stdout.write(stringifyExact(e) + "\n"),
       onReset: (info) => {
         status({ msg: "reset: events were missed, refetch state", ...info });
       },

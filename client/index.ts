@@ -15,8 +15,19 @@ import { BEARER_PROTOCOL_PREFIX, CloseCode, PING_FRAME, SUBPROTOCOL } from "../s
 import { parseSnapshot, visibleInSnapshot, type ParsedSnapshot, type PgSnapshot } from "../shared/snapshot";
 import { afterClose, afterRefusal, type CloseDecision } from "./decide";
 import { SdkErrorCode } from "./errors";
+import { decodeRow, type ValueOptions } from "./values";
+import { parseJsonExact } from "../shared/exact-json";
 
 export { SdkErrorCode } from "./errors";
+export { decodeRow, stringifyExact, type ValueOptions } from "./values";
+
+/** The event with `data` and `old` decoded by their column types. */
+function decodeEvent(ev: Envelope, opts: ValueOptions): Envelope {
+  if (!ev.types || opts.raw) return ev;
+  const out: Envelope = { ...ev, data: decodeRow(ev.data, ev.types, opts) ?? null };
+  if (ev.old !== undefined) out.old = decodeRow(ev.old, ev.types, opts) ?? null;
+  return out;
+}
 
 export type { ChangeEvent, Condition, Envelope, Filter, Operation, ServerMessage } from "../shared/types";
 export { fullJitter };
@@ -70,6 +81,8 @@ export interface ConnectOptions {
   WebSocket?: typeof WebSocket;
   /** fetch implementation for diagnosing refused handshakes. Default globalThis.fetch. */
   fetch?: typeof fetch;
+  /** How row values are decoded from the wire (client/values.ts; docs/protocol.md, "Values"). Default: exact, int8 and numeric as strings. */
+  values?: ValueOptions;
 }
 
 export interface Subscription {
@@ -115,6 +128,7 @@ export function connect(options: ConnectOptions): Subscription {
   const heartbeatMs = options.heartbeatMs ?? 25_000;
   const heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? 10_000;
   const refreshBefore = options.refreshBeforeSeconds ?? 60;
+  const valueOptions = options.values ?? {};
 
   let state: ConnectionState = "connecting";
   /** The recovery position: the last seq delivered to onEvent (or the resume point). */
@@ -184,7 +198,8 @@ export function connect(options: ConnectOptions): Subscription {
       attempt.lastFrameAt = Date.now();
       let msg: ServerMessage;
       try {
-        msg = JSON.parse(String(e.data)) as ServerMessage;
+        // Exact: a published number a float cannot hold arrives as a bigint or its text, never rounded.
+        msg = parseJsonExact(String(e.data), "value") as ServerMessage;
       } catch {
         return;
       }
@@ -217,7 +232,7 @@ export function connect(options: ConnectOptions): Subscription {
           if (lastSeq !== undefined && ev.seq <= lastSeq) continue;
           lastSeq = ev.seq;
           lagMs = Date.now() - ev.committedAt;
-          options.onEvent?.(ev);
+          options.onEvent?.(decodeEvent(ev, valueOptions));
         }
         return;
       case "reset":

@@ -1,15 +1,20 @@
 /**
  * Applies db/migrations/*.sql in name order, each in its own transaction,
- * recording what it applied in notifiws.schema_migrations. Safe to re-run and
- * safe to run concurrently (an advisory lock serializes runners).
+ * recording what it applied in notifiws.schema_migrations; then the
+ * repeatable definitions in db/functions/*.sql (the one home of each SQL
+ * function), each re-applied whenever its SHA-256 differs from the one
+ * recorded in notifiws.schema_functions. Safe to re-run and safe to run
+ * concurrently (an advisory lock serializes runners).
  * Usage: DATABASE_URL=postgres://... npm run db:migrate
  */
+import { createHash } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 
 const MIGRATIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), "migrations");
+const FUNCTIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), "functions");
 /** Advisory lock key for migration runs (distinct from the relay's leader lock). */
 const MIGRATION_LOCK = 7_354_001;
 
@@ -40,9 +45,42 @@ export async function migrate(databaseUrl: string, log: (msg: string) => void = 
       applied.push(file);
       log(`applied ${file}`);
     }
+    // `upTo` builds an older schema: the definitions of that time came with its migrations.
+    if (opts.upTo === undefined) applied.push(...(await applyFunctions(client, log)));
   } finally {
     await client.query("SELECT pg_advisory_unlock($1)", [MIGRATION_LOCK]).catch(() => undefined);
     await client.end();
+  }
+  return applied;
+}
+
+/** Applies each db/functions/*.sql whose checksum changed, in name order, each in one transaction. */
+async function applyFunctions(client: pg.Client, log: (msg: string) => void): Promise<string[]> {
+  await client.query(
+    "CREATE TABLE IF NOT EXISTS notifiws.schema_functions (name text PRIMARY KEY, sha256 text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+  );
+  const recorded = new Map(
+    (await client.query<{ name: string; sha256: string }>("SELECT name, sha256 FROM notifiws.schema_functions")).rows.map((r) => [r.name, r.sha256]),
+  );
+  const applied: string[] = [];
+  for (const file of (await readdir(FUNCTIONS_DIR)).filter((f) => f.endsWith(".sql")).sort()) {
+    const sql = await readFile(join(FUNCTIONS_DIR, file), "utf8");
+    const sha256 = createHash("sha256").update(sql).digest("hex");
+    if (recorded.get(file) === sha256) continue;
+    await client.query("BEGIN");
+    try {
+      await client.query(sql);
+      await client.query(
+        "INSERT INTO notifiws.schema_functions (name, sha256) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = now()",
+        [file, sha256],
+      );
+      await client.query("COMMIT");
+    } catch (err) {
+      await client.query("ROLLBACK");
+      throw new Error(`db/functions/${file} failed: ${(err as Error).message}`);
+    }
+    applied.push(`functions/${file}`);
+    log(`applied functions/${file}`);
   }
   return applied;
 }

@@ -24,16 +24,18 @@ import {
   type ChannelRollup,
   type ChannelStats,
   type EventRange,
+  type IngestEvent,
   type IngestOutcome,
 } from "../src/channel-contract";
 import { errorResponse } from "../src/errors";
 import { take } from "../src/ratelimit";
 import { errorFields, log } from "../shared/log";
 import { ATTACHMENT_MAX_BYTES, utf8Length } from "../shared/limits";
-import { type ChangeEvent, ClientMessage, CloseCode, type Envelope, PING_FRAME, PONG_FRAME, type ServerMessage } from "../shared/protocol";
+import { ClientMessage, CloseCode, PING_FRAME, PONG_FRAME, type ServerMessage } from "../shared/protocol";
 import { EventStore, RANGE_MAX_EVENTS } from "./event-store";
 import { Rollup } from "./rollup";
 import { Sockets, type Session } from "./sockets";
+import { refusal } from "./refusal";
 
 export { EventTooLargeError } from "./event-store";
 
@@ -169,20 +171,17 @@ export class ChannelObject extends DurableObject<Env> {
    * writes are part of this object's state, and the output gate holds the
    * reply until they are durable. See EventStore.ingest for the atomicity.
    */
-  async ingest(channel: string, events: ChangeEvent[], batchId?: string): Promise<IngestOutcome> {
+  async ingest(channel: string, events: IngestEvent[], batchId?: string): Promise<IngestOutcome> {
     this.store.bindChannel(channel);
     for (const ev of events) if (ev.channel !== channel) throw new Error(`event for ${ev.channel} sent to ${channel}`);
     const now = Date.now();
     const stored = this.store.ingest(events, batchId, now);
     if (stored.replayed) return { accepted: 0, duplicates: 0, headSeq: this.store.counters.headSeq, replayed: true };
     if (stored.bodies.length > 0) {
-      this.sockets.fanOut(stored.bodies, stored.sizes, () => stored.envelopes, now, this.config.MAX_FRAME_BYTES);
-      for (const e of stored.envelopes) this.rollup.commitToStored.observe(Math.max(0, now - e.committedAt) / 1000);
-      this.rollup.batchEvents.observe(stored.envelopes.length);
-      await this.handOff(
-        stored.bodies,
-        stored.envelopes.map((e) => e.seq),
-      );
+      this.sockets.fanOut(stored.bodies, stored.sizes, now, this.config.MAX_FRAME_BYTES);
+      for (const at of stored.committedAt) this.rollup.commitToStored.observe(Math.max(0, now - at) / 1000);
+      this.rollup.batchEvents.observe(stored.bodies.length);
+      await this.handOff(stored.bodies, stored.seqs);
     }
     this.noteChange();
     return { accepted: stored.bodies.length, duplicates: stored.duplicates, headSeq: this.store.counters.headSeq, replayed: false };
@@ -248,13 +247,7 @@ export class ChannelObject extends DurableObject<Env> {
       }
       const parsed = ClientMessage.safeParse(json);
       if (!parsed.success) {
-        const type = (json as { type?: unknown } | null)?.type;
-        const known = ["ping", "resume", "refresh"].includes(String(type));
-        this.sockets.send(ws, {
-          type: "error",
-          code: known ? "BAD_MESSAGE" : "UNKNOWN_TYPE",
-          message: known ? `invalid ${String(type)} message` : `unknown message type ${JSON.stringify(type ?? null).slice(0, 40)}`,
-        });
+        this.sockets.send(ws, refusal(json));
         return;
       }
       const msg = parsed.data;
@@ -425,8 +418,6 @@ export class ChannelObject extends DurableObject<Env> {
     this.sockets.fanOut(
       fresh.map(([, b]) => b),
       fresh.map(([, b]) => utf8Length(b)),
-      // Parsed only if some socket has a filter to evaluate.
-      () => fresh.map(([, b]) => JSON.parse(b) as Envelope),
       now,
       this.config.MAX_FRAME_BYTES,
     );

@@ -6,9 +6,9 @@
  * local workerd does not enforce them.
  */
 import type { Config } from "../src/config";
-import type { ChannelStats, EventRange } from "../src/channel-contract";
+import type { ChannelStats, EventRange, IngestEvent } from "../src/channel-contract";
 import { checkSqlBindings, packJsonArrays, SQL_PARAM_BUDGET_BYTES, utf8Length } from "../shared/limits";
-import { type ChangeEvent, type Envelope, SIGNATURE_TOLERANCE_SECONDS } from "../shared/protocol";
+import { SIGNATURE_TOLERANCE_SECONDS } from "../shared/protocol";
 
 /** An event over MAX_EVENT_BYTES reached the object; the whole ingest is rolled back. */
 export class EventTooLargeError extends Error {
@@ -25,10 +25,13 @@ export class EventTooLargeError extends Error {
 /** What one ingest stored. */
 export interface Stored {
   replayed: boolean;
+  /** Envelopes as stored (JSON text), in seq order. */
   bodies: string[];
   /** UTF-8 bytes of each body. */
   sizes: number[];
-  envelopes: Envelope[];
+  seqs: number[];
+  /** Commit times of the stored events, epoch ms. */
+  committedAt: number[];
   duplicates: number;
 }
 
@@ -118,7 +121,7 @@ export class EventStore {
    * fails leaves no trace (not even its id), so the sender's retry is stored,
    * never answered "already applied".
    */
-  ingest(events: ChangeEvent[], batchId: string | undefined, now: number): Stored {
+  ingest(events: IngestEvent[], batchId: string | undefined, now: number): Stored {
     const before = { ...this.counters };
     try {
       return this.storage.transactionSync(() => this.storeBatch(events, batchId, now));
@@ -129,14 +132,14 @@ export class EventStore {
   }
 
   /** The body of ingest's transaction; throws to roll everything back. */
-  private storeBatch(events: ChangeEvent[], batchId: string | undefined, now: number): Stored {
+  private storeBatch(events: IngestEvent[], batchId: string | undefined, now: number): Stored {
     const cfg = this.config();
     // The batch ledger lives here, next to the events, so replay protection
     // costs no extra object round trip. Ids only need to outlive the ±5 min
     // signature window, after which the timestamp check rejects a replay.
     if (batchId !== undefined) {
       const cur = this.exec("INSERT INTO batches (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING", batchId, now);
-      if (cur.rowsWritten === 0) return { replayed: true, bodies: [], sizes: [], envelopes: [], duplicates: 0 };
+      if (cur.rowsWritten === 0) return { replayed: true, bodies: [], sizes: [], seqs: [], committedAt: [], duplicates: 0 };
       this.exec("DELETE FROM batches WHERE at < ?", now - BATCH_RETENTION_MS);
     }
     // A few statements per batch whatever its size: per-row statements cost
@@ -153,29 +156,35 @@ export class EventStore {
     }
     const bodies: string[] = [];
     const sizes: number[] = [];
-    const envelopes: Envelope[] = [];
+    const ids: string[] = [];
+    const seqs: number[] = [];
+    const committedAt: number[] = [];
     const firstSeq = this.counters.headSeq + 1;
     let duplicates = 0;
-    // Events were validated by the Worker (zod) before this RPC.
+    // Events were validated and serialized by the Worker before this RPC; the
+    // envelope is their text with the seq in front, never parsed and
+    // re-serialized (a round trip through JSON.parse could round a number).
     for (const ev of events) {
       if (known.has(ev.id)) {
         duplicates++;
         continue;
       }
       known.add(ev.id); // a repeat inside the same batch is a duplicate too
-      const envelope: Envelope = { ...ev, seq: ++this.counters.headSeq };
-      const body = JSON.stringify(envelope);
+      const seq = ++this.counters.headSeq;
+      const body = envelopeJson(seq, ev.json);
       const bytes = utf8Length(body);
       // The route refuses these first; this guard keeps any other caller under the row limit.
       if (bytes > cfg.MAX_EVENT_BYTES) throw new EventTooLargeError(ev.id, bytes, cfg.MAX_EVENT_BYTES);
       bodies.push(body);
       sizes.push(bytes);
-      envelopes.push(envelope);
+      ids.push(ev.id);
+      seqs.push(seq);
+      committedAt.push(ev.committedAt);
     }
     this.counters.duplicates += duplicates;
     if (bodies.length > 0) {
       for (const chunk of packJsonArrays(
-        envelopes.map((e) => [e.id, e.seq]),
+        ids.map((id, i) => [id, seqs[i]!]),
         SQL_PARAM_BUDGET_BYTES,
       )) {
         const rows = "json" in chunk ? chunk.json : JSON.stringify([chunk.single]);
@@ -204,7 +213,7 @@ export class EventStore {
     this.persistCounters();
     if (this.channel !== undefined && cfg.TEST_FAIL_CHANNELS.includes(this.channel))
       throw new Error(`TEST_FAIL_CHANNELS: storage of ${this.channel} fails on purpose`);
-    return { replayed: false, bodies, sizes, envelopes, duplicates };
+    return { replayed: false, bodies, sizes, seqs, committedAt, duplicates };
   }
 
   // -------------------------------------------------------------------------
@@ -317,4 +326,9 @@ export class EventStore {
   setFailing(name: string, failing: boolean): void {
     this.exec("UPDATE fanouts SET failing = ? WHERE name = ?", failing ? 1 : 0, name);
   }
+}
+
+/** An envelope's text: the event's JSON with its seq in front (`{"seq":7,"id":…}`). */
+export function envelopeJson(seq: number, eventJson: string): string {
+  return `{"seq":${seq},${eventJson.slice(1)}`;
 }

@@ -6,6 +6,7 @@
 import type { Filter, Envelope, ServerMessage } from "../shared/protocol";
 import { CloseCode } from "../shared/protocol";
 import { matchesFilter } from "../shared/filter";
+import { parseJsonExact } from "../shared/exact-json";
 import { utf8Length } from "../shared/limits";
 import { errorFields, log } from "../shared/log";
 import { closeReason } from "../src/closecodes";
@@ -24,6 +25,9 @@ export interface Session {
   bucket: Bucket;
   connectedAt: number;
 }
+
+/** A stored envelope, for evaluating filters: parsed exactly, so int8 and numeric comparisons do not round. */
+export const parseEnvelope = (body: string): Envelope => parseJsonExact(body, "raw") as Envelope;
 
 /** Bytes of `{"type":"events","events":[` + `]}` around a frame's bodies. */
 const FRAME_OVERHEAD_BYTES = 30;
@@ -148,7 +152,7 @@ export class Sockets {
 
   /** Sends events to one socket, filtered by its session. */
   sendEvents(ws: WebSocket, session: Session, bodies: readonly string[], maxFrameBytes: number): void {
-    const kept = session.filter ? bodies.filter((b) => matchesFilter(JSON.parse(b) as Envelope, session.filter)) : bodies;
+    const kept = session.filter ? bodies.filter((b) => matchesFilter(parseEnvelope(b), session.filter)) : bodies;
     for (const frame of packFrames(
       kept,
       kept.map((b) => utf8Length(b)),
@@ -162,7 +166,7 @@ export class Sockets {
    * that shares it, so a burst costs one send per frame per socket. Sockets
    * whose token expired are closed with 4001 instead.
    */
-  fanOut(bodies: string[], sizes: number[], envelopes: () => Envelope[], now: number, maxFrameBytes: number): void {
+  fanOut(bodies: string[], sizes: number[], now: number, maxFrameBytes: number): void {
     const byFilter = new Map<string, string[]>();
     let events: Envelope[] | undefined;
     for (const ws of this.ctx.getWebSockets()) {
@@ -175,7 +179,8 @@ export class Sockets {
       let frames = byFilter.get(session.filterKey);
       if (!frames) {
         if (session.filter) {
-          events ??= envelopes();
+          // Parsed only when some socket has a filter to evaluate.
+          events ??= bodies.map(parseEnvelope);
           const keep = events.map((e) => matchesFilter(e, session.filter));
           frames = packFrames(
             bodies.filter((_, i) => keep[i]),

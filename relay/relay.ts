@@ -41,8 +41,10 @@ interface OutboxRow {
   channel: string;
   op: string;
   table_name: string;
-  data: Record<string, unknown> | null;
-  old_data: Record<string, unknown> | null;
+  /** JSON text exactly as Postgres prints the jsonb: never parsed here, so no value is rounded (docs/protocol.md, "Values"). */
+  data: string | null;
+  old_data: string | null;
+  types: string | null;
   committed_at: Date;
   txid: string;
 }
@@ -230,7 +232,7 @@ export class Relay {
     const now = Date.now();
     const heldNow = [...this.held].filter(([, h]) => h.until > now).map(([channel]) => channel);
     const { rows } = await client.query<OutboxRow>(
-      `SELECT id, event_id, channel, op, table_name, data, old_data, committed_at, txid::text AS txid
+      `SELECT id, event_id, channel, op, table_name, data::text AS data, old_data::text AS old_data, types::text AS types, committed_at, txid::text AS txid
          FROM notifiws.outbox WHERE NOT (channel = ANY($2::text[])) ORDER BY id LIMIT $1`,
       [this.eventCap, heldNow],
     );
@@ -243,12 +245,12 @@ export class Relay {
     let bytes = 0;
     const limit = this.config.RELAY_BATCH_MAX_BYTES;
     for (const row of rows) {
-      const parsed = ChangeEvent.safeParse(toEvent(row));
+      const parsed = EventHeader.safeParse(eventHeader(row));
       if (!parsed.success) {
         invalid.push({ id: row.id, reason: formatIssues(parsed.error.issues, { root: "event" }) });
         continue;
       }
-      const json = JSON.stringify(parsed.data);
+      const json = eventJson(parsed.data, row);
       const size = Buffer.byteLength(json, "utf8") + 1;
       if (events.length > 0 && bytes + size > limit) break;
       bytes += size;
@@ -333,7 +335,7 @@ export class Relay {
   private async deadLetter(client: pg.Client, ids: string[], reason: string): Promise<void> {
     await client.query(
       `WITH moved AS (DELETE FROM notifiws.outbox WHERE id = ANY($1::bigint[]) RETURNING *)
-       INSERT INTO notifiws.dead_letter SELECT moved.*, $2::text, now() FROM moved`,
+       INSERT INTO notifiws.dead_letter (${OUTBOX_COLUMNS}, reason, failed_at) SELECT ${OUTBOX_COLUMNS}, $2::text, now() FROM moved`,
       [ids, reason],
     );
     this.metrics.deadLettered += ids.length;
@@ -400,15 +402,23 @@ function destroy(client: pg.Client): void {
   (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
 }
 
-function toEvent(row: OutboxRow): unknown {
-  return {
-    id: row.event_id,
-    channel: row.channel,
-    op: row.op,
-    table: row.table_name,
-    data: row.data,
-    ...(row.old_data !== null ? { old: row.old_data } : {}),
-    committedAt: row.committed_at.getTime(),
-    txid: row.txid,
-  };
+/** The outbox's columns by name: dead_letter has the same ones, but columns added later sit after its own. */
+const OUTBOX_COLUMNS = "id, event_id, channel, op, table_name, data, old_data, txid, committed_at, created_at, types";
+
+/** Every field of an event but the row values, which are checked by Postgres (jsonb) and travel as its text. */
+const EventHeader = ChangeEvent.omit({ data: true, old: true, types: true });
+
+function eventHeader(row: OutboxRow): unknown {
+  return { id: row.event_id, channel: row.channel, op: row.op, table: row.table_name, committedAt: row.committed_at.getTime(), txid: row.txid };
+}
+
+/** The event as ChangeEvent JSON: the validated header, then the row values spliced in as Postgres printed them. */
+function eventJson(header: object, row: OutboxRow): string {
+  const head = JSON.stringify(header);
+  return (
+    `${head.slice(0, -1)},"data":${row.data ?? "null"}` +
+    (row.old_data !== null ? `,"old":${row.old_data}` : "") +
+    (row.types !== null ? `,"types":${row.types}` : "") +
+    "}"
+  );
 }

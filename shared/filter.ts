@@ -1,35 +1,61 @@
 import type { Condition, Envelope, Filter } from "./protocol";
+import { compareOrdered, orderedNumber, parseJsonExact, rawJsonText } from "./exact-json";
 
-/** Reads a dot path (`meta.region`) from a row without evaluating anything. */
-function read(row: Record<string, unknown> | null | undefined, path: string): unknown {
+/**
+ * Reads a dot path (`meta.region`) from a row without evaluating anything.
+ * A json/jsonb column travels as its JSON text (docs/protocol.md, "Values"),
+ * so a path into one is read from that text, parsed exactly.
+ */
+function read(row: Record<string, unknown> | null | undefined, path: string, types: Record<string, string> | undefined): unknown {
   let cur: unknown = row;
-  for (const part of path.split(".")) {
+  const parts = path.split(".");
+  for (let i = 0; i < parts.length; i++) {
+    const part = parts[i]!;
     if (cur === null || typeof cur !== "object" || !Object.hasOwn(cur, part)) return undefined;
     cur = (cur as Record<string, unknown>)[part];
+    if (i === 0 && i < parts.length - 1 && typeof cur === "string" && (types?.[part] === "json" || types?.[part] === "jsonb")) {
+      try {
+        cur = parseJsonExact(cur, "raw");
+      } catch {
+        return undefined;
+      }
+    }
   }
   return cur;
 }
 
+/** A value as exact number text: numbers, decimal strings (int8, numeric, float columns), bigints, numbers kept as written. */
+function numberText(v: unknown): string | undefined {
+  if (typeof v === "number") return Number.isNaN(v) ? "NaN" : v === Infinity ? "Infinity" : v === -Infinity ? "-Infinity" : String(v);
+  if (typeof v === "bigint") return String(v);
+  if (typeof v === "string") return v;
+  return rawJsonText(v);
+}
+
 /**
- * Postgres numerics arrive as JSON numbers, but bigint/numeric columns may be
- * strings; compare numerically whenever both sides look like numbers.
+ * Compares exactly whenever both sides are numbers or decimal text (int8 and
+ * numeric columns arrive as text; 9007199254740993 > 9007199254740992 holds),
+ * in Postgres's order for NaN and ±Infinity; two other strings compare as
+ * strings; anything else does not compare.
  */
 function compare(a: unknown, b: unknown): number | undefined {
-  const na = typeof a === "string" && a.trim() !== "" ? Number(a) : a;
-  const nb = typeof b === "string" && b.trim() !== "" ? Number(b) : b;
-  if (typeof na === "number" && typeof nb === "number" && !Number.isNaN(na) && !Number.isNaN(nb)) return na - nb;
+  const ta = numberText(a);
+  const tb = numberText(b);
+  if (ta === undefined || tb === undefined) return undefined;
+  const na = orderedNumber(ta);
+  const nb = orderedNumber(tb);
+  if (na && nb) return compareOrdered(na, nb);
   if (typeof a === "string" && typeof b === "string") return a < b ? -1 : a > b ? 1 : 0;
   return undefined;
 }
 
 function equal(a: unknown, b: unknown): boolean {
   if (a === b) return true;
-  const c = compare(a, b);
-  return c === 0;
+  return compare(a, b) === 0;
 }
 
-export function matchesCondition(row: Record<string, unknown> | null, cond: Condition): boolean {
-  const v = read(row, cond.field);
+export function matchesCondition(row: Record<string, unknown> | null, cond: Condition, types?: Record<string, string>): boolean {
+  const v = read(row, cond.field, types);
   switch (cond.op) {
     case "exists":
       return (v !== undefined) === cond.value;
@@ -58,6 +84,6 @@ export function matchesFilter(event: Envelope, filter: Filter | undefined): bool
     if (t !== filter.table && t.split(".").pop() !== filter.table) return false;
   }
   if (filter.ops && !filter.ops.includes(event.op)) return false;
-  if (filter.where) for (const cond of filter.where) if (!matchesCondition(event.data, cond)) return false;
+  if (filter.where) for (const cond of filter.where) if (!matchesCondition(event.data, cond, event.types)) return false;
   return true;
 }

@@ -42,7 +42,10 @@ export const MAX_EVENT_BYTES_CEILING = 1_900_000;
 export const SEQ_FIELD_BYTES = 24;
 
 /** The UTF-8 size an event will have once stored with its seq: what MAX_EVENT_BYTES limits. */
-export const storedEventBytes = (event: object): number => utf8Length(JSON.stringify(event)) + SEQ_FIELD_BYTES;
+export const storedEventBytes = (event: object): number => storedJsonBytes(JSON.stringify(event));
+
+/** The same, for an event already serialized. */
+export const storedJsonBytes = (json: string): number => utf8Length(json) + SEQ_FIELD_BYTES;
 
 /** Bytes of `s` encoded as UTF-8, without allocating the encoding. */
 export function utf8Length(s: string): number {

@@ -22,7 +22,21 @@ export const ChannelName = z
 export const Operation = z.enum(["insert", "update", "delete", "publish"]);
 export type Operation = z.infer<typeof Operation>;
 
-const Row = z.record(z.string(), z.unknown());
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/**
+ * A row of column values. Checked, never rebuilt: z.record copies keys into a
+ * new object, where a column named `__proto__` would be dropped (or become
+ * the prototype); the values also keep numbers the Worker holds as written
+ * (shared/exact-json.ts).
+ */
+const Row = z.custom<Record<string, unknown>>(isObject, "expected an object of column values");
+
+/** Each column's Postgres type (`int8`, `numeric`, `jsonb`, `text[]`…): docs/protocol.md, "Values". Checked, never rebuilt (see Row). */
+const ColumnTypes = z.custom<Record<string, string>>(
+  (v) => isObject(v) && Object.values(v).every((t) => typeof t === "string" && t.length <= 128),
+  "expected an object of column type names",
+);
 
 /**
  * A change as produced by Postgres (through the relay) or the publish API,
@@ -44,12 +58,14 @@ export const ChangeEvent = z.object({
   /**
    * Id of the Postgres transaction that produced the change (xid8, decimal
    * text: 64-bit ids do not fit a JSON number exactly). Absent for the publish
-   * API. See src/snapshot.ts for how clients use it.
+   * API. See shared/snapshot.ts for how clients use it.
    */
   txid: z
     .string()
     .regex(/^[0-9]{1,20}$/, "a decimal transaction id")
     .optional(),
+  /** The Postgres type of each column of `data` and `old`; absent for the publish API. */
+  types: ColumnTypes.optional(),
 });
 export type ChangeEvent = T.ChangeEvent;
 const _changeEvent: Same<z.infer<typeof ChangeEvent>, T.ChangeEvent> = true;

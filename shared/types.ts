@@ -22,6 +22,12 @@ export interface ChangeEvent {
   committedAt: number;
   /** Id of the Postgres transaction (xid8, decimal text); absent for the publish API. */
   txid?: string | undefined;
+  /**
+   * The Postgres type of each column of `data` and `old` (`int8`, `numeric`,
+   * `jsonb`, `text[]`…); absent for the publish API. On the wire, int8,
+   * numeric, money, float and json values are text (docs/protocol.md, "Values").
+   */
+  types?: Record<string, string> | undefined;
 }
 
 /** An event as delivered to subscribers: the change plus its per-channel sequence number. */

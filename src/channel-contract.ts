@@ -56,6 +56,19 @@ export interface EventRange {
   oldestSeq: number;
 }
 
+/**
+ * One event on its way from the Worker to its channel's object: serialized
+ * once by the Worker (exactly: numbers kept as written stay so), with the
+ * fields the object needs without parsing it.
+ */
+export interface IngestEvent {
+  id: string;
+  channel: string;
+  committedAt: number;
+  /** The ChangeEvent as JSON text. */
+  json: string;
+}
+
 export interface IngestOutcome {
   accepted: number;
   duplicates: number;

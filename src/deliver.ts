@@ -5,6 +5,8 @@
 import type { Env } from "./env";
 import type { ChangeEvent, IngestResult } from "../shared/protocol";
 import { errorFields, log } from "../shared/log";
+import { storedJsonBytes } from "../shared/limits";
+import type { IngestEvent } from "./channel-contract";
 
 /**
  * Some channels' objects did not store their events. Each object stores its
@@ -22,12 +24,20 @@ export class DeliveryError extends Error {
 
 export class ReplayError extends Error {}
 
+/** Serializes a validated event once; its size and text go on to the object as they are. */
+export function serializeEvent(event: ChangeEvent): IngestEvent & { storedBytes: number } {
+  const json = JSON.stringify(event);
+  return { id: event.id, channel: event.channel, committedAt: event.committedAt, json, storedBytes: storedJsonBytes(json) };
+}
+
 /**
  * `batchId` enables replay protection: when every channel object reports it
  * already applied this batch, ReplayError is thrown (nothing was done).
  */
-export async function deliver(env: Env, events: ChangeEvent[], batchId?: string): Promise<Omit<IngestResult, "batchId">> {
-  const groups = new Map<string, ChangeEvent[]>();
+export async function deliver(env: Env, serialized: IngestEvent[], batchId?: string): Promise<Omit<IngestResult, "batchId">> {
+  const groups = new Map<string, IngestEvent[]>();
+  // Only what the contract names crosses to the object.
+  const events = serialized.map(({ id, channel, committedAt, json }) => ({ id, channel, committedAt, json }));
   for (const ev of events) {
     const g = groups.get(ev.channel);
     if (g) g.push(ev);

@@ -3,6 +3,7 @@ import { AuthError, extractToken, verifyToken, type Claims } from "./auth";
 import type { Config } from "./config";
 import { ApiError } from "./errors";
 import type { HttpErrorCode } from "../shared/protocol";
+import { parseJsonExact, type ExactMode } from "../shared/exact-json";
 
 /** Finds and verifies the client token; 401 with a stable code otherwise. */
 export async function authenticate(req: Request, config: Config): Promise<Claims> {
@@ -16,10 +17,14 @@ export async function authenticate(req: Request, config: Config): Promise<Claims
   }
 }
 
-/** JSON.parse that answers 400 with `code` (default BAD_JSON); `what` names the input in the message. */
-export function parseJson(text: string, code: HttpErrorCode = "BAD_JSON", what = "body"): unknown {
+/**
+ * Parses JSON without rounding a number (shared/exact-json.ts; "raw" by
+ * default: numbers travel on as written), or answers 400 with `code`
+ * (default BAD_JSON); `what` names the input in the message.
+ */
+export function parseJson(text: string, code: HttpErrorCode = "BAD_JSON", what = "body", mode: ExactMode = "raw"): unknown {
   try {
-    return JSON.parse(text);
+    return parseJsonExact(text, mode);
   } catch {
     throw new ApiError(400, code, `${what} is not valid JSON`);
   }

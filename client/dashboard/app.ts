@@ -5,7 +5,7 @@
  * inventory channels, so the counters always equal the database; low-stock
  * alerts come from inventory.alerts.
  */
-import { connect, syncState, type ConnectionState, type Envelope, type LoadedState, type Subscription } from "../index";
+import { connect, stringifyExact, syncState, type ConnectionState, type Envelope, type LoadedState, type Subscription } from "../index";
 import type { DemoState } from "../../shared/demo";
 
 interface InventoryRow {
@@ -118,7 +118,7 @@ function renderLatency() {
 
 function logEvent(e: Envelope) {
   const li = document.createElement("li");
-  li.textContent = `#${e.seq} ${e.channel} ${e.op} ${JSON.stringify(e.data)}`;
+  li.textContent = `#${e.seq} ${e.channel} ${e.op} ${stringifyExact(e.data)}`;
   const log = $("log");
   log.insertBefore(li, log.firstChild);
   while (log.children.length > 50) log.lastElementChild?.remove();
@@ -136,7 +136,8 @@ function toast(text: string) {
 /** Folds one live event into the state (only events the loaded snapshot did not contain reach here). */
 function applyEvent(s: DashboardState, e: Envelope): DashboardState {
   if (e.channel === "sales") {
-    const sale = e.data as { id: number; total: number | string; created_at: string } | null;
+    // int8 and numeric arrive as exact strings (docs/protocol.md, "Values").
+    const sale = e.data as { id: string; total: string; created_at: string } | null;
     if (e.op !== "insert" || !sale) return s;
     s.salesToday += 1;
     s.revenueToday += Number(sale.total);

@@ -5,12 +5,11 @@
  */
 import { Hono } from "hono";
 import type { AppEnv } from "../env";
-import { deliver, DeliveryError, ReplayError } from "../deliver";
+import { deliver, DeliveryError, ReplayError, serializeEvent } from "../deliver";
 import { parseJson } from "../request";
 import { ApiError } from "../errors";
 import { IngestBatch, SIGNATURE_HEADER, TIMESTAMP_HEADER, type IngestResult } from "../../shared/protocol";
 import { verify } from "../../shared/signing";
-import { storedEventBytes } from "../../shared/limits";
 import { formatIssues } from "../../shared/zod";
 
 export const ingestRoutes = new Hono<AppEnv>();
@@ -37,14 +36,15 @@ ingestRoutes.post("/internal/events", async (c) => {
 
   // Checked before anything is applied, so a refused batch leaves no trace and
   // the sender can move exactly these events aside and resend the rest.
-  const oversize = batch.events.filter((ev) => storedEventBytes(ev) > config.MAX_EVENT_BYTES).map((ev) => ev.id);
+  const events = batch.events.map(serializeEvent);
+  const oversize = events.filter((ev) => ev.storedBytes > config.MAX_EVENT_BYTES).map((ev) => ev.id);
   if (oversize.length > 0)
     throw new ApiError(413, "EVENT_TOO_LARGE", `event(s) ${oversize.slice(0, 5).join(", ")} exceed MAX_EVENT_BYTES (${config.MAX_EVENT_BYTES} bytes)`, {
       eventIds: oversize,
     });
 
   try {
-    const result = await deliver(c.env, batch.events, batch.batchId);
+    const result = await deliver(c.env, events, batch.batchId);
     return c.json({ batchId: batch.batchId, ...result } satisfies IngestResult);
   } catch (err) {
     if (err instanceof ReplayError) throw new ApiError(409, "BATCH_REPLAYED", err.message);

@@ -4,12 +4,12 @@
  */
 import { Hono } from "hono";
 import type { AppEnv } from "../env";
-import { deliver, DeliveryError } from "../deliver";
+import { deliver, DeliveryError, serializeEvent } from "../deliver";
 import { parseJson } from "../request";
 import { ApiError } from "../errors";
 import { PublishRequest, type ChangeEvent } from "../../shared/protocol";
 import { channelAllowed } from "../../shared/channels";
-import { storedEventBytes, utf8Length } from "../../shared/limits";
+import { utf8Length } from "../../shared/limits";
 import { formatIssues } from "../../shared/zod";
 import { bearerKey } from "../middleware/bearer-key";
 import { channelParam } from "../middleware/channel-param";
@@ -43,10 +43,11 @@ publishRoutes.post("/api/channels/:channel/publish", publishKey, channelParam(),
     data: parsed.data.data,
     committedAt: Date.now(),
   };
-  if (storedEventBytes(event) > c.var.config.MAX_EVENT_BYTES)
+  const serialized = serializeEvent(event);
+  if (serialized.storedBytes > c.var.config.MAX_EVENT_BYTES)
     throw new ApiError(413, "EVENT_TOO_LARGE", `event ${event.id} exceeds MAX_EVENT_BYTES (${c.var.config.MAX_EVENT_BYTES} bytes)`, { eventIds: [event.id] });
   try {
-    const result = await deliver(c.env, [event]);
+    const result = await deliver(c.env, [serialized]);
     return c.json({ id: event.id, duplicate: result.duplicates > 0, headSeq: result.channels[channel]?.headSeq ?? 0 });
   } catch (err) {
     if (err instanceof DeliveryError) throw new ApiError(503, "CHANNEL_UNAVAILABLE", `${err.message}; retry with the same id`);

@@ -15,6 +15,7 @@ import { channelParam } from "../middleware/channel-param";
 import { clientAuth } from "../middleware/client-auth";
 import { fanoutName, firstCandidate, markFull, MAX_FANOUT_OBJECTS, placement, usesFanout } from "../fanout";
 import { formatIssues } from "../../shared/zod";
+import { utf8Length } from "../../shared/limits";
 
 export const wsRoutes = new Hono<AppEnv>();
 
@@ -73,8 +74,9 @@ wsRoutes.get("/ws/:channel", channelParam(), originAndSubprotocol, clientAuth(),
   let filter: Filter | undefined;
   const filterRaw = c.req.query("filter");
   if (filterRaw !== undefined) {
-    if (filterRaw.length > MAX_FILTER_BYTES) throw new ApiError(400, "BAD_FILTER", `filter exceeds ${MAX_FILTER_BYTES} bytes`);
-    const parsed = Filter.safeParse(parseJson(filterRaw, "BAD_FILTER", "filter"));
+    if (utf8Length(filterRaw) > MAX_FILTER_BYTES) throw new ApiError(400, "BAD_FILTER", `filter exceeds ${MAX_FILTER_BYTES} bytes (UTF-8)`);
+    // A number a float cannot hold becomes its decimal text, which the filter compares exactly.
+    const parsed = Filter.safeParse(parseJson(filterRaw, "BAD_FILTER", "filter", "text"));
     if (!parsed.success) throw new ApiError(400, "BAD_FILTER", `invalid filter: ${formatIssues(parsed.error.issues, { root: "filter" })}`);
     filter = parsed.data;
   }

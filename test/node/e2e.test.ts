@@ -24,16 +24,17 @@ async function subscribe(channel: string, opts: { since?: number; token?: string
   return c;
 }
 
-async function sale(quantity = 1, email = "buyer@example.com"): Promise<number> {
+/** Inserts a sale; its id as Postgres prints it (int8 arrives as exact text: docs/protocol.md, "Values"). */
+async function sale(quantity = 1, email = "buyer@example.com"): Promise<string> {
   const r = await fx.db.query<{ id: string }>(
     "INSERT INTO ventas (sku, quantity, total, customer_email) VALUES ('KB-01', $1::int, 89.00 * $1::int, $2) RETURNING id",
     [quantity, email],
   );
-  return Number(r.rows[0]!.id);
+  return r.rows[0]!.id;
 }
 
 /** Inserts `n` sales one transaction each, recording their ids as they commit (so tests can act mid-stream). */
-function writeSales(n: number, ids: number[]): Promise<void> {
+function writeSales(n: number, ids: string[]): Promise<void> {
   return (async () => {
     for (let i = 0; i < n; i++) ids.push(await sale());
   })();
@@ -75,7 +76,7 @@ describe("end to end", () => {
 
   it("loses nothing when the relay is SIGKILLed mid-stream and restarted", async () => {
     const c = await subscribe("sales");
-    const ids: number[] = [];
+    const ids: string[] = [];
     const writer = writeSales(120, ids);
     await c.waitFor("some events before the kill", () => c.events.length >= 20);
     fx.stack.relay!.kill("SIGKILL");
@@ -84,35 +85,35 @@ describe("end to end", () => {
     await fx.stack.startRelay();
     const evs = await c.waitFor(
       "all 120 sales",
-      () => (c.events.filter((e) => ids.includes(e.data!.id as number)).length >= 120 ? c.events : undefined),
+      () => (c.events.filter((e) => ids.includes(e.data!.id as string)).length >= 120 ? c.events : undefined),
       30_000,
     );
-    const mine = evs.filter((e) => ids.includes(e.data!.id as number));
+    const mine = evs.filter((e) => ids.includes(e.data!.id as string));
     expect(mine.map((e) => e.data!.id)).toEqual(ids);
     expectContiguous(evs.map((e) => e.seq));
   });
 
   it("a client that disconnects while events flow resumes from its last seq with no gap or duplicate", async () => {
     const first = await subscribe("sales");
-    const ids: number[] = [];
+    const ids: string[] = [];
     // Phase 1 is still being written when the client is cut; phase 2 is written only after the cut,
     // so the resumed client always has events to receive.
     const phase1 = writeSales(30, ids);
     await first.waitFor("some events", () => first.events.length >= 10);
     first.terminate();
     const resumeFrom = first.lastSeq;
-    const seenBefore = first.events.map((e) => e.data!.id as number);
+    const seenBefore = first.events.map((e) => e.data!.id as string);
     await phase1;
     const phase2 = writeSales(30, ids);
     const again = await subscribe("sales", { since: resumeFrom });
     await phase2;
     await again.waitFor("the rest of the 60", () => {
-      const have = new Set([...seenBefore, ...again.events.map((e) => e.data!.id as number)]);
+      const have = new Set([...seenBefore, ...again.events.map((e) => e.data!.id as string)]);
       return ids.every((id) => have.has(id));
     });
     expect(again.events[0]!.seq).toBe(resumeFrom + 1);
     expectContiguous([...first.events, ...again.events].map((e) => e.seq));
-    const delivered = [...seenBefore, ...again.events.map((e) => e.data!.id as number)].filter((id) => ids.includes(id));
+    const delivered = [...seenBefore, ...again.events.map((e) => e.data!.id as string)].filter((id) => ids.includes(id));
     expect(delivered).toEqual(ids);
   });
 
@@ -135,7 +136,7 @@ describe("end to end", () => {
     await before.waitFor("a sale", () => before.events.length >= 1);
     const resumeFrom = before.lastSeq;
     await fx.stack.worker!.stop();
-    const ids: number[] = [];
+    const ids: string[] = [];
     await writeSales(25, ids);
     await waitUntil("the relay to hold a backlog", async () => {
       const n = Number((await fx.db.query<{ n: string }>("SELECT count(*) AS n FROM notifiws.outbox")).rows[0]!.n);
@@ -144,7 +145,7 @@ describe("end to end", () => {
     await fx.stack.startWorker();
     const after = await subscribe("sales", { since: resumeFrom });
     await after.waitFor("the 25 backlog sales", () => ids.every((id) => after.events.some((e) => e.data!.id === id)), 30_000);
-    expect(after.events.filter((e) => ids.includes(e.data!.id as number)).map((e) => e.data!.id)).toEqual(ids);
+    expect(after.events.filter((e) => ids.includes(e.data!.id as string)).map((e) => e.data!.id)).toEqual(ids);
     expectContiguous(after.events.map((e) => e.seq));
     expect(after.events[0]!.seq).toBe(resumeFrom + 1);
   });
@@ -180,9 +181,9 @@ describe("end to end", () => {
       );
       return run;
     };
-    const synced: { s: SyncedState<Totals>; skipped: number; seen: Set<number> }[] = [];
+    const synced: { s: SyncedState<Totals>; skipped: number; seen: Set<string> }[] = [];
     const follow = () => {
-      const entry = { s: undefined as unknown as SyncedState<Totals>, skipped: 0, seen: new Set<number>() };
+      const entry = { s: undefined as unknown as SyncedState<Totals>, skipped: 0, seen: new Set<string>() };
       entry.s = syncState<Totals>({
         url: fx.stack.workerUrl,
         token,
@@ -190,7 +191,7 @@ describe("end to end", () => {
         load,
         apply: (st, e: Envelope) => (e.op === "insert" ? { sales: st.sales + 1, units: st.units + Number(e.data!.quantity) } : st),
         onEvent: (e, applied) => {
-          entry.seen.add(Number(e.data!.id));
+          entry.seen.add(e.data!.id as string);
           if (!applied) entry.skipped++;
         },
       });
@@ -213,7 +214,7 @@ describe("end to end", () => {
         if (round === 10) await long.query("COMMIT");
       }
       await Promise.all(loaded);
-      const last = Number((await fx.db.query<{ id: string }>("INSERT INTO ventas (sku, quantity, total) VALUES ('KB-01', 1, 89.00) RETURNING id")).rows[0]!.id);
+      const last = (await fx.db.query<{ id: string }>("INSERT INTO ventas (sku, quantity, total) VALUES ('KB-01', 1, 89.00) RETURNING id")).rows[0]!.id;
       for (const [i, e] of synced.entries()) await waitUntil(`instance ${i} to see the last sale`, () => e.seen.has(last), 30_000);
       const db = await totals(writers[0]!);
       for (const [i, e] of synced.entries()) expect(e.s.state, `instance ${i} (loaded once)`).toEqual(db);

@@ -20,10 +20,8 @@ beforeAll(async () => {
 });
 
 const sale = async () =>
-  Number(
-    (await fx.db.query<{ id: string }>("INSERT INTO ventas (sku, quantity, total, customer_email) VALUES ('KB-01', 1, 89.00, 'a@example.com') RETURNING id"))
-      .rows[0]!.id,
-  );
+  (await fx.db.query<{ id: string }>("INSERT INTO ventas (sku, quantity, total, customer_email) VALUES ('KB-01', 1, 89.00, 'a@example.com') RETURNING id"))
+    .rows[0]!.id;
 
 describe("Miniflare-direct runtime (the deploy bundle, no dev proxy)", () => {
   it("delivers committed rows in order and resumes from a seq", async () => {
@@ -31,7 +29,7 @@ describe("Miniflare-direct runtime (the deploy bundle, no dev proxy)", () => {
     clients.push(a);
     const ids = [await sale(), await sale(), await sale()];
     await a.waitFor("three sales", () => a.events.length >= 3);
-    expect(a.events.map((e) => (e.data as { id: number }).id)).toEqual(ids);
+    expect(a.events.map((e) => (e.data as { id: string }).id)).toEqual(ids);
     expectContiguous(a.events.map((e) => e.seq));
 
     const resumed = await WsClient.connect(fx.stack.workerUrl, "sales", token, { since: a.events[0]!.seq });

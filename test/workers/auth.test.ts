@@ -89,6 +89,8 @@ describe("GET /ws/:channel authentication", () => {
     ["/ws/ok?since=abc", "BAD_SINCE"],
     ["/ws/ok?filter=%7Bnope", "BAD_FILTER"],
     [`/ws/ok?filter=${encodeURIComponent(JSON.stringify({ where: [{ field: "a", op: "regex", value: 1 }] }))}`, "BAD_FILTER"],
+    // 449 characters but 1,249 UTF-8 bytes: over MAX_FILTER_BYTES (1024), which counts bytes.
+    [`/ws/ok?filter=${encodeURIComponent(JSON.stringify({ where: [{ field: "a", op: "eq", value: "€".repeat(400) }] }))}`, "BAD_FILTER"],
   ])("answers %s with 400 %s", async (path, code) => {
     const t = await token();
     expect(await upgrade(path, { authorization: `Bearer ${t}` })).toMatchObject({ status: 400, code });

@@ -168,6 +168,21 @@ describe("client messages", () => {
     expect(c.closed).toBeUndefined();
   });
 
+  it("answers a type that is not a string (an object with toString, an array, a number, null, none, a bare array) with UNKNOWN_TYPE and stays open", async () => {
+    const ch = freshChannel();
+    const c = await connect(ch);
+    const frames = ['{"type":{"toString":1}}', '{"type":{"valueOf":{}}}', '{"type":["ping"]}', '{"type":5}', '{"type":null}', "{}", "[1,2]", '"ping"'];
+    for (const f of frames) c.send(f);
+    const errors = await c.waitFor("an error per frame", () => {
+      const e = c.messages.filter((m) => m.type === "error");
+      return e.length >= frames.length ? e : undefined;
+    });
+    expect(errors.map((e) => (e as { code: string }).code)).toEqual(frames.map(() => "UNKNOWN_TYPE"));
+    await ingest([event(ch, 1)]);
+    await c.waitForEvents(1);
+    expect(c.closed).toBeUndefined();
+  });
+
   it("closes with 1009 on an oversize message", async () => {
     const c = await connect(freshChannel());
     c.send(JSON.stringify({ type: "refresh", token: "x".repeat(5000) }));

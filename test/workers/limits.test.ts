@@ -7,6 +7,7 @@ import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { HttpErrorBody, IngestResult } from "../../shared/protocol";
 import { SESSION_HEADER } from "../../src/channel-contract";
+import { serializeEvent } from "../../src/deliver";
 import { DEFAULT_MAX_EVENT_BYTES, PLATFORM_SQL_VALUE_MAX_BYTES, utf8Length } from "../../shared/limits";
 import { connect, event, freshChannel, ingest, range, seqs, token } from "../support/worker-client";
 import { waitUntil } from "../support/wait";
@@ -89,13 +90,13 @@ describe("atomic batch storage", () => {
     const stub = stubFor(ch);
     const oversize = event(ch, 2, { data: { text: "€".repeat(400_000) } }); // 1.2 MB in UTF-8
     // The object's own guard (for callers other than the ingest route) fails the whole transaction.
-    const failure = await stub.ingest(ch, [event(ch, 1), oversize], "batch-atomic").then(
+    const failure = await stub.ingest(ch, [serializeEvent(event(ch, 1)), serializeEvent(oversize)], "batch-atomic").then(
       () => undefined,
       (err: Error) => err,
     );
     expect(failure?.message).toMatch(/MAX_EVENT_BYTES/);
     expect(await storedState(ch)).toEqual({ batches: [], events: 0, headSeq: 0 });
-    const retry = await stub.ingest(ch, [event(ch, 1)], "batch-atomic");
+    const retry = await stub.ingest(ch, [serializeEvent(event(ch, 1))], "batch-atomic");
     expect(retry).toMatchObject({ replayed: false, accepted: 1, headSeq: 1 });
   });
 

@@ -1,0 +1,312 @@
+-- Capture: watch(), unwatch(), the compiled trigger functions and the exact
+-- value encoding. A repeatable definition file: db/migrate.ts applies it after
+-- the versioned migrations whenever its checksum changes, so each function has
+-- this one home (earlier migrations hold their history only). The last
+-- statement recompiles every registered watch, so a change of the encoding
+-- here reaches triggers that already exist.
+--
+-- Exact values (docs/protocol.md, "Values"): a JSON number is read as a
+-- 64-bit float by every JavaScript hop and by most JSON libraries, so only
+-- bool, int2 and int4 travel as JSON natives. int8, numeric, money, float4,
+-- float8, json, jsonb and composite values travel as their Postgres text (a
+-- JSON string), arrays element by element, and the event names each column's
+-- type (`types`), so a client can decode them without guessing.
+
+-- The channel the relay LISTENs on. Payload is always empty, so Postgres
+-- folds every notification of one transaction into a single wake-up.
+CREATE OR REPLACE FUNCTION notifiws.wakeup_channel() RETURNS text
+LANGUAGE sql IMMUTABLE AS $$ SELECT 'notifiws_outbox' $$;
+
+-- Trigger name for one (channel, op) on a table: stable, and unique per channel.
+CREATE OR REPLACE FUNCTION notifiws.trigger_name(channel text, op text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$ SELECT 'notifiws_' || left(md5(channel), 12) || '_' || op $$;
+
+-- The compiled function's name for one (table, channel); stable across table renames (keyed on the oid).
+CREATE OR REPLACE FUNCTION notifiws.capture_function_name(tbl regclass, channel text) RETURNS text
+LANGUAGE sql STABLE AS $$ SELECT 'capture_' || left(md5(tbl::oid::text || '/' || channel), 16) $$;
+
+-- A domain's underlying type (domains over domains too); any other type itself.
+CREATE OR REPLACE FUNCTION notifiws.base_type(typ oid) RETURNS oid
+LANGUAGE sql STABLE AS $$
+  WITH RECURSIVE d(oid, base, kind) AS (
+    SELECT t.oid, t.typbasetype, t.typtype FROM pg_type t WHERE t.oid = typ
+    UNION ALL
+    SELECT t.oid, t.typbasetype, t.typtype FROM pg_type t JOIN d ON t.oid = d.base WHERE d.kind = 'd'
+  )
+  SELECT oid FROM d WHERE kind <> 'd'
+$$;
+
+-- How a value of a (non-array) type travels:
+--   'json'  its to_jsonb form is exact for any JSON reader (bool, int2, int4, strings);
+--   'text'  its Postgres text, as a JSON string (numbers a 64-bit float cannot hold, nested JSON, composites);
+--   'money' its amount as numeric text (money's own text depends on lc_monetary);
+--   'bytea' '\x' and hex (bytea's own text depends on bytea_output).
+CREATE OR REPLACE FUNCTION notifiws.value_kind(typ oid) RETURNS text
+LANGUAGE sql STABLE AS $$
+  SELECT CASE
+    WHEN b = 'money'::regtype THEN 'money'
+    WHEN b = 'bytea'::regtype THEN 'bytea'
+    WHEN b IN ('int8'::regtype, 'numeric'::regtype, 'float4'::regtype, 'float8'::regtype, 'json'::regtype, 'jsonb'::regtype) THEN 'text'
+    WHEN (SELECT typtype = 'c' FROM pg_type WHERE oid = b) THEN 'text'
+    ELSE 'json'
+  END
+  FROM (SELECT notifiws.base_type(typ) AS b) t
+$$;
+
+-- One published column: the SQL expression that encodes it (`rec` is NEW,
+-- OLD or a parameter) and the type name its events carry: the base type's
+-- name, with [] for arrays (int8, numeric, float8, jsonb, timestamptz, text[]).
+CREATE OR REPLACE FUNCTION notifiws.column_codec(tbl regclass, col text, rec text, OUT expr text, OUT type_name text, OUT has_float boolean)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  typ oid;
+  elem oid;
+  ref text := format('(%s).%I', rec, col);
+BEGIN
+  SELECT notifiws.base_type(a.atttypid) INTO typ
+  FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
+  IF typ IS NULL THEN
+    RAISE EXCEPTION 'notifiws: % has no column %', tbl, col USING ERRCODE = 'undefined_column';
+  END IF;
+  SELECT notifiws.base_type(t.typelem) INTO elem FROM pg_type t WHERE t.oid = typ AND t.typcategory = 'A' AND t.typelem <> 0;
+  has_float := coalesce(elem, typ) IN ('float4'::regtype, 'float8'::regtype);
+  IF elem IS NULL THEN
+    type_name := (SELECT typname FROM pg_type WHERE oid = typ);
+    expr := CASE notifiws.value_kind(typ)
+      WHEN 'text' THEN ref || '::text'
+      WHEN 'money' THEN ref || '::numeric::text'
+      WHEN 'bytea' THEN format($e$('\x' || encode(%s, 'hex'))$e$, ref)
+      ELSE ref
+    END;
+  ELSE
+    -- Arrays keep their shape (nested for several dimensions); each element is encoded like a scalar of its type.
+    type_name := (SELECT typname FROM pg_type WHERE oid = elem) || '[]';
+    expr := CASE notifiws.value_kind(elem)
+      WHEN 'text' THEN format('to_jsonb(%s::text[])', ref)
+      WHEN 'money' THEN format('to_jsonb(%s::numeric[]::text[])', ref)
+      ELSE format('to_jsonb(%s)', ref)
+    END;
+  END IF;
+END
+$$;
+
+-- The columns a watch publishes now: its list, or for ARRAY['*'] every column the table has at compile time.
+CREATE OR REPLACE FUNCTION notifiws.published_columns(tbl regclass, columns text[]) RETURNS text[]
+LANGUAGE sql STABLE AS $$
+  SELECT CASE
+    WHEN columns = ARRAY['*'] THEN
+      (SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute WHERE attrelid = tbl AND attnum > 0 AND NOT attisdropped)
+    ELSE columns
+  END
+$$;
+
+-- The encoded row of `rec`'s listed columns, its `types` object, and whether a float is among them.
+-- A function takes at most 100 arguments, so wide lists are built 50 columns at a time and joined with ||.
+CREATE OR REPLACE FUNCTION notifiws.row_codec(rec text, tbl regclass, columns text[], OUT expr text, OUT types jsonb, OUT has_float boolean)
+LANGUAGE sql STABLE AS $$
+  WITH c AS (
+    SELECT u.col, u.i, k.expr, k.type_name, k.has_float
+    FROM unnest(notifiws.published_columns(tbl, columns)) WITH ORDINALITY AS u(col, i),
+         LATERAL notifiws.column_codec(tbl, u.col, rec) AS k
+  ),
+  parts AS (
+    SELECT (i - 1) / 50 AS part, 'jsonb_build_object(' || string_agg(format('%L, %s', col, expr), ', ' ORDER BY i) || ')' AS sql
+    FROM c GROUP BY (i - 1) / 50
+  )
+  SELECT
+    coalesce((SELECT string_agg(sql, ' || ' ORDER BY part) FROM parts), '''{}''::jsonb'),
+    coalesce((SELECT jsonb_object_agg(col, type_name) FROM c), '{}'::jsonb),
+    coalesce((SELECT bool_or(has_float) FROM c), false)
+$$;
+
+-- Writes (or rewrites) the trigger function for one (table, channel) and returns its name.
+CREATE OR REPLACE FUNCTION notifiws.compile_capture(tbl regclass, channel text, columns text[], include_old boolean) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+  fname text := notifiws.capture_function_name(tbl, channel);
+  new_row record := notifiws.row_codec('NEW', tbl, columns);
+  old_row record := notifiws.row_codec('OLD', tbl, columns);
+BEGIN
+  EXECUTE format($f$
+    CREATE OR REPLACE FUNCTION notifiws.%I() RETURNS trigger
+    LANGUAGE plpgsql %s AS $body$
+    DECLARE
+      new_data jsonb;
+      old_data jsonb;
+    BEGIN
+      IF TG_OP = 'DELETE' THEN
+        new_data := %s;
+      ELSE
+        new_data := %s;
+      END IF;
+      IF TG_OP = 'UPDATE' THEN
+        old_data := %s;
+        -- An update that touched only unpublished columns is not an event.
+        IF new_data IS NOT DISTINCT FROM old_data THEN
+          RETURN NULL;
+        END IF;
+        %s
+      END IF;
+      INSERT INTO notifiws.outbox (channel, op, table_name, data, old_data, types)
+      VALUES (%L, lower(TG_OP), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, new_data, old_data, %L::jsonb);
+      IF coalesce(current_setting('notifiws.wakeup', true), '') <> 'poll' THEN
+        PERFORM pg_notify(notifiws.wakeup_channel(), '');
+      END IF;
+      RETURN NULL;
+    END
+    $body$
+  $f$,
+    fname,
+    -- float text is the shortest exact form only with extra_float_digits >= 1 (the default); a writer's session may lower it.
+    CASE WHEN new_row.has_float THEN 'SET extra_float_digits = 1' ELSE '' END,
+    old_row.expr,
+    new_row.expr,
+    old_row.expr,
+    CASE WHEN include_old THEN '' ELSE 'old_data := NULL;' END,
+    channel,
+    new_row.types::text);
+  RETURN fname;
+END
+$$;
+
+-- Generic row trigger, for triggers created by hand. TG_ARGV: channel,
+-- allow-listed columns (text[] literal), include old row (bool). Same events
+-- as watch()'s compiled functions, but it builds and plans the encoding on
+-- every write: use watch() for anything busy.
+CREATE OR REPLACE FUNCTION notifiws.capture() RETURNS trigger
+LANGUAGE plpgsql SET extra_float_digits = 1 AS $$
+DECLARE
+  ch       text    := TG_ARGV[0];
+  cols     text[]  := TG_ARGV[1]::text[];
+  with_old boolean := TG_ARGV[2]::boolean;
+  codec    record  := notifiws.row_codec('$1', TG_RELID, cols);
+  new_data jsonb;
+  old_data jsonb;
+BEGIN
+  IF TG_OP = 'DELETE' THEN
+    EXECUTE 'SELECT ' || codec.expr INTO new_data USING OLD;
+  ELSE
+    EXECUTE 'SELECT ' || codec.expr INTO new_data USING NEW;
+  END IF;
+  IF TG_OP = 'UPDATE' THEN
+    EXECUTE 'SELECT ' || codec.expr INTO old_data USING OLD;
+    -- An update that touched only unpublished columns is not an event.
+    IF new_data IS NOT DISTINCT FROM old_data THEN
+      RETURN NULL;
+    END IF;
+    IF NOT with_old THEN
+      old_data := NULL;
+    END IF;
+  END IF;
+  INSERT INTO notifiws.outbox (channel, op, table_name, data, old_data, types)
+  VALUES (ch, lower(TG_OP), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, new_data, old_data, codec.types);
+  IF coalesce(current_setting('notifiws.wakeup', true), '') <> 'poll' THEN
+    PERFORM pg_notify(notifiws.wakeup_channel(), '');
+  END IF;
+  RETURN NULL;
+END
+$$;
+
+-- Publishes changes of `tbl` to `channel`.
+--   columns:     allow-list of published columns (required). ARRAY['*'] publishes every column
+--                the table has when the watch is compiled; a column added later is published
+--                after `SELECT notifiws.recompile_watches()`. Columns not listed never leave.
+--   condition:   optional SQL boolean over NEW (e.g. 'NEW.stock < 5'); for deletes it is
+--                evaluated against the deleted row. Routes matching rows to a derived channel.
+--   include_old: also send the previous published columns of updates (default false).
+--   ops:         which operations to publish (default insert, update, delete).
+CREATE OR REPLACE FUNCTION notifiws.watch(
+  tbl regclass,
+  channel text,
+  columns text[],
+  condition text DEFAULT NULL,
+  include_old boolean DEFAULT false,
+  ops text[] DEFAULT ARRAY['insert', 'update', 'delete']
+) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  op text;
+  missing text;
+  cond text;
+  fname text;
+BEGIN
+  IF channel IS NULL OR channel !~ '^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$' THEN
+    RAISE EXCEPTION 'notifiws.watch: invalid channel name %', channel USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF columns IS NULL OR cardinality(columns) = 0 THEN
+    RAISE EXCEPTION 'notifiws.watch: columns allow-list is required (use ARRAY[''*''] to publish every column)' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF columns <> ARRAY['*'] THEN
+    SELECT string_agg(c, ', ') INTO missing FROM unnest(columns) AS c
+    WHERE NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = tbl AND attname = c AND attnum > 0 AND NOT attisdropped);
+    IF missing IS NOT NULL THEN
+      RAISE EXCEPTION 'notifiws.watch: % has no column(s) %', tbl, missing USING ERRCODE = 'undefined_column';
+    END IF;
+  END IF;
+  FOREACH op IN ARRAY ops LOOP
+    IF op NOT IN ('insert', 'update', 'delete') THEN
+      RAISE EXCEPTION 'notifiws.watch: unknown op %', op USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+  END LOOP;
+  fname := notifiws.compile_capture(tbl, channel, columns, include_old);
+  INSERT INTO notifiws.watches (tbl, channel, columns, condition, include_old, ops)
+  VALUES (tbl, channel, columns, condition, include_old, ops)
+  ON CONFLICT ON CONSTRAINT watches_pkey DO UPDATE
+    SET columns = EXCLUDED.columns, condition = EXCLUDED.condition, include_old = EXCLUDED.include_old, ops = EXCLUDED.ops;
+  -- Every op of this (table, channel) is replaced, so one not listed in `ops` stops publishing.
+  FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', notifiws.trigger_name(channel, op), tbl);
+  END LOOP;
+  FOREACH op IN ARRAY ops LOOP
+    -- A DELETE trigger cannot reference NEW, so its condition sees the deleted row as OLD.
+    cond := CASE WHEN op = 'delete' THEN regexp_replace(condition, '\mNEW\.', 'OLD.', 'gi') ELSE condition END;
+    EXECUTE format(
+      'CREATE TRIGGER %I AFTER %s ON %s FOR EACH ROW %s EXECUTE FUNCTION notifiws.%I()',
+      notifiws.trigger_name(channel, op), upper(op), tbl,
+      CASE WHEN cond IS NULL THEN '' ELSE 'WHEN (' || cond || ')' END,
+      fname
+    );
+  END LOOP;
+END
+$$;
+
+-- Stops publishing `tbl` to `channel` (every op) and drops its trigger function.
+CREATE OR REPLACE FUNCTION notifiws.unwatch(tbl regclass, channel text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  op text;
+BEGIN
+  FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', notifiws.trigger_name(channel, op), tbl);
+  END LOOP;
+  EXECUTE format('DROP FUNCTION IF EXISTS notifiws.%I()', notifiws.capture_function_name(tbl, channel));
+  DELETE FROM notifiws.watches w WHERE w.tbl = unwatch.tbl AND w.channel = unwatch.channel;
+END
+$$;
+
+-- Rewrites every registered watch's trigger function from its table as it is
+-- now: after ALTER TABLE on a watched table (a published column's type
+-- changed, or columns added under ARRAY['*']), and after every change of this
+-- file. A watch whose table is gone is dropped from the registry; one that
+-- cannot compile (a listed column was dropped) keeps its old function and is
+-- reported as a warning. Returns how many were compiled.
+CREATE OR REPLACE FUNCTION notifiws.recompile_watches() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+  w record;
+  n integer := 0;
+BEGIN
+  DELETE FROM notifiws.watches WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = watches.tbl);
+  FOR w IN SELECT * FROM notifiws.watches ORDER BY tbl, channel LOOP
+    BEGIN
+      PERFORM notifiws.compile_capture(w.tbl, w.channel, w.columns, w.include_old);
+      n := n + 1;
+    EXCEPTION WHEN OTHERS THEN
+      RAISE WARNING 'notifiws: the watch of % on channel % could not be recompiled: %', w.tbl, w.channel, SQLERRM;
+    END;
+  END LOOP;
+  RETURN n;
+END
+$$;
+
+SELECT notifiws.recompile_watches();
