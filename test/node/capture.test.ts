@@ -73,6 +73,28 @@ describe("compiled capture triggers", () => {
     }
   });
 
+  it("recompile_watches() follows ALTER TABLE: a changed column type and columns added under '*'; unwatch() forgets the watch", async () => {
+    await db.query("CREATE TABLE cap_alter (id int PRIMARY KEY, v int, secret text)");
+    await db.query("SELECT notifiws.watch('cap_alter', 'alter.list', ARRAY['id', 'v'])");
+    await db.query("SELECT notifiws.watch('cap_alter', 'alter.star', ARRAY['*'])");
+    await db.query("ALTER TABLE cap_alter ALTER COLUMN v TYPE int8, ADD COLUMN w numeric");
+    expect((await db.query<{ n: number }>("SELECT notifiws.recompile_watches() AS n")).rows[0]!.n).toBeGreaterThanOrEqual(2);
+    await db.query("INSERT INTO cap_alter VALUES (1, 9007199254740993, 's', 0.30)");
+    const got = (
+      await db.query<{ channel: string; data: string; types: string }>(
+        "SELECT channel, data::text AS data, types::text AS types FROM notifiws.outbox WHERE channel LIKE 'alter.%'",
+      )
+    ).rows;
+    const list = got.find((r) => r.channel === "alter.list")!;
+    const star = got.find((r) => r.channel === "alter.star")!;
+    expect(JSON.parse(list.data)).toEqual({ id: 1, v: "9007199254740993" });
+    expect(JSON.parse(list.types)).toEqual({ id: "int4", v: "int8" });
+    expect(JSON.parse(star.data)).toEqual({ id: 1, v: "9007199254740993", secret: "s", w: "0.30" });
+    expect(JSON.parse(star.types)).toMatchObject({ w: "numeric" });
+    await db.query("SELECT notifiws.unwatch('cap_alter', 'alter.star')");
+    expect((await db.query("SELECT channel FROM notifiws.watches WHERE channel LIKE 'alter.%'")).rows).toEqual([{ channel: "alter.list" }]);
+  });
+
   it("unwatch() drops the triggers and the compiled function", async () => {
     await createTable("cap_gone");
     await db.query("SELECT notifiws.watch('cap_gone', 'gone', ARRAY['id', 'stock'])");
@@ -119,6 +141,64 @@ describe("compiled capture triggers", () => {
         ["insert", 3],
         ["update", 4],
       ]);
+    } finally {
+      await old.end();
+    }
+  });
+
+  it("the upgrade to exact values (006) registers the watches compiled by 005 and recompiles them: same ops, conditions and columns, exact values", async () => {
+    await db.query("CREATE DATABASE exact_upgrade");
+    const url = new URL(db.url);
+    url.pathname = "/exact_upgrade";
+    await migrate(url.toString(), () => {}, { upTo: "005_compiled_capture.sql" });
+    const old = new pg.Client({ connectionString: url.toString() });
+    await old.connect();
+    try {
+      await old.query(`CREATE TABLE ledger (id int8 PRIMARY KEY, amount numeric, "it's" text, secret text)`);
+      await old.query(`SELECT notifiws.watch('ledger', 'ledger', ARRAY['id', 'amount', 'it''s'], include_old => true)`);
+      await old.query(`SELECT notifiws.watch('ledger', 'ledger.big', ARRAY['id'], condition => 'NEW.amount > 1000', ops => ARRAY['insert'])`);
+      await old.query(`SELECT notifiws.watch('ledger', 'ledger.all', ARRAY['*'])`);
+      // Before the upgrade: 005's encoding, a jsonb number (exact in Postgres, rounded by any JSON reader downstream).
+      await old.query("INSERT INTO ledger VALUES (1, 1, 'a', 's')");
+      expect((await old.query("SELECT data::text AS d FROM notifiws.outbox WHERE channel = 'ledger'")).rows[0]!.d).toContain('"id": 1');
+      await old.query("DELETE FROM notifiws.outbox");
+
+      const applied = await migrate(url.toString());
+      expect(applied).toEqual(["006_exact_values.sql", "functions/capture.sql"]);
+      const watches = (
+        await old.query<{ channel: string; columns: string[]; include_old: boolean; ops: string[]; condition: string | null }>(
+          "SELECT channel, columns, include_old, ops, condition FROM notifiws.watches ORDER BY channel",
+        )
+      ).rows;
+      expect(watches).toEqual([
+        { channel: "ledger", columns: ["id", "amount", "it's"], include_old: true, ops: ["delete", "insert", "update"], condition: null },
+        { channel: "ledger.all", columns: ["*"], include_old: false, ops: ["delete", "insert", "update"], condition: null },
+        { channel: "ledger.big", columns: ["id"], include_old: false, ops: ["insert"], condition: "(new.amount > (1000)::numeric)" },
+      ]);
+      expect(await migrate(url.toString())).toEqual([]); // nothing changed: nothing re-applied
+
+      await old.query("INSERT INTO ledger VALUES (9007199254740993, 12345678901234567890.12, 'b', 's')");
+      await old.query("UPDATE ledger SET amount = 0.5 WHERE id = 1");
+      const rows = (
+        await old.query<{ channel: string; op: string; data: string; old: string | null; types: string }>(
+          "SELECT channel, op, data::text AS data, old_data::text AS old, types::text AS types FROM notifiws.outbox ORDER BY id",
+        )
+      ).rows;
+      // Triggers on one table fire in name order (hashed channel names): look rows up by channel and op.
+      const row = (channel: string, op: string) => rows.find((r) => r.channel === channel && r.op === op)!;
+      expect(rows.map((r) => `${r.channel} ${r.op}`).sort()).toEqual([
+        "ledger insert",
+        "ledger update",
+        "ledger.all insert",
+        "ledger.all update",
+        "ledger.big insert",
+      ]);
+      expect(JSON.parse(row("ledger", "insert").data)).toEqual({ id: "9007199254740993", amount: "12345678901234567890.12", "it's": "b" });
+      expect(JSON.parse(row("ledger", "insert").types)).toEqual({ id: "int8", amount: "numeric", "it's": "text" });
+      expect(JSON.parse(row("ledger.big", "insert").data)).toEqual({ id: "9007199254740993" });
+      expect(JSON.parse(row("ledger.all", "insert").data)).toEqual({ id: "9007199254740993", amount: "12345678901234567890.12", "it's": "b", secret: "s" });
+      expect(JSON.parse(row("ledger", "update").old!)).toEqual({ id: "1", amount: "1", "it's": "a" });
+      expect(row("ledger.all", "update").old).toBeNull();
     } finally {
       await old.end();
     }
