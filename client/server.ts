@@ -4,6 +4,7 @@
  * Postgres through the publish API.
  */
 import { fullJitter } from "../shared/backoff";
+import { stringifyExact } from "../shared/exact-json";
 
 export { mintToken, type MintTokenOptions } from "../shared/token";
 
@@ -25,6 +26,7 @@ export interface PublisherOptions {
 export interface PublishInput {
   /** Idempotency key: the same id is delivered once (a UUID is generated when absent, and reused across retries). */
   id?: string;
+  /** Any JSON value per key; a bigint is sent as an exact JSON number. */
   data: Record<string, unknown>;
   table?: string;
 }
@@ -58,7 +60,8 @@ export function createPublisher(options: PublisherOptions) {
   return {
     /** Publishes one event to `channel`; retries what is worth retrying with the same id, so it is delivered once. */
     async publish(channel: string, input: PublishInput): Promise<PublishResult> {
-      const body = JSON.stringify({ ...input, id: input.id ?? crypto.randomUUID() });
+      // bigint values go out as exact JSON numbers; the Worker keeps every number's digits (docs/protocol.md, "Values").
+      const body = stringifyExact({ ...input, id: input.id ?? crypto.randomUUID() });
       const url = new URL(`/api/channels/${encodeURIComponent(channel)}/publish`, options.url).toString();
       let last: PublishError = new PublishError("NETWORK", "not sent");
       for (let attempt = 0; attempt < attempts; attempt++) {

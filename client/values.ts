@@ -18,6 +18,8 @@
  */
 import { parseJsonExact } from "../shared/exact-json";
 
+export { stringifyExact } from "../shared/exact-json";
+
 export interface ValueOptions {
   /** int8 columns as digit strings (default, like node-postgres) or as bigint. */
   int8?: "string" | "bigint";
@@ -80,13 +82,4 @@ export function decodeRow(
       return [column, decode ? decode(value) : value];
     }),
   );
-}
-
-/**
- * JSON.stringify that writes a bigint as an exact JSON number (where the
- * runtime has JSON.rawJSON) or as its digits in a string, instead of throwing.
- */
-export function stringifyExact(value: unknown, space?: number): string {
-  const J = JSON as JSON & { rawJSON?: (text: string) => unknown };
-  return JSON.stringify(value, (_k, v: unknown) => (typeof v === "bigint" ? (J.rawJSON ? J.rawJSON(v.toString()) : v.toString()) : v), space);
 }

@@ -95,6 +95,14 @@ export function parseJsonExact(text: string, mode: ExactMode): unknown {
   return mode === "raw" ? JSON.parse(text) : parseJsonMarked(text, mode);
 }
 
+/**
+ * JSON.stringify that writes a bigint as an exact JSON number (where the
+ * runtime has JSON.rawJSON) or as its digits in a string, instead of throwing.
+ */
+export function stringifyExact(value: unknown, space?: number): string {
+  return JSON.stringify(value, (_k, v: unknown) => (typeof v === "bigint" ? (J.rawJSON ? J.rawJSON(v.toString()) : v.toString()) : v), space);
+}
+
 /** The text of a JSON.rawJSON value (a number the Worker kept as written), else undefined. */
 export function rawJsonText(value: unknown): string | undefined {
   return J.isRawJSON?.(value) ? value.rawJSON : undefined;

@@ -133,12 +133,13 @@ describe("client SDK", () => {
     const s = subscribe({ channel: "alerts.ops" });
     await waitUntil("open", () => s.sub.state === "open");
     const publisher = createPublisher({ url: fx.stack.workerUrl, key: fx.stack.secrets.PUBLISH_KEY });
-    const first = await publisher.publish("alerts.ops", { id: "deploy-42", data: { text: "deploy finished" } });
-    const again = await publisher.publish("alerts.ops", { id: "deploy-42", data: { text: "deploy finished" } });
+    // A bigint goes out as an exact JSON number and comes back as the same bigint.
+    const first = await publisher.publish("alerts.ops", { id: "deploy-42", data: { text: "deploy finished", build: 9007199254740993n } });
+    const again = await publisher.publish("alerts.ops", { id: "deploy-42", data: { text: "deploy finished", build: 9007199254740993n } });
     expect(first).toMatchObject({ id: "deploy-42", duplicate: false });
     expect(again).toMatchObject({ id: "deploy-42", duplicate: true, headSeq: first.headSeq });
     await waitUntil("the published event", () => s.events.length >= 1);
-    expect(s.events.map((e) => e.data)).toEqual([{ text: "deploy finished" }]);
+    expect(s.events.map((e) => e.data)).toEqual([{ text: "deploy finished", build: 9007199254740993n }]);
     const bad = createPublisher({ url: fx.stack.workerUrl, key: "not-a-key" });
     await expect(bad.publish("alerts.ops", { data: {} })).rejects.toMatchObject({ code: "KEY_INVALID", status: 401 });
   });
