@@ -6,6 +6,8 @@ export default defineConfig({
   plugins: [
     cloudflareTest({
       wrangler: { configPath: "./wrangler.toml" },
+      // The production entry plus failure injection and test reads (test/workers/worker.ts).
+      main: "./test/workers/worker.ts",
       miniflare: { bindings: TEST_BINDINGS },
     }),
   ],

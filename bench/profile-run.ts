@@ -66,7 +66,13 @@ async function profileSystem(db: pg.Pool, flavour: Flavour, url: string, inspect
 
 async function main() {
   const dir = await mkdtemp(join(tmpdir(), "notifiws-profile-"));
-  const stack = new Stack({ stateDir: dir, demo: false, runtime: RUNTIME, workerVars: { LOG_LEVEL: "warn" }, relayEnv: { LOG_LEVEL: "warn" } });
+  const stack = new Stack({
+    stateDir: dir,
+    demo: false,
+    runtime: RUNTIME,
+    workerVars: { LOG_LEVEL: "warn" },
+    relayEnv: { LOG_LEVEL: "warn", RELAY_STATS_ENDPOINT: "1" },
+  });
   const out: Record<string, Phase[]> = {};
   let db: pg.Pool | undefined;
   let peer: Proc | undefined;

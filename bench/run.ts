@@ -142,7 +142,13 @@ interface E2E {
 async function main() {
   const dir = await mkdtemp(join(tmpdir(), "notifiws-bench-"));
   const baseWorkerVars = { HISTORY_MAX_EVENTS: "1000", LOG_LEVEL: "warn" };
-  const stack = new Stack({ stateDir: dir, demo: false, runtime: "wrangler-dev", workerVars: baseWorkerVars, relayEnv: { LOG_LEVEL: "warn" } });
+  const stack = new Stack({
+    stateDir: dir,
+    demo: false,
+    runtime: "wrangler-dev",
+    workerVars: baseWorkerVars,
+    relayEnv: { LOG_LEVEL: "warn", RELAY_STATS_ENDPOINT: "1" },
+  });
   const results: Record<string, unknown> = {
     date: new Date().toISOString(),
     mode: quick ? "quick" : "full",

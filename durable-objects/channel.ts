@@ -12,12 +12,12 @@
  * copy of the events.
  */
 import { DurableObject } from "cloudflare:workers";
-import { verifyToken, AuthError } from "../src/auth";
+import { verifyToken, AuthError } from "../shared/auth";
 import { channelAllowed } from "../shared/channels";
-import { closeReason, closeReplyCode } from "../src/closecodes";
-import { loadConfig, type Config } from "../src/config";
-import type { Env } from "../src/env";
+import { closeReason, closeReplyCode } from "./closecodes";
+import { loadConfig, type Config } from "../shared/worker-config";
 import {
+  type Env,
   MAX_ROLLUP_USERS,
   SESSION_HEADER,
   SessionInit,
@@ -27,8 +27,8 @@ import {
   type IngestEvent,
   type IngestOutcome,
 } from "../src/channel-contract";
-import { errorResponse } from "../src/errors";
-import { take } from "../src/ratelimit";
+import { errorResponse } from "../shared/http-errors";
+import { take } from "./ratelimit";
 import { errorFields, log } from "../shared/log";
 import { ATTACHMENT_MAX_BYTES, utf8Length } from "../shared/limits";
 import { ClientMessage, CloseCode, PING_FRAME, PONG_FRAME, type ServerMessage } from "../shared/protocol";
@@ -36,8 +36,6 @@ import { EventStore, RANGE_MAX_EVENTS } from "./event-store";
 import { Rollup } from "./rollup";
 import { Sockets, type Session } from "./sockets";
 import { refusal } from "./refusal";
-
-export { EventTooLargeError } from "./event-store";
 
 /** A failed hand-off to a fan-out object is retried by the ordering object's alarm after this long. */
 const FANOUT_RETRY_MS = 1000;
@@ -50,12 +48,9 @@ export class ChannelObject extends DurableObject<Env> {
   private chain: Promise<unknown> = Promise.resolve();
   /** The alarm this object set, while known (not after a restart, not once it fired): spares a storage read per event. */
   private alarmAt: number | undefined;
-  /** Instances started in this isolate: diagnostics (the stats test shows /stats wakes no channel). */
-  static constructed = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
-    ChannelObject.constructed++;
     this.store = new EventStore(ctx.storage, () => this.config);
     this.sockets = new Sockets(
       ctx,
@@ -76,7 +71,7 @@ export class ChannelObject extends DurableObject<Env> {
 
   override async fetch(request: Request): Promise<Response> {
     try {
-      if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") return errorResponse(426, "UPGRADE_REQUIRED", "expected a WebSocket upgrade");
+      if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") return errorResponse("UPGRADE_REQUIRED", "expected a WebSocket upgrade");
       const init = SessionInit.parse(JSON.parse(request.headers.get(SESSION_HEADER) ?? "null"));
       this.store.bindChannel(init.channel);
       if (init.fanout) return await this.serial(() => this.connectFanout(init));
@@ -84,14 +79,13 @@ export class ChannelObject extends DurableObject<Env> {
       const open = this.sockets.count();
       if (open >= this.config.MAX_SOCKETS_PER_OBJECT)
         return errorResponse(
-          503,
           "CHANNEL_FULL",
           `channel ${init.channel} holds ${open} connections; retry later (FANOUT_CHANNELS spreads a channel over more objects)`,
         );
       return await this.accept(init);
     } catch (err) {
       log("error", "channel connect failed", { class: "ChannelObject", channel: this.store.channel, ...errorFields(err) });
-      return errorResponse(500, "INTERNAL", "could not open the connection");
+      return errorResponse("INTERNAL", "could not open the connection");
     }
   }
 
@@ -100,7 +94,7 @@ export class ChannelObject extends DurableObject<Env> {
     const f = init.fanout!;
     this.store.bindFanout(f);
     const open = this.sockets.count();
-    if (open >= f.capacity) return errorResponse(503, "FANOUT_FULL", `fan-out object ${f.name} holds ${open} sockets`);
+    if (open >= f.capacity) return errorResponse("FANOUT_FULL", `fan-out object ${f.name} holds ${open} sockets`);
     // Resume works on any fan-out object, also one this client never used: fetch what it needs first.
     await this.pull(init.since !== undefined ? Math.min(init.since, this.store.counters.headSeq) : undefined);
     if (open === 0) {
@@ -124,7 +118,7 @@ export class ChannelObject extends DurableObject<Env> {
       connectedAt: Date.now(),
     };
     if (Sockets.attachmentBytes(session) > ATTACHMENT_MAX_BYTES)
-      return errorResponse(400, "SESSION_TOO_LARGE", `the token's subject, role and the filter exceed ${ATTACHMENT_MAX_BYTES} bytes`);
+      return errorResponse("SESSION_TOO_LARGE", `the token's subject, role and the filter exceed ${ATTACHMENT_MAX_BYTES} bytes`);
     const pair = new WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
     this.ctx.acceptWebSocket(server);
@@ -197,7 +191,6 @@ export class ChannelObject extends DurableObject<Env> {
     await this.serial(async () => {
       const f = this.store.fanout;
       if (!f || seqs.length === 0) return;
-      if (this.config.TEST_FAIL_CHANNELS.includes(f.name)) throw new Error(`TEST_FAIL_CHANNELS: hand-off to ${f.name} fails on purpose`);
       if (seqs[0]! > this.store.counters.headSeq + 1) await this.pull(this.store.counters.headSeq);
       this.keep(bodies, seqs);
     });
@@ -451,8 +444,8 @@ export class ChannelObject extends DurableObject<Env> {
   // Stats
   // -------------------------------------------------------------------------
 
-  /** This object's stats, read directly (diagnostics and tests; /stats reads the control object's roll-ups instead). */
-  async stats(): Promise<ChannelStats> {
+  /** This object's stats as it would report them now (/stats reads the control object's roll-ups instead). */
+  protected statsNow(): ChannelStats {
     return this.rollupReport(Date.now()).stats;
   }
 

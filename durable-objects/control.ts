@@ -11,26 +11,28 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { Histogram } from "../shared/histogram";
-import type { ChannelHistograms, ChannelRollup, ChannelStats } from "../src/channel-contract";
-import type { Env } from "../src/env";
+import { applySchema } from "./schema";
+import type { ChannelHistograms, ChannelRollup, ChannelStats, Env } from "../src/channel-contract";
 
-const SCHEMA = `
-DROP TABLE IF EXISTS rollups;
-CREATE TABLE IF NOT EXISTS channel_rollups (
-  channel TEXT NOT NULL,
-  -- "" for the channel's ordering object, a fan-out object's name otherwise
-  source TEXT NOT NULL,
-  region TEXT,
-  stats TEXT NOT NULL,
-  users TEXT NOT NULL,
-  hist TEXT NOT NULL,
-  connections INTEGER NOT NULL,
-  active_at INTEGER NOT NULL,
-  PRIMARY KEY (channel, source)
-);
-CREATE INDEX IF NOT EXISTS channel_rollups_idle ON channel_rollups(connections, active_at);
-DROP TABLE IF EXISTS channels;
-`;
+/** Schema steps (durable-objects/schema.ts): append, never edit. */
+const SCHEMA_STEPS = [
+  // 1: per-object roll-ups; drops the tables of the first stats design.
+  `DROP TABLE IF EXISTS rollups;
+   DROP TABLE IF EXISTS channels;
+   CREATE TABLE IF NOT EXISTS channel_rollups (
+     channel TEXT NOT NULL,
+     -- "" for the channel's ordering object, a fan-out object's name otherwise
+     source TEXT NOT NULL,
+     region TEXT,
+     stats TEXT NOT NULL,
+     users TEXT NOT NULL,
+     hist TEXT NOT NULL,
+     connections INTEGER NOT NULL,
+     active_at INTEGER NOT NULL,
+     PRIMARY KEY (channel, source)
+   );
+   CREATE INDEX IF NOT EXISTS channel_rollups_idle ON channel_rollups(connections, active_at);`,
+];
 
 /** What /stats and /metrics read for one channel. */
 export interface StoredChannel {
@@ -48,7 +50,7 @@ export class ControlObject extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    this.sql.exec(SCHEMA);
+    applySchema(this.sql, SCHEMA_STEPS);
   }
 
   async report(r: ChannelRollup): Promise<void> {

@@ -5,10 +5,11 @@
  * Every statement goes through the production SQL limits (checkSqlBindings):
  * local workerd does not enforce them.
  */
-import type { Config } from "../src/config";
+import type { Config } from "../shared/worker-config";
 import type { ChannelStats, EventRange, IngestEvent } from "../src/channel-contract";
 import { checkSqlBindings, packJsonArrays, SQL_PARAM_BUDGET_BYTES, utf8Length } from "../shared/limits";
 import { SIGNATURE_TOLERANCE_SECONDS } from "../shared/protocol";
+import { applySchema } from "./schema";
 
 /** An event over MAX_EVENT_BYTES reached the object; the whole ingest is rolled back. */
 export class EventTooLargeError extends Error {
@@ -44,15 +45,16 @@ export interface FanoutIdentity {
   capacity: number;
 }
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, body TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, at INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
-CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, at INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS events_at ON events(at);
-CREATE TABLE IF NOT EXISTS fanouts (name TEXT PRIMARY KEY, region TEXT NOT NULL, failing INTEGER NOT NULL DEFAULT 0);
-`;
+/** Schema steps (durable-objects/schema.ts): append, never edit. */
+const SCHEMA_STEPS = [
+  `CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, body TEXT NOT NULL);
+   CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, at INTEGER NOT NULL);
+   CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
+   CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
+   CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, at INTEGER NOT NULL);
+   CREATE INDEX IF NOT EXISTS events_at ON events(at);
+   CREATE TABLE IF NOT EXISTS fanouts (name TEXT PRIMARY KEY, region TEXT NOT NULL, failing INTEGER NOT NULL DEFAULT 0);`,
+];
 
 /** Keep batch ids for twice the signature window (both directions of clock skew) plus a minute. */
 const BATCH_RETENTION_MS = 2 * SIGNATURE_TOLERANCE_SECONDS * 1000 + 60_000;
@@ -76,7 +78,7 @@ export class EventStore {
     private readonly config: () => Config,
   ) {
     this.sql = storage.sql;
-    this.exec(SCHEMA);
+    applySchema(this.sql, SCHEMA_STEPS);
     const meta = new Map<string, unknown>();
     for (const row of this.exec<{ k: string; v: SqlStorageValue }>("SELECT k, v FROM meta")) meta.set(row.k, row.v);
     this.channel = (meta.get("channel") as string | undefined) ?? undefined;
@@ -211,8 +213,6 @@ export class EventStore {
       }
     }
     this.persistCounters();
-    if (this.channel !== undefined && cfg.TEST_FAIL_CHANNELS.includes(this.channel))
-      throw new Error(`TEST_FAIL_CHANNELS: storage of ${this.channel} fails on purpose`);
     return { replayed: false, bodies, sizes, seqs, committedAt, duplicates };
   }
 

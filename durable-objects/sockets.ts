@@ -9,8 +9,8 @@ import { matchesFilter } from "../shared/filter";
 import { parseJsonExact } from "../shared/exact-json";
 import { utf8Length } from "../shared/limits";
 import { errorFields, log } from "../shared/log";
-import { closeReason } from "../src/closecodes";
-import type { Bucket } from "../src/ratelimit";
+import { closeReason } from "./closecodes";
+import type { Bucket } from "./ratelimit";
 
 /** Per-socket state; serialized as the hibernation attachment (our cap ATTACHMENT_MAX_BYTES, 8 KiB; the platform's 16 KiB). */
 export interface Session {

@@ -43,6 +43,8 @@ export const RelayConfigShape = z.object({
   RELAY_HTTP_PORT: int(9464, 0, 65_535),
   /** Bind address for /healthz and /metrics. Default 127.0.0.1 (the container image sets 0.0.0.0). */
   RELAY_HTTP_HOST: z.string().min(1).default("127.0.0.1"),
+  /** 1 serves GET /stats: exact p50/p99 of the recent POST latencies as JSON (load tests; /metrics has histograms). Default 0. */
+  RELAY_STATS_ENDPOINT: z.enum(["0", "1"]).default("0"),
   /** debug | info | warn | error. Default info. */
   LOG_LEVEL: LogLevel.default("info"),
 });

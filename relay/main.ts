@@ -16,7 +16,9 @@ const config = parsed.config;
 setLogLevel(config.LOG_LEVEL);
 
 const relay = new Relay(config);
-const http = await startHttp(relay.metrics, () => relay.backlog(), config.RELAY_HTTP_HOST, config.RELAY_HTTP_PORT).catch((err: NodeJS.ErrnoException) => {
+const http = await startHttp(relay.metrics, () => relay.backlog(), config.RELAY_HTTP_HOST, config.RELAY_HTTP_PORT, {
+  stats: config.RELAY_STATS_ENDPOINT === "1",
+}).catch((err: NodeJS.ErrnoException) => {
   const msg = err.code === "EADDRINUSE" ? `port ${config.RELAY_HTTP_PORT} is in use; set RELAY_HTTP_PORT to another port` : err.message;
   console.error(JSON.stringify({ level: "error", code: "HTTP_LISTEN_FAILED", msg }));
   process.exit(1);

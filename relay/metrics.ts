@@ -99,6 +99,7 @@ export function startHttp(
   backlog: () => Promise<{ events: number; oldestSeconds: number } | undefined>,
   host: string,
   port: number,
+  opts: { stats?: boolean } = {},
 ): Promise<Server> {
   const server = createServer((req, res) => {
     void (async () => {
@@ -106,17 +107,15 @@ export function startHttp(
         if (req.url === "/healthz") {
           const body = JSON.stringify({ ok: metrics.connected, connected: metrics.connected, leader: metrics.leader, pid: process.pid });
           res.writeHead(metrics.connected ? 200 : 503, { "content-type": "application/json" }).end(body);
-        } else if (req.url === "/stats") {
-          // Exact recent figures for benchmarks; /metrics has the histograms.
+        } else if (req.url === "/stats" && opts.stats) {
+          // Exact recent figures for load tests (RELAY_STATS_ENDPOINT=1); /metrics has the histograms.
           const body = JSON.stringify({ eventsDelivered: metrics.eventsDelivered, postLatencyMs: { p50: metrics.quantile(0.5), p99: metrics.quantile(0.99) } });
           res.writeHead(200, { "content-type": "application/json" }).end(body);
         } else if (req.url === "/metrics") {
           const b = await backlog().catch(() => undefined);
           res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }).end(metrics.render(b));
         } else {
-          res
-            .writeHead(404, { "content-type": "application/json" })
-            .end(JSON.stringify({ error: { code: "NOT_FOUND", message: "try /healthz, /metrics or /stats" } }));
+          res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: { code: "NOT_FOUND", message: "try /healthz or /metrics" } }));
         }
       } catch {
         res.writeHead(500).end();

@@ -5,6 +5,7 @@
  */
 import { HttpErrorBody, SIGNATURE_HEADER, TIMESTAMP_HEADER } from "../shared/protocol";
 import { sign } from "../shared/signing";
+import { knownError } from "../shared/http-errors";
 
 export const INGEST_PATH = "/internal/events";
 
@@ -24,7 +25,7 @@ export type PostOutcome =
    */
   | { kind: "retry"; status: number | undefined; code: string; message: string; permanent: boolean; skewSeconds?: number };
 
-/** Statuses worth retrying as they are: the Worker or a proxy in front of it is overloaded or down. */
+/** For answers without a notifiws code: statuses worth retrying as they are (a proxy in front of the Worker is overloaded, or the Worker is down). */
 const TRANSIENT = new Set([408, 425, 429, 500, 502, 503, 504]);
 
 export async function postBatch(opts: { workerUrl: string; secret: string; body: string; timeoutMs: number }): Promise<PostOutcome> {
@@ -47,14 +48,27 @@ export async function postBatch(opts: { workerUrl: string; secret: string; body:
   if (res.ok) return { kind: "delivered" };
   const parsed = HttpErrorBody.safeParse(safeJson(text));
   const error = parsed.success ? parsed.data.error : undefined;
+  // A notifiws answer is read by its code (shared/http-errors.ts); only an answer
+  // without one (a proxy or load balancer in front of the Worker) by its status.
+  const known = error ? knownError(error.code) : undefined;
   const code = error?.code ?? `HTTP_${res.status}`;
   const message = error?.message ?? text.slice(0, 300);
-  if (res.status === 409 && code === "BATCH_REPLAYED") return { kind: "delivered" };
-  if (res.status === 413 && code === "EVENT_TOO_LARGE" && error?.eventIds?.length) return { kind: "event_too_large", eventIds: error.eventIds };
-  if (res.status === 413) return { kind: "batch_too_large" };
-  if (res.status === 503 && code === "CHANNEL_UNAVAILABLE" && error?.failedChannels?.length) return { kind: "partial", failedChannels: error.failedChannels };
+  switch (error?.code) {
+    case "BATCH_REPLAYED":
+      return { kind: "delivered" };
+    case "EVENT_TOO_LARGE":
+      return error.eventIds?.length ? { kind: "event_too_large", eventIds: error.eventIds } : { kind: "batch_too_large" };
+    case "BATCH_TOO_LARGE":
+    case "TOO_MANY_EVENTS":
+    case "BODY_TOO_LARGE":
+      return { kind: "batch_too_large" };
+    case "CHANNEL_UNAVAILABLE":
+      if (error.failedChannels?.length) return { kind: "partial", failedChannels: error.failedChannels };
+  }
+  if (!known && res.status === 413) return { kind: "batch_too_large" };
   const skewSeconds = code === "STALE_TIMESTAMP" && error?.serverTime !== undefined ? error.serverTime - ts : undefined;
-  return { kind: "retry", status: res.status, code, message, permanent: !TRANSIENT.has(res.status), ...(skewSeconds !== undefined ? { skewSeconds } : {}) };
+  const permanent = known ? known.retry === "no" : !TRANSIENT.has(res.status);
+  return { kind: "retry", status: res.status, code, message, permanent, ...(skewSeconds !== undefined ? { skewSeconds } : {}) };
 }
 
 function safeJson(text: string): unknown {

@@ -1,8 +1,9 @@
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
-import { ConfigError, loadConfig, type Config } from "./config";
+import { ConfigError, loadConfig, type Config } from "../shared/worker-config";
 import type { AppEnv } from "./env";
-import { ApiError, errorBody } from "./errors";
+import { ApiError } from "./errors";
+import { errorBody, HTTP_ERRORS } from "../shared/http-errors";
 import { errorFields, log, setLogLevel } from "../shared/log";
 import { demoRoutes } from "./routes/demo";
 import { ingestRoutes } from "./routes/ingest";
@@ -29,13 +30,13 @@ export function createApp() {
   app.route("/", statsRoutes);
   app.route("/", demoRoutes);
 
-  app.notFound((c) => c.json(errorBody("NOT_FOUND", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`), 404));
+  app.notFound((c) => c.json(errorBody("NOT_FOUND", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`), HTTP_ERRORS.NOT_FOUND.status));
 
   app.onError((err, c) => {
     if (err instanceof ApiError) return c.json(errorBody(err.code, err.message, err.details), err.status);
     if (err instanceof ConfigError) {
       log("error", "configuration invalid", { variables: err.variables, detail: err.message });
-      return c.json(errorBody(err.code, err.message), 500);
+      return c.json(errorBody(err.code, err.message), HTTP_ERRORS[err.code].status);
     }
     if (err instanceof HTTPException) {
       // Hono middleware (bearerAuth) errors already carry our JSON body when configured.
@@ -44,7 +45,7 @@ export function createApp() {
       return c.json(errorBody(code, err.message || "request rejected"), err.status);
     }
     log("error", "unhandled error", { path: new URL(c.req.url).pathname, ...errorFields(err) });
-    return c.json(errorBody("INTERNAL", "internal error"), 500);
+    return c.json(errorBody("INTERNAL", "internal error"), HTTP_ERRORS.INTERNAL.status);
   });
 
   return app;

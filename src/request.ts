@@ -1,6 +1,7 @@
 /** Request helpers shared by the routes: client authentication and JSON bodies, as ApiErrors. */
-import { AuthError, extractToken, verifyToken, type Claims } from "./auth";
-import type { Config } from "./config";
+import { extractToken } from "./auth";
+import { AuthError, verifyToken, type Claims } from "../shared/auth";
+import type { Config } from "../shared/worker-config";
 import { ApiError } from "./errors";
 import type { HttpErrorCode } from "../shared/protocol";
 import { parseJsonExact, type ExactMode } from "../shared/exact-json";
@@ -8,11 +9,11 @@ import { parseJsonExact, type ExactMode } from "../shared/exact-json";
 /** Finds and verifies the client token; 401 with a stable code otherwise. */
 export async function authenticate(req: Request, config: Config): Promise<Claims> {
   const found = extractToken(req);
-  if (!found) throw new ApiError(401, "TOKEN_MISSING", "send a token as subprotocol bearer.<jwt>, Authorization: Bearer, or ?token=");
+  if (!found) throw new ApiError("TOKEN_MISSING", "send a token as subprotocol bearer.<jwt>, Authorization: Bearer, or ?token=");
   try {
     return await verifyToken(found.token, config);
   } catch (err) {
-    if (err instanceof AuthError) throw new ApiError(401, err.code, err.message);
+    if (err instanceof AuthError) throw new ApiError(err.code, err.message);
     throw err;
   }
 }
@@ -26,6 +27,6 @@ export function parseJson(text: string, code: HttpErrorCode = "BAD_JSON", what =
   try {
     return parseJsonExact(text, mode);
   } catch {
-    throw new ApiError(400, code, `${what} is not valid JSON`);
+    throw new ApiError(code, `${what} is not valid JSON`);
   }
 }

@@ -7,6 +7,7 @@ import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import { timingSafeEqual } from "hono/utils/buffer";
 import { ApiError } from "../errors";
+import { bearerCredential } from "../auth";
 import type { AppEnv } from "../env";
 import type { HttpErrorCode } from "../../shared/protocol";
 
@@ -24,14 +25,14 @@ export interface BearerKeyOptions {
 export function bearerKey(options: BearerKeyOptions) {
   if (!options.what) throw new Error("bearerKey: `what` is required");
   return createMiddleware<AppEnv>(async (c, next) => {
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(c.req.header("authorization") ?? "");
-    if (!match) throw new ApiError(401, options.missingCode, `send the ${options.what} as Authorization: Bearer <key>`);
+    const credential = bearerCredential(c.req.header("authorization"));
+    if (!credential) throw new ApiError(options.missingCode, `send the ${options.what} as Authorization: Bearer <key>`);
     const keys = options.keys(c);
-    const presented = options.hashed ? await sha256Hex(match[1]!) : match[1]!;
+    const presented = options.hashed ? await sha256Hex(credential) : credential;
     let found = -1;
     // Every key is compared, so the time taken does not depend on which one matched.
     for (const [i, key] of keys.entries()) if ((await timingSafeEqual(presented, key)) && found < 0) found = i;
-    if (found < 0) throw new ApiError(401, options.invalidCode, `${options.what} is not valid`);
+    if (found < 0) throw new ApiError(options.invalidCode, `${options.what} is not valid`);
     c.set("keyIndex", found);
     await next();
   });

@@ -7,7 +7,7 @@ import { ChannelName } from "../../shared/protocol";
 export const channelParam = () =>
   createMiddleware<AppEnv>(async (c, next) => {
     const parsed = ChannelName.safeParse(c.req.param("channel"));
-    if (!parsed.success) throw new ApiError(400, "BAD_CHANNEL", "channel names are 1-128 of letters, digits and _ . : -");
+    if (!parsed.success) throw new ApiError("BAD_CHANNEL", "channel names are 1-128 of letters, digits and _ . : -");
     c.set("channel", parsed.data);
     await next();
   });

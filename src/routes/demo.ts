@@ -19,8 +19,8 @@ demoRoutes.get("/api/demo/state", clientAuth(), async (c) => {
   const config = c.var.config;
   const claims = c.var.claims;
   if (!["sales", "inventory"].every((ch) => channelAllowed(ch, claims.channels, claims.sub)))
-    throw new ApiError(403, "CHANNEL_FORBIDDEN", "the dashboard needs the sales and inventory channels");
-  if (!config.DASHBOARD_DATABASE_URL) throw new ApiError(503, "DASHBOARD_DISABLED", "set DASHBOARD_DATABASE_URL to serve the demo state");
+    throw new ApiError("CHANNEL_FORBIDDEN", "the dashboard needs the sales and inventory channels");
+  if (!config.DASHBOARD_DATABASE_URL) throw new ApiError("DASHBOARD_DISABLED", "set DASHBOARD_DATABASE_URL to serve the demo state");
 
   if (config.NEON_WS_PROXY) {
     // Local development: a plain WebSocket-to-TCP bridge in front of a local Postgres.
@@ -57,7 +57,7 @@ demoRoutes.get("/api/demo/state", clientAuth(), async (c) => {
       snapshot: (snapshot.rows[0] as { s: PgSnapshot }).s,
     } satisfies DemoState);
   } catch (err) {
-    throw new ApiError(503, "DATABASE_UNAVAILABLE", `could not read the demo state: ${(err as Error).message}`);
+    throw new ApiError("DATABASE_UNAVAILABLE", `could not read the demo state: ${(err as Error).message}`);
   } finally {
     c.executionCtx.waitUntil(client.end().catch(() => undefined));
   }

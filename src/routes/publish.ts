@@ -28,13 +28,13 @@ publishRoutes.post("/api/channels/:channel/publish", publishKey, channelParam(),
   const channel = c.var.channel;
   // A key limited to channel patterns is valid, but not for this channel: 403, not 401.
   const key = c.var.config.PUBLISH_KEY_HASHES[c.var.keyIndex]!;
-  if (!channelAllowed(channel, key.channels, undefined)) throw new ApiError(403, "KEY_FORBIDDEN_CHANNEL", `this publish key may not publish to ${channel}`);
+  if (!channelAllowed(channel, key.channels, undefined)) throw new ApiError("KEY_FORBIDDEN_CHANNEL", `this publish key may not publish to ${channel}`);
   const body = await c.req.text();
   const max = c.var.config.PUBLISH_MAX_BYTES;
-  if (utf8Length(body) > max) throw new ApiError(413, "BODY_TOO_LARGE", `body exceeds PUBLISH_MAX_BYTES (${max} bytes)`);
+  if (utf8Length(body) > max) throw new ApiError("BODY_TOO_LARGE", `body exceeds PUBLISH_MAX_BYTES (${max} bytes)`);
   const json = parseJson(body);
   const parsed = PublishRequest.safeParse(json);
-  if (!parsed.success) throw new ApiError(400, "INVALID_EVENT", `invalid event: ${formatIssues(parsed.error.issues)}`);
+  if (!parsed.success) throw new ApiError("INVALID_EVENT", `invalid event: ${formatIssues(parsed.error.issues)}`);
   const event: ChangeEvent = {
     id: parsed.data.id ?? crypto.randomUUID(),
     channel,
@@ -45,12 +45,12 @@ publishRoutes.post("/api/channels/:channel/publish", publishKey, channelParam(),
   };
   const serialized = serializeEvent(event);
   if (serialized.storedBytes > c.var.config.MAX_EVENT_BYTES)
-    throw new ApiError(413, "EVENT_TOO_LARGE", `event ${event.id} exceeds MAX_EVENT_BYTES (${c.var.config.MAX_EVENT_BYTES} bytes)`, { eventIds: [event.id] });
+    throw new ApiError("EVENT_TOO_LARGE", `event ${event.id} exceeds MAX_EVENT_BYTES (${c.var.config.MAX_EVENT_BYTES} bytes)`, { eventIds: [event.id] });
   try {
     const result = await deliver(c.env, [serialized]);
     return c.json({ id: event.id, duplicate: result.duplicates > 0, headSeq: result.channels[channel]?.headSeq ?? 0 });
   } catch (err) {
-    if (err instanceof DeliveryError) throw new ApiError(503, "CHANNEL_UNAVAILABLE", `${err.message}; retry with the same id`);
+    if (err instanceof DeliveryError) throw new ApiError("CHANNEL_UNAVAILABLE", `${err.message}; retry with the same id`);
     throw err;
   }
 });

@@ -13,7 +13,7 @@ const adminOnly = bearerKey({
   invalidCode: "UNAUTHORIZED",
   keys: (c) => {
     const token = c.var.config.ADMIN_TOKEN;
-    if (!token) throw new ApiError(503, "ADMIN_DISABLED", "set ADMIN_TOKEN to enable /stats and /metrics");
+    if (!token) throw new ApiError("ADMIN_DISABLED", "set ADMIN_TOKEN to enable /stats and /metrics");
     return [token];
   },
 });

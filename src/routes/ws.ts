@@ -8,11 +8,13 @@ import { createMiddleware } from "hono/factory";
 import type { AppEnv } from "../env";
 import { channelAllowed } from "../../shared/channels";
 import { ApiError } from "../errors";
+import { errorCodeOf } from "../../shared/http-errors";
 import { parseJson } from "../request";
 import { Filter, MAX_FILTER_BYTES, SUBPROTOCOL } from "../../shared/protocol";
 import { SESSION_HEADER, type SessionInit } from "../channel-contract";
 import { channelParam } from "../middleware/channel-param";
 import { clientAuth } from "../middleware/client-auth";
+import { offeredProtocols } from "../auth";
 import { fanoutName, firstCandidate, markFull, MAX_FANOUT_OBJECTS, placement, usesFanout } from "../fanout";
 import { formatIssues } from "../../shared/zod";
 import { utf8Length } from "../../shared/limits";
@@ -37,47 +39,39 @@ export function originAllowed(origin: string | undefined, allowed: readonly stri
 
 /** Browser origin first (403), then the subprotocol offer (400): both are cheap and need no token. */
 const originAndSubprotocol = createMiddleware<AppEnv>(async (c, next) => {
-  if (!originAllowed(c.req.header("origin"), c.var.config.ALLOWED_ORIGINS))
-    throw new ApiError(403, "ORIGIN_NOT_ALLOWED", "this origin is not in ALLOWED_ORIGINS");
+  if (!originAllowed(c.req.header("origin"), c.var.config.ALLOWED_ORIGINS)) throw new ApiError("ORIGIN_NOT_ALLOWED", "this origin is not in ALLOWED_ORIGINS");
   // Browsers fail the handshake unless the server echoes one offered protocol,
   // and the token entry must never be echoed, so notifiws.v1 has to be offered.
   const offered = offeredProtocols(c.req.header("sec-websocket-protocol"));
-  if (offered.length > 0 && !offered.includes(SUBPROTOCOL))
-    throw new ApiError(400, "BAD_SUBPROTOCOL", `offer the "${SUBPROTOCOL}" subprotocol alongside the token`);
+  if (offered.length > 0 && !offered.includes(SUBPROTOCOL)) throw new ApiError("BAD_SUBPROTOCOL", `offer the "${SUBPROTOCOL}" subprotocol alongside the token`);
   await next();
 });
-
-const offeredProtocols = (header: string | undefined) =>
-  (header ?? "")
-    .split(",")
-    .map((s) => s.trim())
-    .filter(Boolean);
 
 wsRoutes.get("/ws/:channel", channelParam(), originAndSubprotocol, clientAuth(), async (c) => {
   const config = c.var.config;
   const channel = c.var.channel;
   const claims = c.var.claims;
-  if (!channelAllowed(channel, claims.channels, claims.sub)) throw new ApiError(403, "CHANNEL_FORBIDDEN", `token does not allow channel ${channel}`);
+  if (!channelAllowed(channel, claims.channels, claims.sub)) throw new ApiError("CHANNEL_FORBIDDEN", `token does not allow channel ${channel}`);
 
   // Checked after auth on purpose: a plain GET with the same credentials is
   // how clients learn why a handshake failed (browsers hide the HTTP status).
   if (c.req.header("upgrade")?.toLowerCase() !== "websocket")
-    throw new ApiError(426, "UPGRADE_REQUIRED", "credentials are valid; this endpoint only accepts WebSocket upgrades");
+    throw new ApiError("UPGRADE_REQUIRED", "credentials are valid; this endpoint only accepts WebSocket upgrades");
 
   let since: number | undefined;
   const sinceRaw = c.req.query("since");
   if (sinceRaw !== undefined) {
     since = Number(sinceRaw);
-    if (!/^\d+$/.test(sinceRaw) || !Number.isSafeInteger(since)) throw new ApiError(400, "BAD_SINCE", "since must be a non-negative integer seq");
+    if (!/^\d+$/.test(sinceRaw) || !Number.isSafeInteger(since)) throw new ApiError("BAD_SINCE", "since must be a non-negative integer seq");
   }
 
   let filter: Filter | undefined;
   const filterRaw = c.req.query("filter");
   if (filterRaw !== undefined) {
-    if (utf8Length(filterRaw) > MAX_FILTER_BYTES) throw new ApiError(400, "BAD_FILTER", `filter exceeds ${MAX_FILTER_BYTES} bytes (UTF-8)`);
+    if (utf8Length(filterRaw) > MAX_FILTER_BYTES) throw new ApiError("BAD_FILTER", `filter exceeds ${MAX_FILTER_BYTES} bytes (UTF-8)`);
     // A number a float cannot hold becomes its decimal text, which the filter compares exactly.
     const parsed = Filter.safeParse(parseJson(filterRaw, "BAD_FILTER", "filter", "text"));
-    if (!parsed.success) throw new ApiError(400, "BAD_FILTER", `invalid filter: ${formatIssues(parsed.error.issues, { root: "filter" })}`);
+    if (!parsed.success) throw new ApiError("BAD_FILTER", `invalid filter: ${formatIssues(parsed.error.issues, { root: "filter" })}`);
     filter = parsed.data;
   }
 
@@ -112,8 +106,9 @@ wsRoutes.get("/ws/:channel", channelParam(), originAndSubprotocol, clientAuth(),
     );
     const stub = c.env.CHANNEL.get(c.env.CHANNEL.idFromName(name), where.hint ? { locationHint: where.hint } : undefined);
     const res = await stub.fetch(new Request(url.toString(), { method: "GET", headers }));
-    if (res.status !== 503) return res;
+    // Only a full object sends the client on to the next one; any other answer is the client's.
+    if (res.status === 101 || (await errorCodeOf(res)) !== "FANOUT_FULL") return res;
     markFull(channel, where.region, index);
   }
-  throw new ApiError(503, "FANOUT_FULL", `every fan-out object of ${channel} in ${where.region} is full; retry later`);
+  throw new ApiError("FANOUT_FULL", `every fan-out object of ${channel} in ${where.region} is full; retry later`);
 });

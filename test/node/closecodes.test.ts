@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { closeReason, closeReplyCode } from "../../src/closecodes";
+import { closeReason, closeReplyCode } from "../../durable-objects/closecodes";
 
 describe("close codes", () => {
   it.each([

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig } from "../../src/config";
+import { ConfigError, loadConfig } from "../../shared/worker-config";
 
 describe("Worker config", () => {
   it("applies documented defaults", () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { take } from "../../src/ratelimit";
+import { take } from "../../durable-objects/ratelimit";
 
 describe("rate limit bucket", () => {
   it("allows a burst then refuses until refilled", () => {

@@ -1,10 +1,11 @@
 import { env } from "cloudflare:workers";
 import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { testStub } from "./worker";
 import { CloseCode, PING_FRAME } from "../../shared/protocol";
 import { connect, event, freshChannel, ingest, range, seqs, token } from "../support/worker-client";
 
-const stubFor = (ch: string) => env.CHANNEL.get(env.CHANNEL.idFromName(ch));
+const stubFor = (ch: string) => testStub(env, ch);
 
 describe("fan-out and order", () => {
   it("delivers every event to every subscriber in the same order", async () => {

@@ -6,13 +6,14 @@
 import { env } from "cloudflare:workers";
 import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { testStub } from "./worker";
 import { fanoutName } from "../../src/fanout";
 import { connect, event, fetchWorker, freshChannel, ingest, range, seqs, type Client } from "../support/worker-client";
 import { waitUntil } from "../support/wait";
 import { TEST_BINDINGS } from "../support/bindings";
 import type { StatsReport } from "../../src/metrics";
 
-const stub = (name: string) => env.CHANNEL.get(env.CHANNEL.idFromName(name));
+const stub = (name: string) => testStub(env, name);
 const socketsOn = (name: string) => runInDurableObject(stub(name), (_o, state) => state.getWebSockets().length);
 const connectIn = (ch: string, continent: string | undefined, n: number, opts: { since?: number } = {}) =>
   Promise.all(Array.from({ length: n }, () => connect(ch, { continent, ...opts })));

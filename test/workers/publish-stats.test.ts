@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
 import { evictDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { ChannelObject } from "../../durable-objects/channel";
+import { ChannelObject } from "./worker";
 import type { ChannelStats } from "../../src/channel-contract";
 import type { StatsReport } from "../../src/metrics";
 import { waitUntil } from "../support/wait";

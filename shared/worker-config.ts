@@ -1,10 +1,11 @@
 /**
- * Worker configuration, validated with zod on first use. Every problem is
+ * The Worker's configuration (its routes and its Durable Objects read the
+ * same variables), validated with zod on first use. Every problem is
  * reported at once, naming the variables (never their values).
  */
 import { z } from "zod";
-import { DEFAULT_MAX_EVENT_BYTES, MAX_EVENT_BYTES_CEILING } from "../shared/limits";
-import { describeIssues, intVar as int, LogLevel, pickVars } from "../shared/zod";
+import { DEFAULT_MAX_EVENT_BYTES, MAX_EVENT_BYTES_CEILING } from "./limits";
+import { describeIssues, intVar as int, LogLevel, pickVars } from "./zod";
 
 const csv = z
   .string()
@@ -76,11 +77,6 @@ export const ConfigSchema = z.object({
   MAX_EVENT_BYTES: int(DEFAULT_MAX_EVENT_BYTES, 1024, MAX_EVENT_BYTES_CEILING),
   /** Max publish API body, bytes. Default 256 KiB. */
   PUBLISH_MAX_BYTES: int(256 * 1024, 1024, MAX_EVENT_BYTES_CEILING),
-  /**
-   * Test only: comma-separated channel names whose ingest fails inside the storage
-   * transaction, to exercise partial-batch failure. Never set it in production.
-   */
-  TEST_FAIL_CHANNELS: csv,
   /**
    * Channel patterns (same rules as token claims) whose sockets are held by fan-out objects near
    * their clients instead of the channel's own object; the channel's object keeps the order and the
