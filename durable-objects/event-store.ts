@@ -1,7 +1,8 @@
 /**
  * A channel's storage, in its Durable Object's SQLite: the events with their
- * seq (a bounded history for resume), the dedupe ids, the batch ledger, the
- * counters, and on an ordering object the fan-out objects it hands batches to.
+ * seq (a bounded history for resume), the dedupe ids, the batch ledger and the
+ * counters; on a fan-out object, its copies of the ordering object's events.
+ * (Which fan-out objects an ordering object feeds: fanout-tree.ts.)
  * Every statement goes through the production SQL limits (checkSqlBindings):
  * local workerd does not enforce them.
  */
@@ -291,40 +292,6 @@ export class EventStore {
     const cfg = this.config();
     this.exec("DELETE FROM events WHERE seq <= ?", this.counters.headSeq - cfg.HISTORY_MAX_EVENTS);
     this.exec("DELETE FROM events WHERE at < ?", now - cfg.HISTORY_MAX_AGE_SECONDS * 1000);
-  }
-
-  // -------------------------------------------------------------------------
-  // The ordering object's fan-out objects
-  // -------------------------------------------------------------------------
-
-  /** Cached: read once per instance, then invalidated by attach/detach (the list is read on every batch). */
-  private targets: string[] | undefined;
-
-  fanoutTargets(): string[] {
-    this.targets ??= this.exec<{ name: string }>("SELECT name FROM fanouts")
-      .toArray()
-      .map((r) => r.name);
-    return this.targets;
-  }
-
-  failingFanouts(): string[] {
-    return this.exec<{ name: string }>("SELECT name FROM fanouts WHERE failing = 1")
-      .toArray()
-      .map((r) => r.name);
-  }
-
-  attachFanout(name: string, region: string): void {
-    this.exec("INSERT INTO fanouts (name, region) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET failing = 0", name, region);
-    this.targets = undefined;
-  }
-
-  detachFanout(name: string): void {
-    this.exec("DELETE FROM fanouts WHERE name = ?", name);
-    this.targets = undefined;
-  }
-
-  setFailing(name: string, failing: boolean): void {
-    this.exec("UPDATE fanouts SET failing = ? WHERE name = ?", failing ? 1 : 0, name);
   }
 }
 

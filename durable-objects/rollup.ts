@@ -5,7 +5,9 @@
  * object only and never wakes a hibernated channel.
  */
 import { COUNT_BUCKETS, Histogram } from "../shared/histogram";
-import type { ChannelHistograms } from "../src/channel-contract";
+import { MAX_ROLLUP_USERS, type ChannelHistograms, type ChannelRollup } from "../src/channel-contract";
+import type { EventStore } from "./event-store";
+import type { Sockets } from "./sockets";
 
 export class Rollup {
   commitToStored = new Histogram();
@@ -27,6 +29,28 @@ export class Rollup {
     this.dirty = false;
     this.lastReportAt = now;
     return taken;
+  }
+
+  /** The report of this object now: counters, connections, and the histograms gathered since the last one. */
+  report(store: EventStore, sockets: Sockets, at: number): ChannelRollup {
+    const { connections, connectionsByRole, users } = sockets.census();
+    const c = store.counters;
+    const f = store.fanout;
+    return {
+      source: f?.name ?? "",
+      ...(f ? { region: f.region } : {}),
+      stats: {
+        channel: store.channel ?? "",
+        connections,
+        connectionsByRole,
+        uniqueUsers: users.size,
+        ...c,
+        historySize: Math.max(0, c.headSeq - store.oldestSeq() + 1),
+      },
+      users: [...users].slice(0, MAX_ROLLUP_USERS),
+      histograms: { commitToStored: this.commitToStored.toJSON(), batchEvents: this.batchEvents.toJSON() },
+      at,
+    };
   }
 
   /** A report that failed: its observations go back, to be sent with the next one. */

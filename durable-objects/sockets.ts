@@ -1,6 +1,6 @@
 /**
  * Socket bookkeeping for an object that holds hibernatable WebSockets: the
- * per-socket session (its hibernation attachment), sending with failure
+ * per-socket state (its hibernation attachment), sending with failure
  * isolation, frame packing, fan-out by filter, and the census /stats needs.
  */
 import type { Filter, Envelope, ServerMessage } from "../shared/protocol";
@@ -13,7 +13,7 @@ import { closeReason } from "./closecodes";
 import type { Bucket } from "./ratelimit";
 
 /** Per-socket state; serialized as the hibernation attachment (our cap ATTACHMENT_MAX_BYTES, 8 KiB; the platform's 16 KiB). */
-export interface Session {
+export interface SocketState {
   id: string;
   sub: string;
   role?: string;
@@ -59,7 +59,7 @@ export function packFrames(bodies: readonly string[], sizes: readonly number[], 
 
 export class Sockets {
   /** In-memory mirror of attachments, rebuilt lazily after hibernation. */
-  private readonly sessions = new Map<WebSocket, Session>();
+  private readonly states = new Map<WebSocket, SocketState>();
 
   constructor(
     private readonly ctx: DurableObjectState,
@@ -93,33 +93,33 @@ export class Sockets {
   }
 
   /** A socket just accepted with `ctx.acceptWebSocket`. */
-  accepted(ws: WebSocket, session: Session): void {
+  accepted(ws: WebSocket, state: SocketState): void {
     this.liveSet().add(ws);
-    this.save(ws, session);
+    this.save(ws, state);
   }
 
-  session(ws: WebSocket): Session | undefined {
-    let s = this.sessions.get(ws);
+  state(ws: WebSocket): SocketState | undefined {
+    let s = this.states.get(ws);
     if (!s) {
-      s = ws.deserializeAttachment() as Session | undefined;
-      if (s) this.sessions.set(ws, s);
+      s = ws.deserializeAttachment() as SocketState | undefined;
+      if (s) this.states.set(ws, s);
     }
     return s;
   }
 
-  save(ws: WebSocket, session: Session): void {
-    this.sessions.set(ws, session);
-    ws.serializeAttachment(session);
+  save(ws: WebSocket, state: SocketState): void {
+    this.states.set(ws, state);
+    ws.serializeAttachment(state);
   }
 
   forget(ws: WebSocket): void {
-    this.sessions.delete(ws);
+    this.states.delete(ws);
     this.live?.delete(ws);
   }
 
-  /** Bytes of a session as an attachment. */
-  static attachmentBytes(session: Session): number {
-    return utf8Length(JSON.stringify(session));
+  /** Bytes of a state as an attachment. */
+  static attachmentBytes(state: SocketState): number {
+    return utf8Length(JSON.stringify(state));
   }
 
   send(ws: WebSocket, msg: ServerMessage): boolean {
@@ -150,9 +150,9 @@ export class Sockets {
     }
   }
 
-  /** Sends events to one socket, filtered by its session. */
-  sendEvents(ws: WebSocket, session: Session, bodies: readonly string[], maxFrameBytes: number): void {
-    const kept = session.filter ? bodies.filter((b) => matchesFilter(parseEnvelope(b), session.filter)) : bodies;
+  /** Sends events to one socket, filtered by its state. */
+  sendEvents(ws: WebSocket, state: SocketState, bodies: readonly string[], maxFrameBytes: number): void {
+    const kept = state.filter ? bodies.filter((b) => matchesFilter(parseEnvelope(b), state.filter)) : bodies;
     for (const frame of packFrames(
       kept,
       kept.map((b) => utf8Length(b)),
@@ -170,25 +170,25 @@ export class Sockets {
     const byFilter = new Map<string, string[]>();
     let events: Envelope[] | undefined;
     for (const ws of this.ctx.getWebSockets()) {
-      const session = this.session(ws);
-      if (!session) continue;
-      if (session.exp * 1000 <= now) {
+      const state = this.state(ws);
+      if (!state) continue;
+      if (state.exp * 1000 <= now) {
         this.close(ws, CloseCode.TOKEN_EXPIRED, "token expired");
         continue;
       }
-      let frames = byFilter.get(session.filterKey);
+      let frames = byFilter.get(state.filterKey);
       if (!frames) {
-        if (session.filter) {
+        if (state.filter) {
           // Parsed only when some socket has a filter to evaluate.
           events ??= bodies.map(parseEnvelope);
-          const keep = events.map((e) => matchesFilter(e, session.filter));
+          const keep = events.map((e) => matchesFilter(e, state.filter));
           frames = packFrames(
             bodies.filter((_, i) => keep[i]),
             sizes.filter((_, i) => keep[i]),
             maxFrameBytes,
           );
         } else frames = packFrames(bodies, sizes, maxFrameBytes);
-        byFilter.set(session.filterKey, frames);
+        byFilter.set(state.filterKey, frames);
       }
       for (const frame of frames) if (!this.sendRaw(ws, frame)) break;
     }
@@ -199,7 +199,7 @@ export class Sockets {
     let next = Infinity;
     let expired = false;
     for (const ws of this.ctx.getWebSockets()) {
-      const s = this.session(ws);
+      const s = this.state(ws);
       if (!s) continue;
       if (s.exp * 1000 <= now) {
         this.close(ws, CloseCode.TOKEN_EXPIRED, "token expired");
@@ -215,7 +215,7 @@ export class Sockets {
     const users = new Set<string>();
     const sockets = this.open();
     for (const ws of sockets) {
-      const s = this.session(ws);
+      const s = this.state(ws);
       if (!s) continue;
       const role = s.role ?? "none";
       connectionsByRole[role] = (connectionsByRole[role] ?? 0) + 1;

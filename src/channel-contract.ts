@@ -11,7 +11,7 @@ import { ChannelName, Filter } from "../shared/protocol";
 import type { HistogramData } from "../shared/histogram";
 
 /** What the Worker forwards after it has authenticated and authorized a connection. */
-export const SessionInit = z.object({
+export const ConnectRequest = z.object({
   channel: ChannelName,
   sub: z.string(),
   role: z.string().optional(),
@@ -30,8 +30,9 @@ export const SessionInit = z.object({
     })
     .optional(),
 });
-export type SessionInit = z.infer<typeof SessionInit>;
-export const SESSION_HEADER = "x-notifiws-session";
+export type ConnectRequest = z.infer<typeof ConnectRequest>;
+/** The header that carries a ConnectRequest (JSON) from the Worker to the object. */
+export const CONNECT_HEADER = "x-notifiws-connect";
 
 /**
  * The Worker's bindings, from wrangler.toml through `wrangler types`

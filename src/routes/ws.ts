@@ -11,7 +11,7 @@ import { ApiError } from "../errors";
 import { errorCodeOf } from "../../shared/http-errors";
 import { parseJson } from "../request";
 import { Filter, MAX_FILTER_BYTES, SUBPROTOCOL } from "../../shared/protocol";
-import { SESSION_HEADER, type SessionInit } from "../channel-contract";
+import { CONNECT_HEADER, type ConnectRequest } from "../channel-contract";
 import { channelParam } from "../middleware/channel-param";
 import { clientAuth } from "../middleware/client-auth";
 import { offeredProtocols } from "../auth";
@@ -76,7 +76,7 @@ wsRoutes.get("/ws/:channel", channelParam(), originAndSubprotocol, clientAuth(),
   }
 
   const offered = offeredProtocols(c.req.header("sec-websocket-protocol"));
-  const init: SessionInit = {
+  const connect: ConnectRequest = {
     channel,
     sub: claims.sub,
     role: claims.role,
@@ -92,7 +92,7 @@ wsRoutes.get("/ws/:channel", channelParam(), originAndSubprotocol, clientAuth(),
   const url = new URL(c.req.url);
   url.searchParams.delete("token");
   if (!usesFanout(channel, config.FANOUT_CHANNELS)) {
-    headers.set(SESSION_HEADER, JSON.stringify(init));
+    headers.set(CONNECT_HEADER, JSON.stringify(connect));
     return c.env.CHANNEL.get(c.env.CHANNEL.idFromName(channel)).fetch(new Request(url.toString(), { method: "GET", headers }));
   }
   // The fan-out tree: the first object of the client's region with room.
@@ -101,8 +101,8 @@ wsRoutes.get("/ws/:channel", channelParam(), originAndSubprotocol, clientAuth(),
   for (let index = start; index < start + MAX_FANOUT_OBJECTS; index++) {
     const name = fanoutName(channel, where.region, index);
     headers.set(
-      SESSION_HEADER,
-      JSON.stringify({ ...init, fanout: { name, region: where.region, capacity: config.FANOUT_OBJECT_CAPACITY } } satisfies SessionInit),
+      CONNECT_HEADER,
+      JSON.stringify({ ...connect, fanout: { name, region: where.region, capacity: config.FANOUT_OBJECT_CAPACITY } } satisfies ConnectRequest),
     );
     const stub = c.env.CHANNEL.get(c.env.CHANNEL.idFromName(name), where.hint ? { locationHint: where.hint } : undefined);
     const res = await stub.fetch(new Request(url.toString(), { method: "GET", headers }));

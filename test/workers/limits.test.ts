@@ -6,7 +6,7 @@ import { env } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { HttpErrorBody, IngestResult } from "../../shared/protocol";
-import { SESSION_HEADER } from "../../src/channel-contract";
+import { CONNECT_HEADER } from "../../src/channel-contract";
 import { serializeEvent } from "../../src/deliver";
 import { DEFAULT_MAX_EVENT_BYTES, PLATFORM_SQL_VALUE_MAX_BYTES, utf8Length } from "../../shared/limits";
 import { connect, event, freshChannel, ingest, range, seqs, token } from "../support/worker-client";
@@ -168,7 +168,7 @@ describe("socket attachment size", () => {
     // The object's own guard, for any other caller: 400 SESSION_TOO_LARGE and nothing accepted.
     const init = { channel: ch, sub: "u".repeat(9000), exp: Math.floor(Date.now() / 1000) + 60 };
     const res = await stubFor(ch).fetch(
-      new Request("https://notifiws.test/ws/" + ch, { headers: { upgrade: "websocket", [SESSION_HEADER]: JSON.stringify(init) } }),
+      new Request("https://notifiws.test/ws/" + ch, { headers: { upgrade: "websocket", [CONNECT_HEADER]: JSON.stringify(init) } }),
     );
     expect(res.status).toBe(400);
     expect((await errorOf(res)).code).toBe("SESSION_TOO_LARGE");

@@ -1,0 +1,218 @@
+/**
+ * The fan-out tree (docs/fanout.md): a channel in FANOUT_CHANNELS keeps one
+ * ordering object (idFromName(channel)), which stores and numbers every
+ * event, while its sockets live on fan-out objects
+ * (idFromName(fanoutName(...)), src/fanout.ts) that keep a copy of the
+ * events. Both sides are here: the ordering side hands every stored batch to
+ * the attached fan-out objects and retries a failed hand-off from its alarm;
+ * the fan-out side catches up from the ordering object (on connect, on a gap,
+ * on resume), attaches with its first socket and detaches with its last.
+ * Steps run one at a time (`serial`): their RPC awaits would otherwise
+ * interleave and store copies out of order.
+ */
+import type { ConnectRequest, Env, EventRange } from "../src/channel-contract";
+import { errorResponse } from "../shared/http-errors";
+import { utf8Length } from "../shared/limits";
+import { errorFields, log } from "../shared/log";
+import { type EventStore, RANGE_MAX_EVENTS } from "./event-store";
+import type { Sockets } from "./sockets";
+
+/** A failed hand-off to a fan-out object is retried by the ordering object's alarm after this long. */
+export const FANOUT_RETRY_MS = 1000;
+
+export interface TreeHost {
+  env: Env;
+  store: EventStore;
+  sockets: Sockets;
+  maxFrameBytes: () => number;
+  /** Stats changed. */
+  noteChange: () => void;
+  /** Makes sure the object's alarm fires by `at`. */
+  armAlarm: (at: number) => Promise<void>;
+}
+
+export class FanoutTree {
+  /** Fan-out steps (catch-up, hand-offs, attach, detach) run one after another. */
+  private chain: Promise<unknown> = Promise.resolve();
+  /** The ordering side's targets, read once per instance (they are read on every batch), then kept in step. */
+  private targets: string[] | undefined;
+
+  constructor(private readonly host: TreeHost) {}
+
+  // -------------------------------------------------------------------------
+  // The ordering object's side
+  // -------------------------------------------------------------------------
+
+  range(after: number, limit = RANGE_MAX_EVENTS): EventRange {
+    return this.host.store.range(after, limit);
+  }
+
+  /** A fan-out object got its first socket: hand it every batch from now on. */
+  attach(name: string, region: string): void {
+    this.host.store.exec("INSERT INTO fanouts (name, region) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET failing = 0", name, region);
+    this.targets = undefined;
+  }
+
+  /** A fan-out object has no sockets left: it costs nothing until it gets one again. */
+  detach(name: string): void {
+    this.host.store.exec("DELETE FROM fanouts WHERE name = ?", name);
+    this.targets = undefined;
+  }
+
+  /** Hands a stored batch to every attached fan-out object; a failed hand-off is retried by the alarm. */
+  async handOff(bodies: string[], seqs: number[]): Promise<void> {
+    const targets = this.fanoutTargets();
+    if (targets.length === 0) return;
+    const results = await Promise.allSettled(targets.map((name) => this.stub(name).receive(bodies, seqs)));
+    let failed = false;
+    results.forEach((r, i) => {
+      if (r.status === "fulfilled") return;
+      failed = true;
+      this.setFailing(targets[i]!, true);
+      log("warn", "hand-off to a fan-out object failed; the alarm retries", { ...this.where(), fanout: targets[i], ...errorFields(r.reason) });
+    });
+    if (failed) await this.host.armAlarm(Date.now() + FANOUT_RETRY_MS);
+  }
+
+  /** Asks every fan-out object whose hand-off failed to catch up; true while some still fail. */
+  async retryHandOffs(): Promise<boolean> {
+    let still = false;
+    const failing = this.host.store
+      .exec<{ name: string }>("SELECT name FROM fanouts WHERE failing = 1")
+      .toArray()
+      .map((r) => r.name);
+    for (const name of failing) {
+      try {
+        await this.stub(name).resync();
+        this.setFailing(name, false);
+      } catch (err) {
+        still = true;
+        log("warn", "fan-out object still unreachable", { ...this.where(), fanout: name, ...errorFields(err) });
+      }
+    }
+    return still;
+  }
+
+  private fanoutTargets(): string[] {
+    this.targets ??= this.host.store
+      .exec<{ name: string }>("SELECT name FROM fanouts")
+      .toArray()
+      .map((r) => r.name);
+    return this.targets;
+  }
+
+  private setFailing(name: string, failing: boolean): void {
+    this.host.store.exec("UPDATE fanouts SET failing = ? WHERE name = ?", failing ? 1 : 0, name);
+  }
+
+  // -------------------------------------------------------------------------
+  // A fan-out object's side
+  // -------------------------------------------------------------------------
+
+  /** A socket arrives: refuse when full, catch up with the ordering object, attach on the first socket, then `accept`. */
+  connect(req: ConnectRequest & { fanout: NonNullable<ConnectRequest["fanout"]> }, accept: () => Promise<Response>): Promise<Response> {
+    return this.serial(async () => {
+      const { store, sockets } = this.host;
+      const f = req.fanout;
+      store.bindFanout(f);
+      const open = sockets.count();
+      if (open >= f.capacity) return errorResponse("FANOUT_FULL", `fan-out object ${f.name} holds ${open} sockets`);
+      // Resume works on any fan-out object, also one this client never used: fetch what it needs first.
+      await this.pull(req.since !== undefined ? Math.min(req.since, store.counters.headSeq) : undefined);
+      if (open === 0) {
+        await this.orderer().attach(f.name, f.region);
+        // A batch stored between the catch-up and the attach was handed to no one here: fetch it now.
+        await this.pull(store.counters.headSeq);
+      }
+      return accept();
+    });
+  }
+
+  /**
+   * A batch from the ordering object. A gap (a hand-off this object missed:
+   * eviction, a failed call, a restart) is filled from the ordering object
+   * before anything newer is sent; seqs already here are dropped.
+   */
+  receive(bodies: string[], seqs: number[]): Promise<void> {
+    return this.serial(async () => {
+      if (!this.host.store.fanout || seqs.length === 0) return;
+      if (seqs[0]! > this.host.store.counters.headSeq + 1) await this.pull(this.host.store.counters.headSeq);
+      this.keep(bodies, seqs);
+    });
+  }
+
+  /** The ordering object's retry after a failed hand-off. */
+  resync(): Promise<void> {
+    return this.serial(() => this.pull(this.host.store.counters.headSeq));
+  }
+
+  /** A client resumes from `since` on this fan-out object: fetch what this object does not have yet. */
+  catchUp(since: number): Promise<void> {
+    return this.serial(() => this.pull(Math.min(since, this.host.store.counters.headSeq)));
+  }
+
+  /** The last socket closed: detach from the ordering object. */
+  async detachIfEmpty(): Promise<void> {
+    const f = this.host.store.fanout;
+    if (!f || this.host.sockets.count() > 0) return;
+    await this.serial(async () => {
+      if (this.host.sockets.count() === 0) await this.orderer().detach(f.name);
+    }).catch((err) => log("warn", "detach failed", { ...this.where(), ...errorFields(err) }));
+  }
+
+  /**
+   * Fetches every event after `after` from the ordering object, keeps the new
+   * ones and sends them to this object's sockets. `undefined` with no sockets
+   * yet: only the head is needed (a live start).
+   */
+  private async pull(after: number | undefined): Promise<void> {
+    const { store, sockets } = this.host;
+    const orderer = this.orderer();
+    if (after === undefined) {
+      if (sockets.count() > 0) return; // attached: hand-offs keep this object current
+      store.advanceHead((await orderer.range(store.counters.headSeq, 0)).headSeq);
+      return;
+    }
+    for (let cursor = after, i = 0; i < 10_000; i++) {
+      const r = await orderer.range(cursor);
+      this.keep(r.bodies, r.seqs);
+      if (r.seqs.length === 0 || r.seqs[r.seqs.length - 1]! >= r.headSeq) {
+        store.advanceHead(r.headSeq);
+        return;
+      }
+      cursor = r.seqs[r.seqs.length - 1]!;
+    }
+  }
+
+  /** Stores copies of events and sends those newer than this object's head to its sockets. */
+  private keep(bodies: string[], seqs: number[]): void {
+    const now = Date.now();
+    const fresh = this.host.store.keepCopies(bodies, seqs, now);
+    if (fresh.length === 0) return;
+    this.host.sockets.fanOut(
+      fresh.map(([, b]) => b),
+      fresh.map(([, b]) => utf8Length(b)),
+      now,
+      this.host.maxFrameBytes(),
+    );
+    this.host.noteChange();
+  }
+
+  private orderer() {
+    return this.stub(this.host.store.channel!);
+  }
+
+  private stub(name: string) {
+    return this.host.env.CHANNEL.get(this.host.env.CHANNEL.idFromName(name));
+  }
+
+  private serial<T>(step: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(step);
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  private where() {
+    return { class: "ChannelObject", channel: this.host.store.channel };
+  }
+}
