@@ -17,6 +17,7 @@
  * them, so state loaded by your backend and events compare equal.
  */
 import { parseJsonExact } from "../shared/exact-json";
+import type { Envelope } from "../shared/types";
 
 export { stringifyExact } from "../shared/exact-json";
 
@@ -82,4 +83,12 @@ export function decodeRow(
       return [column, decode ? decode(value) : value];
     }),
   );
+}
+
+/** The event with `data` and `old` decoded by their column types. */
+export function decodeEvent(ev: Envelope, opts: ValueOptions): Envelope {
+  if (!ev.types || opts.raw) return ev;
+  const out: Envelope = { ...ev, data: decodeRow(ev.data, ev.types, opts) ?? null };
+  if (ev.old !== undefined) out.old = decodeRow(ev.old, ev.types, opts) ?? null;
+  return out;
 }

@@ -1,0 +1,68 @@
+/** The SDK's public types (the wire types are shared/types.ts). */
+import type { Envelope, Filter } from "../shared/types";
+import type { ValueOptions } from "./values";
+
+export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
+
+export interface ResetInfo {
+  reason: "history_expired" | "ahead_of_head";
+  headSeq: number;
+  oldestSeq: number;
+}
+
+export interface SubscriptionError {
+  /** HTTP status of a refused handshake (401/403/400), or undefined for protocol errors. */
+  status?: number;
+  /** Stable code: TOKEN_INVALID, CHANNEL_FORBIDDEN, FORBIDDEN (close 4003), BAD_JSON, … */
+  code: string;
+  message: string;
+  /** True when the subscription gave up (closed) because of this error. */
+  permanent: boolean;
+}
+
+export interface ConnectOptions {
+  /** Base URL of the notifiws Worker (http(s):// or ws(s)://). */
+  url: string;
+  channel: string;
+  /** A fixed token. Use getToken instead when tokens expire. */
+  token?: string;
+  /** Called for the first token and before each refresh/reconnect. */
+  getToken?: () => string | Promise<string>;
+  /** Resume after this seq (the last one your application processed). Default: live only. */
+  since?: number;
+  /** Server-side filter (see docs/protocol.md). */
+  filter?: Filter;
+  onEvent?: (event: Envelope) => void;
+  /** Events were missed (history window passed): refetch state. Events continue after it resolves. */
+  onReset?: (info: ResetInfo) => void | Promise<void>;
+  onStateChange?: (state: ConnectionState) => void;
+  onError?: (error: SubscriptionError) => void;
+  /** Backoff base in ms. Default 500. */
+  backoffBaseMs?: number;
+  /** Backoff cap in ms. Default 30000. */
+  backoffMaxMs?: number;
+  /** Heartbeat interval in ms. Default 25000. */
+  heartbeatMs?: number;
+  /** A connection with no frame for this long after a ping is dead. Default 10000. */
+  heartbeatTimeoutMs?: number;
+  /** Refresh the token this many seconds before it expires (needs getToken). Default 60. */
+  refreshBeforeSeconds?: number;
+  /** WebSocket implementation. Default globalThis.WebSocket. */
+  WebSocket?: typeof WebSocket;
+  /** fetch implementation for diagnosing refused handshakes. Default globalThis.fetch. */
+  fetch?: typeof fetch;
+  /** How row values are decoded from the wire (client/values.ts; docs/protocol.md, "Values"). Default: exact, int8 and numeric as strings. */
+  values?: ValueOptions;
+}
+
+export interface Subscription {
+  readonly state: ConnectionState;
+  /** Last seq delivered to onEvent (or the resume point). */
+  readonly lastSeq: number;
+  /** now − committedAt of the last event, ms (undefined before the first event). */
+  readonly lagMs: number | undefined;
+  /** Handshakes attempted so far (1 + reconnects). */
+  readonly attempts: number;
+  /** Stops for good. */
+  close(): void;
+}
