@@ -16,7 +16,16 @@ import { verifyToken, AuthError } from "../shared/auth";
 import { channelAllowed } from "../shared/channels";
 import { closeReason, closeReplyCode } from "./closecodes";
 import { loadConfig, type Config } from "../shared/worker-config";
-import { CONNECT_HEADER, ConnectRequest, type ChannelStats, type Env, type EventRange, type IngestEvent, type IngestOutcome } from "../src/channel-contract";
+import {
+  CONNECT_HEADER,
+  ConnectRequest,
+  STATS_STORE,
+  type ChannelStats,
+  type Env,
+  type EventRange,
+  type IngestEvent,
+  type IngestOutcome,
+} from "../src/channel-contract";
 import { errorResponse } from "../shared/http-errors";
 import { errorFields, log } from "../shared/log";
 import { ATTACHMENT_MAX_BYTES } from "../shared/limits";
@@ -298,7 +307,7 @@ export class ChannelObject extends DurableObject<Env> {
   }
 
   // -------------------------------------------------------------------------
-  // Stats (reported to the control object, so /stats never wakes a channel)
+  // Stats (reported to the stats store, so /stats never wakes a channel)
   // -------------------------------------------------------------------------
 
   /** This object's stats as it would report them now. */
@@ -314,13 +323,13 @@ export class ChannelObject extends DurableObject<Env> {
     else void this.armAlarm(due).catch((err) => log("warn", "could not arm the stats alarm", { ...this.where(), ...errorFields(err) }));
   }
 
-  /** Sends the roll-up to the control object; a failed report is folded into the next one. */
+  /** Sends the roll-up to the stats store; a failed report is folded into the next one. */
   private async report(): Promise<void> {
     if (!this.store.channel) return;
     const r = this.rollup.report(this.store, this.sockets, Date.now());
     this.rollup.take(r.at);
     try {
-      await this.env.CONTROL.get(this.env.CONTROL.idFromName("control")).report(r);
+      await this.env.STATS.get(this.env.STATS.idFromName(STATS_STORE)).report(r);
     } catch (err) {
       this.rollup.giveBack(r.histograms);
       log("warn", "stats report failed; will retry", { ...this.where(), ...errorFields(err) });

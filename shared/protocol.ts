@@ -1,8 +1,13 @@
 /**
- * The notifiws wire protocol: the one module that spells every message.
+ * The notifiws wire protocol: the one module that defines every message.
  * The Worker, the channel Durable Object, the relay, the client SDK and the
- * tests import these schemas; nothing else builds a message by hand.
- * docs/protocol.md is the human-readable contract for the same shapes.
+ * tests import these schemas and types. Two hot paths write JSON text by hand
+ * in exactly these shapes instead of serializing objects, so row values pass
+ * through untouched: the relay's event (relay/drain.ts, eventJson) and the
+ * channel object's envelope and `events` frame (durable-objects/event-store.ts,
+ * envelopeJson; durable-objects/sockets.ts, packFrames); the tests parse what
+ * they produce with these schemas. docs/protocol.md is the human-readable
+ * contract for the same shapes.
  */
 import { z } from "zod";
 
@@ -118,7 +123,7 @@ const _condition: Same<z.infer<typeof Condition>, T.Condition> = true;
 /**
  * Per-connection filter. Every present part must match (AND). Evaluated by
  * `matchesFilter` without eval; kept small because it lives in the socket's
- * hibernation attachment (2 KiB limit).
+ * hibernation attachment (ATTACHMENT_MAX_BYTES, shared/limits.ts).
  */
 export const Filter = z
   .object({

@@ -1,6 +1,6 @@
 /**
  * Protocol constants with no dependency (no zod), so the browser/Node client
- * SDK can import them without pulling the schemas in. src/protocol.ts
+ * SDK can import them without pulling the schemas in. shared/protocol.ts
  * re-exports everything here.
  */
 

@@ -90,7 +90,7 @@ export const ConfigSchema = z.object({
   MAX_SOCKETS_PER_OBJECT: int(30_000, 1, 32_768),
   /** Sockets per fan-out object before another one in the same region is used. Default 10000 (the platform allows 32,768). */
   FANOUT_OBJECT_CAPACITY: int(10_000, 1, 32_768),
-  /** How often an active channel reports its stats to the control object, ms (0: on every change). Default 5000. */
+  /** How often an active channel reports its stats to the stats store, ms (0: on every change). Default 5000. */
   STATS_ROLLUP_MS: int(5000, 0, 600_000),
   /** A channel with no connections and no events for this long is dropped from /stats. Default 604800 (7 days). */
   STATS_RETENTION_SECONDS: int(7 * 86_400, 60, 365 * 86_400),

@@ -39,7 +39,7 @@ export function createApp() {
       return c.json(errorBody(err.code, err.message), HTTP_ERRORS[err.code].status);
     }
     if (err instanceof HTTPException) {
-      // Hono middleware (bearerAuth) errors already carry our JSON body when configured.
+      // An HTTPException that carries its own response (a Hono middleware's) is answered as it is.
       if (err.res) return err.getResponse();
       const code = err.status === 401 ? "UNAUTHORIZED" : err.status === 400 ? "BAD_REQUEST" : "HTTP_ERROR";
       return c.json(errorBody(code, err.message || "request rejected"), err.status);

@@ -103,7 +103,7 @@ export interface ChannelHistograms {
 }
 
 /**
- * What a channel object reports to the control object, at most every
+ * What a channel object reports to the stats store, at most every
  * STATS_ROLLUP_MS while it is active, so /stats and /metrics never wake a
  * channel. Histograms are the observations since the previous report.
  */
@@ -118,6 +118,12 @@ export interface ChannelRollup {
   histograms: ChannelHistograms;
   at: number;
 }
+
+/** What the stats store keeps per reporting object (histograms cumulative since first seen); what /stats and /metrics read. */
+export type ChannelRecord = Omit<ChannelRollup, "at">;
+
+/** The name of the one stats store (idFromName). */
+export const STATS_STORE = "stats";
 
 /** Subjects reported per channel; beyond it uniqueUsers in the totals is a lower bound. */
 export const MAX_ROLLUP_USERS = 1000;

@@ -2,7 +2,7 @@ import { createApp } from "./app";
 import type { Env } from "./env";
 
 export { ChannelObject } from "../durable-objects/channel";
-export { ControlObject } from "../durable-objects/control";
+export { StatsObject } from "../durable-objects/stats-store";
 
 const app = createApp();
 

@@ -1,22 +1,13 @@
 /**
- * /stats and /metrics from the channels' roll-ups (the control object), with
+ * /stats and /metrics from the channels' roll-ups (the stats store), with
  * bounded label cardinality: the busiest METRICS_TOP_CHANNELS channels by
  * events are labelled by name, every other channel is folded into
  * channel="_other". Pure functions, table-tested in test/node/metrics.test.ts.
  */
 import { Histogram, renderHistogram, type HistogramData } from "../shared/histogram";
-import type { ChannelHistograms, ChannelStats } from "./channel-contract";
+import type { ChannelHistograms, ChannelRecord, ChannelStats } from "./channel-contract";
 
 export const OTHER_CHANNELS = "_other";
-
-export interface ChannelEntry {
-  /** "" for the channel's ordering object; a fan-out object's name otherwise. */
-  source?: string;
-  region?: string;
-  stats: ChannelStats;
-  users: string[];
-  histograms: ChannelHistograms;
-}
 
 /** A channel's object (ordering or fan-out) and its connections. */
 export interface ObjectConnections {
@@ -30,8 +21,8 @@ export interface ObjectConnections {
  * roles, users and sends add up over the fan-out objects; events, seqs and
  * history come from the ordering object (source ""), the one that numbers them.
  */
-export function mergeChannels(entries: readonly ChannelEntry[]): (ChannelEntry & { objects: ObjectConnections[] })[] {
-  const by = new Map<string, ChannelEntry[]>();
+export function mergeChannels(entries: readonly ChannelRecord[]): (ChannelRecord & { objects: ObjectConnections[] })[] {
+  const by = new Map<string, ChannelRecord[]>();
   for (const e of entries) {
     const list = by.get(e.stats.channel);
     if (list) list.push(e);
@@ -80,7 +71,7 @@ export interface StatsReport {
   };
 }
 
-export function statsReport(raw: readonly ChannelEntry[]): StatsReport {
+export function statsReport(raw: readonly ChannelRecord[]): StatsReport {
   const entries = mergeChannels(raw);
   const totals: StatsReport["totals"] = {
     channels: entries.length,
@@ -115,20 +106,20 @@ export function channelLabels(stats: readonly Pick<ChannelStats, "channel" | "ev
 }
 
 /** Prometheus text exposition format 0.0.4. */
-export function renderMetrics(raw: readonly ChannelEntry[], top: number): string {
+export function renderMetrics(raw: readonly ChannelRecord[], top: number): string {
   const entries = mergeChannels(raw);
   const labels = channelLabels(
     entries.map((e) => e.stats),
     top,
   );
-  const groups = new Map<string, ChannelEntry[]>();
+  const groups = new Map<string, ChannelRecord[]>();
   for (const e of entries) {
     const label = labels.get(e.stats.channel)!;
     const list = groups.get(label);
     if (list) list.push(e);
     else groups.set(label, [e]);
   }
-  const sum = (es: ChannelEntry[], pick: (s: ChannelStats) => number) => es.reduce((n, e) => n + pick(e.stats), 0);
+  const sum = (es: ChannelRecord[], pick: (s: ChannelStats) => number) => es.reduce((n, e) => n + pick(e.stats), 0);
   const gauges: [name: string, type: "gauge" | "counter", help: string, pick: (s: ChannelStats) => number][] = [
     ["notifiws_connections", "gauge", "Open WebSocket connections", (s) => s.connections],
     ["notifiws_unique_users", "gauge", "Distinct token subjects connected (summed over folded channels)", (s) => s.uniqueUsers],

@@ -1,7 +1,8 @@
 /** GET /stats (JSON) and GET /metrics (Prometheus text), behind the admin token. */
 import { Hono, type Context } from "hono";
 import type { AppEnv } from "../env";
-import { renderMetrics, statsReport, type ChannelEntry } from "../metrics";
+import { renderMetrics, statsReport } from "../metrics";
+import { STATS_STORE, type ChannelRecord } from "../channel-contract";
 import { ApiError } from "../errors";
 import { bearerKey } from "../middleware/bearer-key";
 
@@ -18,9 +19,9 @@ const adminOnly = bearerKey({
   },
 });
 
-/** Reads every channel's roll-up from the control object: no channel object is called (or woken). */
-async function channels(c: Context<AppEnv>): Promise<ChannelEntry[]> {
-  return c.env.CONTROL.get(c.env.CONTROL.idFromName("control")).snapshot(c.var.config.STATS_RETENTION_SECONDS);
+/** Reads every channel's roll-up from the stats store: no channel object is called (or woken). */
+async function channels(c: Context<AppEnv>): Promise<ChannelRecord[]> {
+  return c.env.STATS.get(c.env.STATS.idFromName(STATS_STORE)).snapshot(c.var.config.STATS_RETENTION_SECONDS);
 }
 
 statsRoutes.get("/stats", adminOnly, async (c) => c.json(statsReport(await channels(c))));

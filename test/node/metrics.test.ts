@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { COUNT_BUCKETS, Histogram, renderHistogram } from "../../shared/histogram";
-import { channelLabels, OTHER_CHANNELS, renderMetrics, statsReport, type ChannelEntry } from "../../src/metrics";
+import { channelLabels, OTHER_CHANNELS, renderMetrics, statsReport } from "../../src/metrics";
+import type { ChannelRecord } from "../../src/channel-contract";
 
 describe("Histogram", () => {
   it("counts each value into the first bucket whose bound is not below it", () => {
@@ -37,12 +38,13 @@ describe("Histogram", () => {
   });
 });
 
-const entry = (channel: string, events: number, extra: Partial<ChannelEntry["stats"]> = {}, users: string[] = []): ChannelEntry => {
+const entry = (channel: string, events: number, extra: Partial<ChannelRecord["stats"]> = {}, users: string[] = []): ChannelRecord => {
   const lat = new Histogram();
   lat.observe(0.02);
   const size = new Histogram(COUNT_BUCKETS);
   size.observe(events);
   return {
+    source: "",
     stats: {
       channel,
       connections: 1,

@@ -2,7 +2,7 @@ import { env } from "cloudflare:workers";
 import { evictDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { ChannelObject } from "./worker";
-import type { ChannelStats } from "../../src/channel-contract";
+import { STATS_STORE, type ChannelStats } from "../../src/channel-contract";
 import type { StatsReport } from "../../src/metrics";
 import { waitUntil } from "../support/wait";
 import { HttpErrorBody } from "../../shared/protocol";
@@ -137,7 +137,7 @@ describe("GET /stats and /metrics", () => {
   });
 
   it("forgets a channel with no connections and no events for STATS_RETENTION_SECONDS", async () => {
-    const control = env.CONTROL.get(env.CONTROL.idFromName("control"));
+    const control = env.STATS.get(env.STATS.idFromName(STATS_STORE));
     const idle = freshChannel("idle");
     const hist = { bounds: [1], counts: [0, 0], sum: 0, count: 0 };
     const stats = {

@@ -15,7 +15,7 @@ import worker from "../../src/index";
 import { ChannelObject as ProductionChannelObject } from "../../durable-objects/channel";
 import type { ChannelStats, Env } from "../../src/channel-contract";
 
-export { ControlObject } from "../../src/index";
+export { StatsObject } from "../../src/index";
 export default worker;
 
 const failing = (env: Env): string[] =>

@@ -1,7 +1,7 @@
 /**
- * The control object: the stats of every channel, as the channel objects
- * report them (durable-objects/rollup.ts), so /stats and /metrics read one
- * object and never wake a channel. It keeps each channel's latest counters and
+ * The stats store: one Durable Object holding the stats of every channel, as
+ * the channel objects report them (durable-objects/rollup.ts), so /stats and
+ * /metrics read one object and never wake a channel. It keeps each channel's latest counters and
  * its cumulative histograms, and forgets a channel that has had no
  * connections and no events for STATS_RETENTION_SECONDS.
  *
@@ -12,7 +12,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { Histogram } from "../shared/histogram";
 import { applySchema } from "./schema";
-import type { ChannelHistograms, ChannelRollup, ChannelStats, Env } from "../src/channel-contract";
+import type { ChannelHistograms, ChannelRecord, ChannelRollup, ChannelStats, Env } from "../src/channel-contract";
 
 /** Schema steps (durable-objects/schema.ts): append, never edit. */
 const SCHEMA_STEPS = [
@@ -34,17 +34,7 @@ const SCHEMA_STEPS = [
    CREATE INDEX IF NOT EXISTS channel_rollups_idle ON channel_rollups(connections, active_at);`,
 ];
 
-/** What /stats and /metrics read for one channel. */
-export interface StoredChannel {
-  source: string;
-  region?: string;
-  stats: ChannelStats;
-  users: string[];
-  /** Cumulative since the channel was first seen. */
-  histograms: ChannelHistograms;
-}
-
-export class ControlObject extends DurableObject<Env> {
+export class StatsObject extends DurableObject<Env> {
   private readonly sql: SqlStorage;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -84,7 +74,7 @@ export class ControlObject extends DurableObject<Env> {
   }
 
   /** Every channel still worth reporting; idle ones past the retention period are forgotten first. */
-  async snapshot(retentionSeconds: number): Promise<StoredChannel[]> {
+  async snapshot(retentionSeconds: number): Promise<ChannelRecord[]> {
     this.sql.exec("DELETE FROM channel_rollups WHERE connections = 0 AND active_at < ?", Date.now() - retentionSeconds * 1000);
     return this.sql
       .exec<{ source: string; region: string | null; stats: string; users: string; hist: string }>(
