@@ -287,19 +287,35 @@ $$;
 -- Rewrites every registered watch's trigger function from its table as it is
 -- now: after ALTER TABLE on a watched table (a published column's type
 -- changed, or columns added under ARRAY['*']), and after every change of this
--- file. A watch whose table is gone is dropped from the registry; one that
--- cannot compile (a listed column was dropped) keeps its old function and is
--- reported as a warning. Returns how many were compiled.
+-- file. Triggers of a watch that still call another function (the generic
+-- capture() of watch() before migration 005) are pointed at the compiled one,
+-- keeping their op and WHEN condition. A watch whose table is gone is dropped
+-- from the registry; one that cannot compile (a listed column was dropped)
+-- keeps its old function and is reported as a warning. Returns how many were
+-- compiled.
 CREATE OR REPLACE FUNCTION notifiws.recompile_watches() RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
   w record;
+  t record;
+  fname text;
+  def text;
   n integer := 0;
 BEGIN
   DELETE FROM notifiws.watches WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = watches.tbl);
   FOR w IN SELECT * FROM notifiws.watches ORDER BY tbl, channel LOOP
     BEGIN
-      PERFORM notifiws.compile_capture(w.tbl, w.channel, w.columns, w.include_old);
+      fname := notifiws.compile_capture(w.tbl, w.channel, w.columns, w.include_old);
+      FOR t IN
+        SELECT tg.oid, tg.tgname FROM pg_trigger tg
+        WHERE tg.tgrelid = w.tbl
+          AND tg.tgname IN (notifiws.trigger_name(w.channel, 'insert'), notifiws.trigger_name(w.channel, 'update'), notifiws.trigger_name(w.channel, 'delete'))
+          AND tg.tgfoid <> format('notifiws.%I()', fname)::regprocedure
+      LOOP
+        def := regexp_replace(pg_get_triggerdef(t.oid), 'EXECUTE FUNCTION .*$', format('EXECUTE FUNCTION notifiws.%I()', fname));
+        EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, w.tbl);
+        EXECUTE def;
+      END LOOP;
       n := n + 1;
     EXCEPTION WHEN OTHERS THEN
       RAISE WARNING 'notifiws: the watch of % on channel % could not be recompiled: %', w.tbl, w.channel, SQLERRM;

@@ -61,5 +61,33 @@ BEGIN
 END
 $$;
 
--- Replaced by notifiws.row_codec (db/functions/capture.sql).
+-- Register the watches whose triggers still call the generic capture()
+-- (watch() before migration 005): its arguments are the channel, the columns
+-- and include_old; recompile_watches() points them at compiled functions.
+DO $$
+DECLARE
+  generic regprocedure := to_regprocedure('notifiws.capture()');
+  w record;
+BEGIN
+  IF generic IS NULL THEN
+    RETURN;
+  END IF;
+  FOR w IN
+    SELECT tg.tgrelid::regclass AS tbl, a[1] AS chan, a[2]::text[] AS cols, a[3]::boolean AS include_old,
+           array_agg(DISTINCT CASE WHEN tg.tgtype & 4 <> 0 THEN 'insert' WHEN tg.tgtype & 8 <> 0 THEN 'delete' ELSE 'update' END) AS ops,
+           max(substring(pg_get_triggerdef(tg.oid) FROM 'WHEN \((.*)\) EXECUTE FUNCTION')) FILTER (WHERE tg.tgtype & 8 = 0) AS cond
+    FROM pg_trigger tg,
+         LATERAL (SELECT string_to_array(regexp_replace(encode(tg.tgargs, 'escape'), '\\000$', ''), '\000') AS a) args
+    WHERE tg.tgfoid = generic AND tg.tgname LIKE 'notifiws\_%' AND tg.tgnargs = 3
+    GROUP BY tg.tgrelid, a[1], a[2], a[3]
+  LOOP
+    INSERT INTO notifiws.watches (tbl, channel, columns, condition, include_old, ops)
+    VALUES (w.tbl, w.chan, w.cols, w.cond, w.include_old, w.ops)
+    ON CONFLICT ON CONSTRAINT watches_pkey DO NOTHING;
+  END LOOP;
+END
+$$;
+
+-- Replaced by notifiws.row_codec and the compiled functions (db/functions/capture.sql).
 DROP FUNCTION IF EXISTS notifiws.build_expression(text, text[]);
+DROP FUNCTION IF EXISTS notifiws.pick(jsonb, text[]);

@@ -5,7 +5,10 @@
  * triggers created before the migration without losing their ops or WHEN
  * conditions. Real Postgres.
  */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import pg from "pg";
+import { ROOT } from "../support/process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { migrate } from "../../db/migrate";
 import { testPostgres, type TestPostgres } from "../support/postgres";
@@ -21,6 +24,9 @@ type Query = (sql: string, params: unknown[]) => Promise<pg.QueryResult<Row>>;
 const outbox = async (query: Query, channel: string) =>
   (await query("SELECT channel, op, data, old_data FROM notifiws.outbox WHERE channel = $1 ORDER BY id", [channel])).rows;
 const onDb: Query = (sql, params) => db.query<Row>(sql, params);
+
+/** The SQL functions as an older release defined them (test/fixtures), to build a database to upgrade. */
+const legacyFunctions = (release: "004" | "005") => readFileSync(join(ROOT, `test/fixtures/legacy-functions-${release}.sql`), "utf8");
 
 /** The same writes against a table, in order. */
 async function writes(query: (sql: string) => Promise<unknown>, table: string) {
@@ -115,6 +121,7 @@ describe("compiled capture triggers", () => {
     const old = new pg.Client({ connectionString: url.toString() });
     await old.connect();
     try {
+      await old.query(legacyFunctions("004"));
       await old.query(`CREATE TABLE items (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text, stock int, secret text, "Mixed Case" text)`);
       await old.query("SELECT notifiws.watch('items', 'items', ARRAY['id', 'name', 'stock'], include_old => true)");
       await old.query("SELECT notifiws.watch('items', 'items.low', ARRAY['id', 'stock'], condition => 'NEW.stock < 5', ops => ARRAY['insert', 'update'])");
@@ -154,6 +161,8 @@ describe("compiled capture triggers", () => {
     const old = new pg.Client({ connectionString: url.toString() });
     await old.connect();
     try {
+      await old.query(legacyFunctions("004"));
+      await old.query(legacyFunctions("005"));
       await old.query(`CREATE TABLE ledger (id int8 PRIMARY KEY, amount numeric, "it's" text, secret text)`);
       await old.query(`SELECT notifiws.watch('ledger', 'ledger', ARRAY['id', 'amount', 'it''s'], include_old => true)`);
       await old.query(`SELECT notifiws.watch('ledger', 'ledger.big', ARRAY['id'], condition => 'NEW.amount > 1000', ops => ARRAY['insert'])`);
