@@ -33,6 +33,7 @@ import { CloseCode, PING_FRAME, PONG_FRAME, type ServerMessage } from "../shared
 import { decideMessage } from "./client-message";
 import { EventStore, RANGE_MAX_EVENTS } from "./event-store";
 import { FANOUT_RETRY_MS, FanoutTree } from "./fanout-tree";
+import type { ChannelParts } from "./parts";
 import { Rollup } from "./rollup";
 import { Sockets, type SocketState } from "./sockets";
 
@@ -40,7 +41,7 @@ export class ChannelObject extends DurableObject<Env> {
   private readonly store: EventStore;
   private readonly sockets: Sockets;
   private readonly tree: FanoutTree;
-  private readonly rollup = new Rollup();
+  private readonly rollup: Rollup;
   /** The alarm this object set, while known (not after a restart, not once it fired): spares a storage read per event. */
   private alarmAt: number | undefined;
 
@@ -52,14 +53,17 @@ export class ChannelObject extends DurableObject<Env> {
       () => this.store.counters,
       () => this.where(),
     );
-    this.tree = new FanoutTree({
+    const parts: ChannelParts = {
       env,
       store: this.store,
       sockets: this.sockets,
-      maxFrameBytes: () => this.config.MAX_FRAME_BYTES,
-      noteChange: () => this.noteChange(),
+      config: () => this.config,
       armAlarm: (at) => this.armAlarm(at),
-    });
+      noteChange: () => this.rollup.noteChange(),
+      where: () => this.where(),
+    };
+    this.tree = new FanoutTree(parts);
+    this.rollup = new Rollup(parts);
     // Answered by the runtime without waking the object, so idle channels stay hibernated.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
   }
@@ -125,26 +129,11 @@ export class ChannelObject extends DurableObject<Env> {
     // Replay runs synchronously before any other event can be processed
     // (no await between reading history and returning), so replay and live
     // delivery never overlap or leave a gap.
-    if (req.since !== undefined) this.replay(server, state, req.since);
+    if (req.since !== undefined) this.sockets.replay(server, state, this.store, req.since, this.config.MAX_FRAME_BYTES);
     await this.armAlarm(state.exp * 1000);
-    this.noteChange();
+    this.rollup.noteChange();
     const headers = req.echoProtocol ? { "sec-websocket-protocol": req.echoProtocol } : undefined;
     return new Response(null, { status: 101, webSocket: client, headers });
-  }
-
-  /** Sends every retained event after `since` (filtered), or a reset when that is impossible. */
-  private replay(ws: WebSocket, state: SocketState, since: number): void {
-    const head = this.store.counters.headSeq;
-    const oldest = this.store.oldestSeq();
-    if (since > head) {
-      this.sockets.send(ws, { type: "reset", reason: "ahead_of_head", headSeq: head, oldestSeq: oldest } satisfies ServerMessage);
-      return;
-    }
-    if (since < oldest - 1) {
-      this.sockets.send(ws, { type: "reset", reason: "history_expired", headSeq: head, oldestSeq: oldest } satisfies ServerMessage);
-      return;
-    }
-    this.sockets.sendEvents(ws, state, [...this.store.after(since)], this.config.MAX_FRAME_BYTES);
   }
 
   // -------------------------------------------------------------------------
@@ -169,7 +158,7 @@ export class ChannelObject extends DurableObject<Env> {
       this.rollup.batchEvents.observe(stored.bodies.length);
       await this.tree.handOff(stored.bodies, stored.seqs);
     }
-    this.noteChange();
+    this.rollup.noteChange();
     return { accepted: stored.bodies.length, duplicates: stored.duplicates, headSeq: this.store.counters.headSeq, replayed: false };
   }
 
@@ -224,7 +213,7 @@ export class ChannelObject extends DurableObject<Env> {
           return void this.sockets.sendRaw(ws, PONG_FRAME);
         case "resume":
           if (this.store.fanout) await this.tree.catchUp(action.since);
-          return this.replay(ws, this.sockets.state(ws)!, action.since);
+          return this.sockets.replay(ws, this.sockets.state(ws)!, this.store, action.since, this.config.MAX_FRAME_BYTES);
         case "refresh":
           return await this.refresh(ws, action.token);
       }
@@ -264,14 +253,14 @@ export class ChannelObject extends DurableObject<Env> {
     } catch {
       // Already closed by the runtime (auto-reply to close); nothing to do.
     }
-    this.noteChange();
+    this.rollup.noteChange();
     await this.tree.detachIfEmpty();
   }
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
     try {
       this.sockets.forget(ws);
-      this.noteChange();
+      this.rollup.noteChange();
       await this.tree.detachIfEmpty();
       log("warn", "websocket error", { ...this.where(), ...errorFields(error) });
     } catch {
@@ -287,8 +276,8 @@ export class ChannelObject extends DurableObject<Env> {
       let { next, expired } = this.sockets.expire(now);
       if (expired) this.rollup.dirty = true;
       if (await this.tree.retryHandOffs()) next = Math.min(next, now + FANOUT_RETRY_MS);
-      if ((this.rollup.dueAt(this.config.STATS_ROLLUP_MS) ?? Infinity) <= now) await this.report();
-      next = Math.min(next, this.rollup.dueAt(this.config.STATS_ROLLUP_MS) ?? Infinity);
+      if ((this.rollup.dueAt() ?? Infinity) <= now) await this.rollup.report();
+      next = Math.min(next, this.rollup.dueAt() ?? Infinity);
       if (next !== Infinity) await this.armAlarm(next);
     } catch (err) {
       log("error", "alarm failed", { ...this.where(), ...errorFields(err) });
@@ -306,33 +295,8 @@ export class ChannelObject extends DurableObject<Env> {
     this.alarmAt = at;
   }
 
-  // -------------------------------------------------------------------------
-  // Stats (reported to the stats store, so /stats never wakes a channel)
-  // -------------------------------------------------------------------------
-
-  /** This object's stats as it would report them now. */
+  /** This object's stats as it would report them now (/stats reads the stats store instead). */
   protected statsNow(): ChannelStats {
-    return this.rollup.report(this.store, this.sockets, Date.now()).stats;
-  }
-
-  /** Something changed: report now if the last report is old enough, else make sure an alarm will. */
-  private noteChange(): void {
-    this.rollup.dirty = true;
-    const due = this.rollup.dueAt(this.config.STATS_ROLLUP_MS)!;
-    if (due <= Date.now()) void this.report();
-    else void this.armAlarm(due).catch((err) => log("warn", "could not arm the stats alarm", { ...this.where(), ...errorFields(err) }));
-  }
-
-  /** Sends the roll-up to the stats store; a failed report is folded into the next one. */
-  private async report(): Promise<void> {
-    if (!this.store.channel) return;
-    const r = this.rollup.report(this.store, this.sockets, Date.now());
-    this.rollup.take(r.at);
-    try {
-      await this.env.STATS.get(this.env.STATS.idFromName(STATS_STORE)).report(r);
-    } catch (err) {
-      this.rollup.giveBack(r.histograms);
-      log("warn", "stats report failed; will retry", { ...this.where(), ...errorFields(err) });
-    }
+    return this.rollup.now();
   }
 }

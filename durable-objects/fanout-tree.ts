@@ -10,26 +10,15 @@
  * Steps run one at a time (`serial`): their RPC awaits would otherwise
  * interleave and store copies out of order.
  */
-import type { ConnectRequest, Env, EventRange } from "../src/channel-contract";
+import type { ConnectRequest, EventRange } from "../src/channel-contract";
 import { errorResponse } from "../shared/http-errors";
 import { utf8Length } from "../shared/limits";
 import { errorFields, log } from "../shared/log";
 import { type EventStore, RANGE_MAX_EVENTS } from "./event-store";
-import type { Sockets } from "./sockets";
+import type { ChannelParts } from "./parts";
 
 /** A failed hand-off to a fan-out object is retried by the ordering object's alarm after this long. */
 export const FANOUT_RETRY_MS = 1000;
-
-export interface TreeHost {
-  env: Env;
-  store: EventStore;
-  sockets: Sockets;
-  maxFrameBytes: () => number;
-  /** Stats changed. */
-  noteChange: () => void;
-  /** Makes sure the object's alarm fires by `at`. */
-  armAlarm: (at: number) => Promise<void>;
-}
 
 export class FanoutTree {
   /** Fan-out steps (catch-up, hand-offs, attach, detach) run one after another. */
@@ -37,7 +26,7 @@ export class FanoutTree {
   /** The ordering side's targets, read once per instance (they are read on every batch), then kept in step. */
   private targets: string[] | undefined;
 
-  constructor(private readonly host: TreeHost) {}
+  constructor(private readonly host: ChannelParts) {}
 
   // -------------------------------------------------------------------------
   // The ordering object's side
@@ -193,7 +182,7 @@ export class FanoutTree {
       fresh.map(([, b]) => b),
       fresh.map(([, b]) => utf8Length(b)),
       now,
-      this.host.maxFrameBytes(),
+      this.host.config().MAX_FRAME_BYTES,
     );
     this.host.noteChange();
   }
@@ -213,6 +202,6 @@ export class FanoutTree {
   }
 
   private where() {
-    return { class: "ChannelObject", channel: this.host.store.channel };
+    return this.host.where();
   }
 }

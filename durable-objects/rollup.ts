@@ -1,13 +1,14 @@
 /**
- * A channel's stats roll-up: the latency histograms gathered since the last
- * report, and when the next report is due. The channel object reports at most
- * every STATS_ROLLUP_MS while something changes, so /stats reads the control
- * object only and never wakes a hibernated channel.
+ * A channel object's stats: the counters and connections of the moment, and
+ * the latency histograms gathered since the last report. The object reports
+ * them to the stats store (stats-store.ts) at most every STATS_ROLLUP_MS while
+ * something changes, by its alarm when the change falls between two reports,
+ * so /stats reads the stats store only and never wakes a hibernated channel.
  */
 import { COUNT_BUCKETS, Histogram } from "../shared/histogram";
-import { MAX_ROLLUP_USERS, type ChannelHistograms, type ChannelRollup } from "../src/channel-contract";
-import type { EventStore } from "./event-store";
-import type { Sockets } from "./sockets";
+import { errorFields, log } from "../shared/log";
+import { MAX_ROLLUP_USERS, STATS_STORE, type ChannelHistograms, type ChannelRollup, type ChannelStats } from "../src/channel-contract";
+import type { ChannelParts } from "./parts";
 
 export class Rollup {
   commitToStored = new Histogram();
@@ -16,23 +17,44 @@ export class Rollup {
   dirty = false;
   private lastReportAt = 0;
 
+  constructor(private readonly host: ChannelParts) {}
+
   /** When the next report is due (now or later), or undefined when nothing changed. */
-  dueAt(intervalMs: number): number | undefined {
-    return this.dirty ? this.lastReportAt + intervalMs : undefined;
+  dueAt(): number | undefined {
+    return this.dirty ? this.lastReportAt + this.host.config().STATS_ROLLUP_MS : undefined;
   }
 
-  /** Hands over the histograms for a report and starts new ones. */
-  take(now: number): ChannelHistograms {
-    const taken = { commitToStored: this.commitToStored.toJSON(), batchEvents: this.batchEvents.toJSON() };
+  /** Something changed: report now if the last report is old enough, else make sure the alarm will. */
+  noteChange(): void {
+    this.dirty = true;
+    const due = this.dueAt()!;
+    if (due <= Date.now()) void this.report();
+    else void this.host.armAlarm(due).catch((err) => log("warn", "could not arm the stats alarm", { ...this.host.where(), ...errorFields(err) }));
+  }
+
+  /** Sends the report to the stats store; a failed report is folded into the next one. */
+  async report(): Promise<void> {
+    if (!this.host.store.channel) return;
+    const r = this.build(Date.now());
     this.commitToStored = new Histogram();
     this.batchEvents = new Histogram(COUNT_BUCKETS);
     this.dirty = false;
-    this.lastReportAt = now;
-    return taken;
+    this.lastReportAt = r.at;
+    try {
+      await this.host.env.STATS.get(this.host.env.STATS.idFromName(STATS_STORE)).report(r);
+    } catch (err) {
+      this.giveBack(r.histograms);
+      log("warn", "stats report failed; will retry", { ...this.host.where(), ...errorFields(err) });
+    }
   }
 
-  /** The report of this object now: counters, connections, and the histograms gathered since the last one. */
-  report(store: EventStore, sockets: Sockets, at: number): ChannelRollup {
+  /** The object's stats as it would report them now. */
+  now(): ChannelStats {
+    return this.build(Date.now()).stats;
+  }
+
+  private build(at: number): ChannelRollup {
+    const { store, sockets } = this.host;
     const { connections, connectionsByRole, users } = sockets.census();
     const c = store.counters;
     const f = store.fanout;
@@ -54,7 +76,7 @@ export class Rollup {
   }
 
   /** A report that failed: its observations go back, to be sent with the next one. */
-  giveBack(h: ChannelHistograms): void {
+  private giveBack(h: ChannelHistograms): void {
     this.commitToStored.add(h.commitToStored);
     this.batchEvents.add(h.batchEvents);
     this.dirty = true;

@@ -8,6 +8,7 @@ import { CloseCode } from "../shared/protocol";
 import { matchesFilter } from "../shared/filter";
 import { parseJsonExact } from "../shared/exact-json";
 import { utf8Length } from "../shared/limits";
+import type { EventStore } from "./event-store";
 import { errorFields, log } from "../shared/log";
 import { closeReason } from "./closecodes";
 import type { Bucket } from "./ratelimit";
@@ -148,6 +149,15 @@ export class Sockets {
     } catch {
       // The socket is already closing; the close handler will clean up.
     }
+  }
+
+  /** Sends every retained event after `since` (filtered), or a reset when that is impossible. */
+  replay(ws: WebSocket, state: SocketState, store: EventStore, since: number, maxFrameBytes: number): void {
+    const head = store.counters.headSeq;
+    const oldest = store.oldestSeq();
+    if (since > head) this.send(ws, { type: "reset", reason: "ahead_of_head", headSeq: head, oldestSeq: oldest });
+    else if (since < oldest - 1) this.send(ws, { type: "reset", reason: "history_expired", headSeq: head, oldestSeq: oldest });
+    else this.sendEvents(ws, state, [...store.after(since)], maxFrameBytes);
   }
 
   /** Sends events to one socket, filtered by its state. */
