@@ -12,6 +12,7 @@ import { readdir, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
+import { PostgresUrl } from "../shared/zod";
 
 const MIGRATIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), "migrations");
 const FUNCTIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), "functions");
@@ -102,11 +103,14 @@ export async function runSqlFile(databaseUrl: string, file: string): Promise<voi
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const url = process.env.DATABASE_URL;
-  if (!url) {
-    console.error(JSON.stringify({ level: "error", msg: "DATABASE_URL is required", code: "CONFIG_INVALID", variables: ["DATABASE_URL"] }));
+  // The same check as the relay's: a value without a scheme would silently mean the local default server.
+  const parsed = PostgresUrl.safeParse(process.env.DATABASE_URL);
+  if (!parsed.success) {
+    const msg = `DATABASE_URL ${process.env.DATABASE_URL ? parsed.error.issues[0]!.message : "is required"}`;
+    console.error(JSON.stringify({ level: "error", msg, code: "CONFIG_INVALID", variables: ["DATABASE_URL"] }));
     process.exit(2);
   }
+  const url = parsed.data;
   migrate(url, (m) => console.log(JSON.stringify({ level: "info", msg: m })))
     .then((applied) => console.log(JSON.stringify({ level: "info", msg: "migrations up to date", applied: applied.length })))
     .catch((err) => {

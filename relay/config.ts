@@ -1,10 +1,10 @@
 /** Relay configuration from the environment, validated with zod at start. */
 import { z } from "zod";
-import { describeIssues, intVar as int, LogLevel, pickVars } from "../shared/zod";
+import { describeIssues, intVar as int, LogLevel, pickVars, PostgresUrl } from "../shared/zod";
 
 export const RelayConfigShape = z.object({
   /** Direct (not pooled) Postgres connection string: LISTEN needs a session. Required. */
-  DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL"),
+  DATABASE_URL: PostgresUrl,
   /** Base URL of the notifiws Worker; batches go to `${WORKER_URL}/internal/events`. Required. */
   WORKER_URL: z.url(),
   /** HMAC secret shared with the Worker's INGEST_SECRETS (>= 32 chars). Required. */

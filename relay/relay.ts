@@ -90,7 +90,9 @@ export class Relay {
       try {
         await this.session();
       } catch (err) {
-        if (!this.stopping) log("warn", "postgres session ended", errorFields(err));
+        if (this.stopping) break;
+        if (err instanceof SchemaMissing) log("error", err.message, { code: err.code });
+        else log("warn", "postgres session ended", errorFields(err));
       }
       if (this.stopping) break;
       this.metrics.reconnects++;
@@ -124,6 +126,7 @@ export class Relay {
       this.client = client;
       this.metrics.connected = true;
       log("info", "connected to postgres");
+      await race(requireSchema(client));
 
       // Standby until the lock is ours; meanwhile replace a leader that stopped making progress.
       const leadership = new Leadership(client, cfg.RELAY_LOCK_KEY, cfg.RELAY_TAKEOVER_MS);
@@ -182,6 +185,28 @@ export class Relay {
       this.sleepers.add(done);
     });
   }
+}
+
+/** The database lacks the notifiws schema this relay needs (never migrated, or migrated by an older release). */
+class SchemaMissing extends Error {
+  readonly code = "SCHEMA_MISSING";
+}
+
+/** Fails with a message that names the fix when the migrations have not been applied; the relay retries by itself. */
+async function requireSchema(client: pg.Client): Promise<void> {
+  const { rows } = await client.query<{ missing: string[] }>(
+    `SELECT array_remove(ARRAY[
+       CASE WHEN to_regclass('notifiws.outbox') IS NULL THEN 'notifiws.outbox' END,
+       CASE WHEN to_regclass('notifiws.relay_leader') IS NULL THEN 'notifiws.relay_leader' END,
+       CASE WHEN to_regclass('notifiws.watches') IS NULL THEN 'notifiws.watches' END,
+       CASE WHEN to_regprocedure('notifiws.wakeup_channel()') IS NULL THEN 'notifiws.wakeup_channel()' END
+     ], NULL) AS missing`,
+  );
+  const missing = rows[0]!.missing;
+  if (missing.length > 0)
+    throw new SchemaMissing(
+      `the database lacks ${missing.join(", ")}: apply the migrations with \`DATABASE_URL=<this database> npm run db:migrate\`; the relay keeps retrying and starts once they are in`,
+    );
 }
 
 /** Closes the socket under a pg client without waiting for the server. */

@@ -23,6 +23,9 @@ export function describeIssues(issues: readonly Issue[]): { variables: string[];
 /** An integer environment variable with a default and bounds. */
 export const intVar = (def: number, min: number, max: number) => z.coerce.number().int().min(min).max(max).default(def);
 
+/** A Postgres connection URL (the relay and db:migrate read the same variable the same way). */
+export const PostgresUrl = z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL (postgres://user:password@host:port/database)");
+
 export const LogLevel = z.enum(["debug", "info", "warn", "error"]);
 
 /**

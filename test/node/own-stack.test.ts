@@ -1,0 +1,76 @@
+/**
+ * A team's own setup, as a new user meets it: a relay started before the
+ * migrations says what to run and starts by itself once they are in; the
+ * migration command refuses a URL without a scheme the way the relay does.
+ * Real Postgres, the relay and db:migrate as processes.
+ */
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { migrate } from "../../db/migrate";
+import { testPostgres, type TestPostgres } from "../support/postgres";
+import { spawnTs, type Child } from "../support/process";
+import { Receiver, RECEIVER_SECRET } from "../support/receiver";
+import { waitUntil } from "../support/wait";
+
+let db: TestPostgres;
+let receiver: Receiver;
+const children: Child[] = [];
+
+beforeAll(async () => {
+  db = await testPostgres();
+  receiver = await new Receiver().start();
+}, 120_000);
+afterAll(async () => {
+  children.forEach((c) => c.kill("SIGKILL"));
+  await receiver?.stop();
+  await db?.close();
+});
+
+describe("your own database", () => {
+  it("a relay started before the migrations names the command to run, then starts by itself once they are applied", async () => {
+    await db.query("CREATE DATABASE not_migrated_yet");
+    const url = new URL(db.url);
+    url.pathname = "/not_migrated_yet";
+    const relay = spawnTs("relay/main.ts", {
+      DATABASE_URL: url.toString(),
+      WORKER_URL: receiver.url,
+      INGEST_SECRET: RECEIVER_SECRET,
+      RELAY_HTTP_PORT: "0",
+      RELAY_BACKOFF_BASE_MS: "50",
+      RELAY_BACKOFF_MAX_MS: "200",
+    });
+    children.push(relay);
+    const line = await waitUntil("the relay to say what is missing", () =>
+      relay
+        .output()
+        .split("\n")
+        .find((l) => l.includes('"SCHEMA_MISSING"')),
+    );
+    expect(JSON.parse(line)).toMatchObject({ level: "error", code: "SCHEMA_MISSING" });
+    expect(line).toContain("npm run db:migrate");
+    expect(line).not.toContain(url.toString()); // the URL (with its password) is never logged
+
+    await migrate(url.toString());
+    const client = new pg.Client({ connectionString: url.toString() });
+    await client.connect();
+    try {
+      await client.query("CREATE TABLE tickets (id bigint PRIMARY KEY, title text)");
+      await client.query("SELECT notifiws.watch('tickets', 'tickets', ARRAY['id', 'title'])");
+      await client.query("INSERT INTO tickets VALUES (9007199254740993, 'first')");
+      await waitUntil("the relay to deliver the first event", () => receiver.deliveries.some((e) => e.channel === "tickets"), 20_000);
+      expect(receiver.deliveries.find((e) => e.channel === "tickets")!.data).toEqual({ id: "9007199254740993", title: "first" });
+    } finally {
+      await client.end();
+    }
+  });
+
+  it("db:migrate refuses a URL without a scheme, naming DATABASE_URL, instead of connecting to a default server", async () => {
+    const run = spawnTs("db/migrate.ts", { DATABASE_URL: "notifiws@127.0.0.1:5432/app" });
+    children.push(run);
+    const { code } = await run.exited;
+    expect(code).toBe(2);
+    const line = JSON.parse(run.output().trim().split("\n").pop()!) as { code: string; variables: string[]; msg: string };
+    expect(line).toMatchObject({ code: "CONFIG_INVALID", variables: ["DATABASE_URL"] });
+    expect(line.msg).toContain("postgres://");
+  });
+});
