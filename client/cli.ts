@@ -15,7 +15,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { mintToken } from "../shared/token";
-import { connect, stringifyExact, type Filter } from "./index";
+import { connect, stringifyExact, type Filter, type SubscriptionError } from "./index";
 import { parseJsonExact } from "../shared/exact-json";
 
 const USAGE = [
@@ -28,9 +28,9 @@ function die(code: string, message: string): never {
   process.exit(2);
 }
 
-/** The local stack's JWT secret, when `npm run dev` has run in this folder. */
+/** The local stack's JWT secret, when `npm run dev` has run in this folder (or in NOTIFIWS_STATE_DIR, as npm run dev reads it). */
 function localSecret(): string | undefined {
-  const file = join(process.cwd(), ".notifiws", "secrets.json");
+  const file = join(process.env.NOTIFIWS_STATE_DIR || join(process.cwd(), ".notifiws"), "secrets.json");
   if (!existsSync(file)) return undefined;
   return (JSON.parse(readFileSync(file, "utf8")) as { JWT_SECRET: string }).JWT_SECRET;
 }
@@ -100,13 +100,16 @@ export async function main(argv: string[]): Promise<void> {
       die("BAD_ARGS", '--filter must be JSON, e.g. \'{"where":[{"field":"stock","op":"lt","value":5}]}\'');
     }
   }
-  const url = values.url ?? process.env.NOTIFIWS_URL ?? "http://127.0.0.1:8787";
+  // The same PORT npm run dev reads, so `PORT=8790 npm run dev` and `PORT=8790 npx notifiws tail` meet.
+  const url = values.url ?? process.env.NOTIFIWS_URL ?? `http://127.0.0.1:${process.env.PORT || 8787}`;
+  if (!globalThis.WebSocket) die("NODE_TOO_OLD", `notifiws tail needs Node 22 or newer (a built-in WebSocket); this is Node ${process.versions.node}`);
   const fixed = values.token ?? process.env.NOTIFIWS_TOKEN;
   const getToken = fixed
     ? () => fixed
     : async () => (await devToken()) ?? die("NO_TOKEN", "pass --token or NOTIFIWS_TOKEN (or run npm run dev in this folder)");
 
   const status = (fields: object) => void process.stderr.write(JSON.stringify({ level: "info", ...fields }) + "\n");
+  let refused: SubscriptionError | undefined;
   await new Promise<void>((resolve) => {
     const sub = connect({
       url,
@@ -124,7 +127,11 @@ export async function main(argv: string[]): Promise<void> {
         status({ msg: "state", state, channel });
         if (state === "closed") resolve();
       },
-      onError: (err) => process.stderr.write(JSON.stringify({ level: err.permanent ? "error" : "warn", ...err }) + "\n"),
+      // Every retry says why; a permanent refusal ends the command with exit code 1.
+      onError: (err) => {
+        if (err.permanent) refused = err;
+        process.stderr.write(JSON.stringify({ level: err.permanent ? "error" : "warn", ...err }) + "\n");
+      },
     });
     const stop = () => {
       sub.close();
@@ -133,6 +140,7 @@ export async function main(argv: string[]): Promise<void> {
     process.once("SIGINT", stop);
     process.once("SIGTERM", stop);
   });
+  if (refused) process.exit(1);
 }
 
 await main(process.argv.slice(2)).then(

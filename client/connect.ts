@@ -242,11 +242,15 @@ export function connect(options: ConnectOptions): Subscription {
       if (doFetch) {
         const res = await doFetch(`${httpBase}${channelPath}`, { headers: { authorization: `Bearer ${token}` } });
         status = res.status;
-        if (status >= 400 && status < 500) body = (await res.json().catch(() => ({}))) as typeof body;
+        if (status >= 400) body = (await res.json().catch(() => ({}))) as typeof body;
       }
-    } catch {
-      /* network down: a plain reconnect */
+    } catch (err) {
+      // Network down, DNS, TLS: say so, then a plain reconnect.
+      report({ code: SdkErrorCode.UNREACHABLE, message: `could not reach ${httpBase}: ${(err as Error).message}`, permanent: false });
+      return reconnect({ action: "backoff" });
     }
+    if (status !== undefined && status >= 500)
+      report({ status, code: body.error?.code ?? SdkErrorCode.SERVER_ERROR, message: body.error?.message ?? `HTTP ${status}`, permanent: false });
     if (status === undefined || status < 400 || status >= 500) return reconnect({ action: "backoff" });
     const verdict = afterRefusal({ status, canRefreshToken: options.getToken !== undefined, refusalsBefore: conn.refusals });
     set({ refusals: conn.refusals + 1 });

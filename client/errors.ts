@@ -10,6 +10,10 @@ export const SdkErrorCode = {
   CONNECT_FAILED: "CONNECT_FAILED",
   /** onEvent or onReset threw; the event stream continues. */
   HANDLER_FAILED: "HANDLER_FAILED",
+  /** The Worker could not be reached (DNS, refused connection, TLS): retried with backoff. */
+  UNREACHABLE: "UNREACHABLE",
+  /** The Worker answered a handshake with 5xx; retried with backoff. */
+  SERVER_ERROR: "SERVER_ERROR",
   /** The server closed with 4003: the token may not read this channel any more. Permanent. */
   FORBIDDEN: "FORBIDDEN",
 } as const;

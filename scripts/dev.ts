@@ -1,8 +1,14 @@
 /**
  * `npm run dev`: Postgres (embedded unless DATABASE_URL), migrations and the
  * demo schema, the Worker under wrangler dev, the relay, and demo traffic.
+ * With DATABASE_URL (your own database) the demo tables and traffic are left
+ * out unless --demo asks for them: nothing is written there but the notifiws
+ * schema (the migrations).
  *
- * Flags: --no-traffic (no demo writes), --rate=N (sales per second, default 2).
+ * Flags: --demo (demo tables and traffic in your DATABASE_URL), --no-traffic
+ * (no demo writes), --rate=N (sales per second, default 2), --origin URL
+ * (repeatable: your app's origin, allowed to connect; ALLOWED_ORIGINS adds a
+ * comma-separated list too).
  * Ports: PORT (Worker, default 8787), RELAY_HTTP_PORT (default 9464),
  * PG_PORT (embedded Postgres, default 54329), BRIDGE_PORT (Neon driver bridge, 54330).
  * NOTIFIWS_STATE_DIR: where Postgres data, Worker state and generated secrets live (default .notifiws).
@@ -17,6 +23,8 @@ import { supervise } from "./supervise";
 const { values } = parseArgs({
   options: {
     "no-traffic": { type: "boolean", default: false },
+    demo: { type: "boolean", default: false },
+    origin: { type: "string", multiple: true, default: [] },
     rate: { type: "string", default: "2" },
     verbose: { type: "boolean", default: false },
   },
@@ -36,7 +44,39 @@ if (!(rate > 0 && rate <= 1000)) {
   process.exit(2);
 }
 
+const own = Boolean(process.env.DATABASE_URL);
+const demo = !own || values.demo;
+const origins = [
+  ...values.origin,
+  ...(process.env.ALLOWED_ORIGINS ?? "")
+    .split(",")
+    .map((o) => o.trim())
+    .filter(Boolean),
+];
+for (const o of origins) {
+  if (o === "*") continue;
+  let ok = false;
+  try {
+    ok = new URL(o).origin === o;
+  } catch {
+    /* not a URL */
+  }
+  if (!ok) {
+    console.error(
+      JSON.stringify({
+        level: "error",
+        code: "CONFIG_INVALID",
+        msg: `--origin ${o}: an origin is scheme://host[:port] with no path, e.g. http://localhost:5173`,
+        variables: ["ALLOWED_ORIGINS"],
+      }),
+    );
+    process.exit(2);
+  }
+}
+
 const stack = new Stack({
+  demo,
+  extraOrigins: origins,
   stateDir: process.env.NOTIFIWS_STATE_DIR || undefined,
   workerPort: num("PORT", process.env.PORT, 8787),
   relayPort: num("RELAY_HTTP_PORT", process.env.RELAY_HTTP_PORT, 9464),
@@ -79,27 +119,37 @@ try {
       () => stack.startRelay(),
     ),
   );
-  if (!values["no-traffic"]) traffic = startTraffic(stack.databaseUrl, { ratePerSec: rate });
+  if (demo && !values["no-traffic"]) traffic = startTraffic(stack.databaseUrl, { ratePerSec: rate });
   const token = await devToken(stack.secrets);
   const ws = stack.workerUrl.replace(/^http/, "ws");
   const psql = stack.pg ? `psql "${stack.databaseUrl}"` : `psql "$DATABASE_URL"`;
+  const env = `PORT=${new URL(stack.workerUrl).port}${process.env.NOTIFIWS_STATE_DIR ? ` NOTIFIWS_STATE_DIR=${process.env.NOTIFIWS_STATE_DIR}` : ""}`;
+  const demoLines = demo
+    ? `  Dashboard   ${stack.workerUrl}/#token=${token}
+
+  Make an event appear:
+  ${psql} -c "INSERT INTO ventas (sku, quantity, total) VALUES ('KB-01', 1, 89.00)"
+  Demo traffic:    ${traffic ? `${rate} sales/s (--no-traffic to turn off)` : "off"}
+`
+    : `  Your database: only the notifiws schema was added (demo tables: --demo).
+`;
   console.log(`
 notifiws is running.
 
-  Dashboard   ${stack.workerUrl}/#token=${token}
-  WebSocket   ${ws}/ws/sales   (subprotocols: notifiws.v1, bearer.<token>)
-  Stats       curl -H "Authorization: Bearer $(node -p 'require(".notifiws/secrets.json").ADMIN_TOKEN')" ${stack.workerUrl}/stats
+${demoLines}
+  Watch one of your tables and tail it:
+  ${psql} -c "SELECT notifiws.watch('public.orders', 'orders', ARRAY['id', 'status'])"
+  ${env} npx notifiws tail orders
+
+  WebSocket   ${ws}/ws/<channel>   (subprotocols: notifiws.v1, bearer.<token>)
+  Origins     ${[stack.workerUrl, ...origins].join(", ")}   (add your app's: --origin http://localhost:5173)
+  Stats       curl -H "Authorization: Bearer $(node -p 'require("${stack.stateDir}/secrets.json").ADMIN_TOKEN')" ${stack.workerUrl}/stats
   Relay       ${stack.relayUrl}/metrics
   Postgres    ${stack.databaseUrl}
 
   Dev token (24 h, every channel):
   ${token}
 
-  Make an event appear:
-  ${psql} -c "INSERT INTO ventas (sku, quantity, total) VALUES ('KB-01', 1, 89.00)"
-
-  Tail a channel:  npm run tail -- sales
-  Demo traffic:    ${traffic ? `${rate} sales/s (--no-traffic to turn off)` : "off"}
   Ctrl-C stops everything.
 `);
 } catch (err) {
