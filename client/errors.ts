@@ -14,6 +14,8 @@ export const SdkErrorCode = {
   UNREACHABLE: "UNREACHABLE",
   /** The Worker answered a handshake with 5xx; retried with backoff. */
   SERVER_ERROR: "SERVER_ERROR",
+  /** syncState's load() failed (useSyncedState reports it as `error`); retried with backoff. */
+  LOAD_FAILED: "LOAD_FAILED",
   /** The server closed with 4003: the token may not read this channel any more. Permanent. */
   FORBIDDEN: "FORBIDDEN",
 } as const;

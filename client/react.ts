@@ -7,7 +7,7 @@
  * exactly one connection.
  */
 import { useEffect, useRef, useState } from "react";
-import { connect, syncState, type ConnectionState, type ConnectOptions, type Envelope, type SubscriptionError, type SyncOptions } from "./index";
+import { connect, SdkErrorCode, syncState, type ConnectionState, type ConnectOptions, type Envelope, type SubscriptionError, type SyncOptions } from "./index";
 
 export interface UseChannelOptions extends Omit<ConnectOptions, "channel" | "onEvent" | "onStateChange" | "onError"> {
   /** Keep at most this many events (the newest). Default 100. */
@@ -75,11 +75,13 @@ export interface SyncedView<S> {
   state: S | undefined;
   /** "open" once every channel is open. */
   status: ConnectionState;
+  /** The last error reported by a subscription or a failed load (permanent ones close the subscription), as useChannel gives it. */
+  error: SubscriptionError | undefined;
 }
 
 /** Initial state plus live events with no gap and no double count (see syncState). */
 export function useSyncedState<S>(options: UseSyncedStateOptions<S>): SyncedView<S> {
-  const [view, setView] = useState<SyncedView<S>>({ state: undefined, status: "connecting" });
+  const [view, setView] = useState<SyncedView<S>>({ state: undefined, status: "connecting", error: undefined });
   const latest = useRef(options);
   latest.current = options;
   const key = JSON.stringify([options.url, options.channels, options.filter ?? null]);
@@ -94,6 +96,14 @@ export function useSyncedState<S>(options: UseSyncedStateOptions<S>): SyncedView
         // A new object each time, so React re-renders even when apply mutated the state in place.
         onState: (state) =>
           setView((v) => ({ ...v, state: Array.isArray(state) ? ([...state] as S) : typeof state === "object" && state !== null ? { ...state } : state })),
+        onError: (error) => {
+          latest.current.onError?.(error);
+          setView((v) => ({ ...v, error }));
+        },
+        onLoadError: (err) => {
+          latest.current.onLoadError?.(err);
+          setView((v) => ({ ...v, error: { code: SdkErrorCode.LOAD_FAILED, message: err.message, permanent: false } }));
+        },
         onStateChange: (s, channel) => {
           states.set(channel, s);
           const all = [...states.values()];

@@ -21,11 +21,16 @@ import { utf8Length } from "../../shared/limits";
 
 export const wsRoutes = new Hono<AppEnv>();
 
-// Lets browser apps on allowed origins ask why a handshake failed (see the 426 check below).
+// Lets browser apps ask why a handshake failed (browsers hide a refused
+// handshake's status; see the 426 check below). An allowed origin reads every
+// answer; any other origin may read its refusal too (otherwise an app on a
+// new origin would show "reconnecting" forever), and that is all it can read:
+// the origin is checked before the token, so such a request never gets past
+// 403 ORIGIN_NOT_ALLOWED. No cookies are involved, so `*` exposes nothing more.
 wsRoutes.use(
   "/ws/*",
   cors({
-    origin: (origin, c) => (originAllowed(origin, c.var.config.ALLOWED_ORIGINS) ? origin : null),
+    origin: (origin, c) => (originAllowed(origin, c.var.config.ALLOWED_ORIGINS) ? origin : "*"),
     allowHeaders: ["Authorization"],
     allowMethods: ["GET"],
   }),

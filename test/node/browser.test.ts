@@ -17,9 +17,13 @@ let browser: Browser;
 // The notifiws/react test page is served from its own origin, which the Worker must allow.
 const reactPagePort = await freePort();
 let reactPage: Server | undefined;
+// The same page on an origin the Worker does not allow.
+const refusedPagePort = await freePort();
+let refusedPage: Server | undefined;
 const fx = useStack("browser", { extraOrigins: [`http://127.0.0.1:${reactPagePort}`] }, async () => {
   await browser?.close();
   reactPage?.close();
+  refusedPage?.close();
 });
 
 beforeAll(async () => {
@@ -127,6 +131,26 @@ describe("notifiws/react", () => {
       else res.writeHead(200, { "content-type": "text/html" }).end(html);
     });
     await new Promise<void>((r) => reactPage!.listen(reactPagePort, "127.0.0.1", r));
+    refusedPage = createServer((req, res) => {
+      if (req.url === "/app.js") res.writeHead(200, { "content-type": "text/javascript" }).end(js);
+      else res.writeHead(200, { "content-type": "text/html" }).end(html);
+    });
+    await new Promise<void>((r) => refusedPage!.listen(refusedPagePort, "127.0.0.1", r));
+  });
+
+  it("an app on an origin the Worker does not allow sees ORIGIN_NOT_ALLOWED (permanent) from useChannel and useSyncedState, not reconnecting forever", async () => {
+    const page = await browser.newPage();
+    const hash = new URLSearchParams({ url: fx.stack.workerUrl, token: await devToken(fx.stack.secrets), mode: "refused" });
+    await page.goto(`http://127.0.0.1:${refusedPagePort}/#${hash}`);
+    await page.waitForFunction(
+      () => document.querySelector("#channel-error")?.textContent !== "" && document.querySelector("#synced-error")?.textContent !== "",
+      undefined,
+      { timeout: 15_000 },
+    );
+    expect(await page.textContent("#channel-error")).toBe("ORIGIN_NOT_ALLOWED permanent");
+    expect(await page.textContent("#synced-error")).toBe("ORIGIN_NOT_ALLOWED permanent");
+    expect(await page.textContent("#status")).toBe("closed");
+    await page.close();
   });
 
   it("useChannel under StrictMode: one connection, events arrive, status changes, a channel change and unmount close the socket", async () => {

@@ -5,7 +5,7 @@
  */
 import { StrictMode, useState } from "react";
 import { createRoot } from "react-dom/client";
-import { useChannel } from "../../../client/react";
+import { useChannel, useSyncedState } from "../../../client/react";
 
 const sockets: WebSocket[] = [];
 const Native = window.WebSocket;
@@ -35,7 +35,21 @@ function Feed({ channel }: { channel: string }) {
   );
 }
 
+/** On an origin the Worker does not allow: both hooks must show the refusal. */
+function Refused() {
+  const channel = useChannel("sales", { url, token });
+  const synced = useSyncedState<number>({ url, token, channels: ["sales"], load: () => new Promise(() => {}), apply: (n) => n + 1 });
+  return (
+    <section>
+      <p id="channel-error">{channel.error ? `${channel.error.code} ${channel.error.permanent ? "permanent" : "retrying"}` : ""}</p>
+      <p id="synced-error">{synced.error ? `${synced.error.code} ${synced.error.permanent ? "permanent" : "retrying"}` : ""}</p>
+      <p id="status">{channel.status}</p>
+    </section>
+  );
+}
+
 function App() {
+  if (params.get("mode") === "refused") return <Refused />;
   const [channel, setChannel] = useState<string | null>("sales");
   Object.assign(window, { __sockets: sockets, __setChannel: setChannel });
   return channel ? <Feed channel={channel} /> : <p id="gone">unmounted</p>;
