@@ -64,6 +64,60 @@ describe("your own database", () => {
     }
   });
 
+  it("roles that are not superusers: the owner migrates and watches, the relay and a writer run with only the grants README.md lists (Postgres 15, the system's)", async () => {
+    const server = await testPostgres({ server: "system" });
+    try {
+      // Roles are made by whoever administers the server; everything after that runs as them.
+      await server.query("CREATE ROLE helpdesk LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE; CREATE ROLE helpdesk_relay LOGIN; CREATE ROLE helpdesk_writer LOGIN");
+      await server.query("CREATE DATABASE helpdesk OWNER helpdesk");
+      const url = new URL(server.url);
+      url.username = "helpdesk";
+      url.pathname = "/helpdesk";
+      await migrate(url.toString());
+      const app = new pg.Client({ connectionString: url.toString() });
+      await app.connect();
+      try {
+        expect((await app.query<{ s: boolean }>("SELECT rolsuper AS s FROM pg_roles WHERE rolname = current_user")).rows[0]!.s).toBe(false);
+        await app.query("CREATE TABLE tickets (id bigint PRIMARY KEY, title text, internal_note text)");
+        await app.query("SELECT notifiws.watch('tickets', 'tickets', ARRAY['id', 'title'])");
+        // The relay and a writer as separate roles, with exactly the grants README.md lists.
+        await app.query(`
+          GRANT USAGE ON SCHEMA notifiws TO helpdesk_relay;
+          GRANT SELECT, DELETE ON notifiws.outbox TO helpdesk_relay;
+          GRANT INSERT ON notifiws.dead_letter TO helpdesk_relay;
+          GRANT SELECT, INSERT, UPDATE ON notifiws.relay_leader TO helpdesk_relay;
+          GRANT EXECUTE ON FUNCTION notifiws.wakeup_channel() TO helpdesk_relay;
+          GRANT INSERT ON tickets TO helpdesk_writer;
+          GRANT USAGE ON SCHEMA notifiws TO helpdesk_writer;
+          GRANT INSERT ON notifiws.outbox TO helpdesk_writer;`);
+        const as = (role: string) => Object.assign(new URL(url), { username: role }).toString();
+        const relay = spawnTs("relay/main.ts", {
+          DATABASE_URL: as("helpdesk_relay"),
+          WORKER_URL: receiver.url,
+          INGEST_SECRET: RECEIVER_SECRET,
+          RELAY_HTTP_PORT: "0",
+        });
+        children.push(relay);
+        const writer = new pg.Client({ connectionString: as("helpdesk_writer") });
+        await writer.connect();
+        await writer.query("INSERT INTO tickets VALUES (42, 'owned by helpdesk', 'not published')").finally(() => writer.end());
+        await waitUntil(
+          "the event",
+          () => receiver.deliveries.some((e) => e.channel === "tickets" && e.data?.id === "42"),
+          20_000,
+          50,
+          () => relay.output(),
+        );
+        relay.kill("SIGTERM");
+        expect((await relay.exited).code).toBe(0);
+      } finally {
+        await app.end();
+      }
+    } finally {
+      await server.close();
+    }
+  });
+
   it("db:migrate refuses a URL without a scheme, naming DATABASE_URL, instead of connecting to a default server", async () => {
     const run = spawnTs("db/migrate.ts", { DATABASE_URL: "notifiws@127.0.0.1:5432/app" });
     children.push(run);
