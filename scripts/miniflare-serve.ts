@@ -43,7 +43,9 @@ function readEnvFile(path: string): Record<string, string> {
 
 const outdir = mkdtempSync(join(tmpdir(), "notifiws-bundle-"));
 // The same bundle a deploy uploads (and the same [build] step for the dashboard's assets).
-execFileSync(join(ROOT, "node_modules/.bin/wrangler"), ["deploy", "--dry-run", "--config", config, "--outdir", outdir], {
+// Unminified, unlike a deploy: the profiler (bench/profile.ts) maps time to modules by the bundle's
+// module comments, which minification strips. The code is otherwise the deployed code.
+execFileSync(join(ROOT, "node_modules/.bin/wrangler"), ["deploy", "--dry-run", "--no-minify", "--config", config, "--outdir", outdir], {
   cwd: dirname(config),
   env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" },
   stdio: ["ignore", "ignore", "inherit"],

@@ -4,7 +4,7 @@
  * `wrangler dev --local`, and the relay. Used by `npm run dev` and by the
  * end-to-end tests, so both run exactly the same parts.
  */
-import { spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
 import { randomBytes, createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
@@ -160,6 +160,8 @@ export async function startWorkerProcess(o: {
   config?: string;
   inspectorPort?: number;
   verbose?: boolean;
+  /** wrangler dev serves src/demo.ts (the product plus the demo route) with the dashboard in public/ as assets. */
+  demo?: boolean;
 }): Promise<Proc> {
   // Secrets go through a git-ignored env file, never the command line.
   await writeFile(
@@ -171,6 +173,8 @@ export async function startWorkerProcess(o: {
   );
   const port = new URL(o.url).port;
   const config = o.config ?? join(ROOT, "wrangler.toml");
+  const demo = o.demo === true && o.runtime === "wrangler-dev";
+  if (demo) execFileSync(process.execPath, [join(ROOT, "scripts/build-client.mjs")], { cwd: ROOT, stdio: "ignore" });
   const spawnOpts: SpawnOptions = {
     cwd: ROOT,
     env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" },
@@ -198,6 +202,7 @@ export async function startWorkerProcess(o: {
           join(ROOT, "node_modules/.bin/wrangler"),
           [
             "dev",
+            ...(demo ? [join(ROOT, "src/demo.ts"), "--assets", join(ROOT, "public")] : []),
             "--config",
             config,
             "--local",
@@ -290,6 +295,7 @@ export class Stack {
   async startWorker(): Promise<void> {
     this.worker = await startWorkerProcess({
       runtime: this.opts.runtime ?? "wrangler-dev",
+      demo: this.opts.demo ?? true,
       url: this.workerUrl,
       env: this.workerEnv(),
       envFile: join(this.stateDir, "worker.env"),

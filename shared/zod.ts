@@ -2,7 +2,8 @@
  * zod helpers every boundary shares: one way to word validation problems, and
  * the configuration building blocks of the Worker and the relay.
  */
-import { z } from "zod";
+// A namespace import lets the bundler keep only what is used (`import { z }` pulls all of zod, locales included: ~450 KB minified).
+import * as z from "zod";
 
 type Issue = z.core.$ZodIssue;
 

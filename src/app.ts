@@ -5,13 +5,16 @@ import type { AppEnv } from "./env";
 import { ApiError } from "./errors";
 import { errorBody, HTTP_ERRORS } from "../shared/http-errors";
 import { errorFields, log, setLogLevel } from "../shared/log";
-import { demoRoutes } from "./routes/demo";
 import { ingestRoutes } from "./routes/ingest";
 import { publishRoutes } from "./routes/publish";
 import { statsRoutes } from "./routes/stats";
 import { wsRoutes } from "./routes/ws";
 
-export function createApp() {
+/**
+ * The Worker's routes. `extra` mounts more (the demo's, from src/demo.ts, which
+ * only `npm run dev` serves), so the product bundle carries none of their code.
+ */
+export function createApp(extra: Hono<AppEnv>[] = []) {
   const app = new Hono<AppEnv>();
 
   app.get("/health", (c) => c.json({ ok: true }));
@@ -28,7 +31,7 @@ export function createApp() {
   app.route("/", ingestRoutes);
   app.route("/", publishRoutes);
   app.route("/", statsRoutes);
-  app.route("/", demoRoutes);
+  for (const routes of extra) app.route("/", routes);
 
   app.notFound((c) => c.json(errorBody("NOT_FOUND", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`), HTTP_ERRORS.NOT_FOUND.status));
 

@@ -96,6 +96,12 @@ describe("GET /ws/:channel authentication", () => {
     expect(await upgrade(path, { authorization: `Bearer ${t}` })).toMatchObject({ status: 400, code });
   });
 
+  it("has no demo in the deployed Worker: /api/demo/state is 404 NOT_FOUND (npm run dev serves src/demo.ts)", async () => {
+    const res = await exports.default.fetch(new Request("https://x/api/demo/state", { headers: { authorization: `Bearer ${await token()}` } }));
+    expect(res.status).toBe(404);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe("NOT_FOUND");
+  });
+
   it("answers a plain GET with 426 when the credentials are good, so clients can diagnose refusals", async () => {
     const t = await token({ channels: ["sales"] });
     const ok = await exports.default.fetch(new Request("https://x/ws/sales", { headers: { authorization: `Bearer ${t}` } }));

@@ -1,0 +1,37 @@
+/**
+ * The deployed Worker is the product, within its size budget: what
+ * `wrangler deploy --dry-run` would upload (minified, as wrangler.toml sets)
+ * is at most 350 KiB, and carries no demo code (the demo route and its
+ * Postgres driver are src/demo.ts, served only by npm run dev).
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { ROOT } from "../support/process";
+
+/** The budget, KiB, as wrangler reports "Total Upload". docs/benchmarks.md, "Bundle size". */
+const BUDGET_KIB = 350;
+
+describe("deploy bundle", () => {
+  it(`is at most ${BUDGET_KIB} KiB and holds no demo code`, () => {
+    const out = mkdtempSync(join(tmpdir(), "notifiws-deploy-"));
+    try {
+      const report = execFileSync(join(ROOT, "node_modules/.bin/wrangler"), ["deploy", "--dry-run", "--outdir", out], {
+        cwd: ROOT,
+        env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" },
+        encoding: "utf8",
+      });
+      const kib = Number(/Total Upload: ([\d.]+) KiB/.exec(report)?.[1]);
+      console.log(JSON.stringify({ level: "info", msg: "deploy bundle", totalUploadKiB: kib }));
+      expect(kib).toBeGreaterThan(0);
+      expect(kib).toBeLessThanOrEqual(BUDGET_KIB);
+      const bundle = readFileSync(join(out, "index.js"), "utf8");
+      expect(bundle).not.toContain("/api/demo/state");
+      expect(bundle).not.toMatch(/neonConfig|wsProxy/);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
