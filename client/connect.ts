@@ -17,7 +17,7 @@
  *            and reconnect() acts on it, resuming from `lastSeq`.
  */
 import { fullJitter } from "../shared/backoff";
-import type { Envelope, ServerMessage } from "../shared/types";
+import type { ServerMessage } from "../shared/types";
 // The zod-free half of the protocol, so the SDK stays dependency-free at runtime.
 import { BEARER_PROTOCOL_PREFIX, PING_FRAME, SUBPROTOCOL } from "../shared/wire";
 import { parseJsonExact } from "../shared/exact-json";

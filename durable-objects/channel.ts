@@ -16,16 +16,7 @@ import { verifyToken, AuthError } from "../shared/auth";
 import { channelAllowed } from "../shared/channels";
 import { closeReason, closeReplyCode } from "./closecodes";
 import { loadConfig, type Config } from "../shared/worker-config";
-import {
-  CONNECT_HEADER,
-  ConnectRequest,
-  STATS_STORE,
-  type ChannelStats,
-  type Env,
-  type EventRange,
-  type IngestEvent,
-  type IngestOutcome,
-} from "../src/channel-contract";
+import { CONNECT_HEADER, ConnectRequest, type ChannelStats, type Env, type EventRange, type IngestEvent, type IngestOutcome } from "../src/channel-contract";
 import { errorResponse } from "../shared/http-errors";
 import { errorFields, log } from "../shared/log";
 import { ATTACHMENT_MAX_BYTES } from "../shared/limits";

@@ -14,7 +14,7 @@ import type { ConnectRequest, EventRange } from "../src/channel-contract";
 import { errorResponse } from "../shared/http-errors";
 import { utf8Length } from "../shared/limits";
 import { errorFields, log } from "../shared/log";
-import { type EventStore, RANGE_MAX_EVENTS } from "./event-store";
+import { RANGE_MAX_EVENTS } from "./event-store";
 import type { ChannelParts } from "./parts";
 
 /** A failed hand-off to a fan-out object is retried by the ordering object's alarm after this long. */

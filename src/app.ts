@@ -1,6 +1,6 @@
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
-import { ConfigError, loadConfig, type Config } from "../shared/worker-config";
+import { ConfigError, loadConfig } from "../shared/worker-config";
 import type { AppEnv } from "./env";
 import { ApiError } from "./errors";
 import { errorBody, HTTP_ERRORS } from "../shared/http-errors";
