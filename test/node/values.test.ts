@@ -5,7 +5,7 @@
  * by column type, and filters on 64-bit values.
  */
 import { describe, expect, it } from "vitest";
-import { compareOrdered, hasSourceAccess, orderedNumber, parseJsonExact, parseJsonMarked, rawJsonText } from "../../shared/exact-json";
+import { compareOrdered, hasInexactCandidate, hasSourceAccess, orderedNumber, parseJsonExact, parseJsonMarked, rawJsonText } from "../../shared/exact-json";
 import { decodeRow, stringifyExact } from "../../client/values";
 import { matchesFilter } from "../../shared/filter";
 import type { Envelope, Filter } from "../../shared/protocol";
@@ -60,6 +60,24 @@ describe("parseJsonExact", () => {
     expect(JSON.stringify(v)).toBe(text);
     expect(rawJsonText(v.a)).toBe("12345678901234567890");
     expect(v.e).toBe(42);
+  });
+});
+
+describe("the fast path's scan", () => {
+  const cases: [string, boolean][] = [
+    ['{"seq":42,"committedAt":1795425131148,"q":-7}', false],
+    ['{"at":"2026-11-30T10:16:27.905745+00:00","id":"9007199254740993","u":"1e5"}', false],
+    ['{"s":"a\\"b:1.5","n":3}', false],
+    ['{"n":1.5}', true],
+    ['{"n":1e5}', true],
+    ['{"n":9007199254740993}', true],
+    ['{"n":999999999999999}', false],
+    ['{"n":-0}', true],
+    ['{"n":-0.5}', true],
+    ["[-10]", false],
+  ];
+  it.each(cases)("%s → %s", (text, expected) => {
+    expect(hasInexactCandidate(text)).toBe(expected);
   });
 });
 
