@@ -1,9 +1,7 @@
 /**
- * One subscription to one channel: reconnects with exponential backoff and
- * full jitter, resumes from the last seq it delivered (the application sees
- * every event once and in order across any number of reconnects), sends
- * heartbeats and detects dead connections, and refreshes the token before it
- * expires.
+ * One subscription to one channel: reconnects with backoff and full jitter,
+ * resumes from the last seq it delivered (every event once and in order across
+ * reconnects), detects dead connections by heartbeat, refreshes the token.
  *
  * Everything the subscription knows is one `Connection` value changed only
  * through `set` (which reports status changes), as in centrifuge-js and
@@ -21,6 +19,7 @@ import type { ServerMessage } from "../shared/types";
 // The zod-free half of the protocol, so the SDK stays dependency-free at runtime.
 import { BEARER_PROTOCOL_PREFIX, PING_FRAME, SUBPROTOCOL } from "../shared/wire";
 import { parseJsonExact } from "../shared/exact-json";
+import { askWhy } from "./ask-why";
 import { afterClose, afterRefusal, type CloseDecision } from "./decide";
 import { SdkErrorCode } from "./errors";
 import type { ConnectionState, ConnectOptions, Subscription, SubscriptionError } from "./types";
@@ -234,27 +233,19 @@ export function connect(options: ConnectOptions): Subscription {
     later(delay, () => void open());
   }
 
-  /** The browser hides the status of a failed handshake; ask the same URL over plain HTTP. */
+  /** The browser hides the status of a failed handshake; ask the same URL over plain HTTP (ask-why.ts). */
   async function diagnose(token: string): Promise<void> {
-    let status: number | undefined;
-    let body: { error?: { code?: string; message?: string } } = {};
-    try {
-      if (doFetch) {
-        const res = await doFetch(`${httpBase}${channelPath}`, { headers: { authorization: `Bearer ${token}` } });
-        status = res.status;
-        if (status >= 400) body = (await res.json().catch(() => ({}))) as typeof body;
-      }
-    } catch (err) {
-      // Network down, DNS, TLS: say so, then a plain reconnect.
-      report({ code: SdkErrorCode.UNREACHABLE, message: `could not reach ${httpBase}: ${(err as Error).message}`, permanent: false });
+    const why = await askWhy(doFetch, `${httpBase}${channelPath}`, token);
+    if (why.kind === "unreachable") report({ code: SdkErrorCode.UNREACHABLE, message: `could not reach ${httpBase}: ${why.message}`, permanent: false });
+    if (why.kind !== "answered" || why.status < 400) return reconnect({ action: "backoff" });
+    const { status } = why;
+    if (status >= 500) {
+      report({ status, code: why.code ?? SdkErrorCode.SERVER_ERROR, message: why.message ?? `HTTP ${status}`, permanent: false });
       return reconnect({ action: "backoff" });
     }
-    if (status !== undefined && status >= 500)
-      report({ status, code: body.error?.code ?? SdkErrorCode.SERVER_ERROR, message: body.error?.message ?? `HTTP ${status}`, permanent: false });
-    if (status === undefined || status < 400 || status >= 500) return reconnect({ action: "backoff" });
     const verdict = afterRefusal({ status, canRefreshToken: options.getToken !== undefined, refusalsBefore: conn.refusals });
     set({ refusals: conn.refusals + 1 });
-    const err = { status, code: body.error?.code ?? `HTTP_${status}`, message: body.error?.message ?? "refused", permanent: verdict === "stop" };
+    const err = { status, code: why.code ?? `HTTP_${status}`, message: why.message ?? "refused", permanent: verdict === "stop" };
     if (verdict === "stop") return reconnect({ action: "stop", permanent: err });
     report(err);
     reconnect({ action: "backoff" });

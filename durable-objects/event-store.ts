@@ -1,10 +1,9 @@
 /**
- * A channel's storage, in its Durable Object's SQLite: the events with their
- * seq (a bounded history for resume), the dedupe ids, the batch ledger and the
- * counters; on a fan-out object, its copies of the ordering object's events.
- * (Which fan-out objects an ordering object feeds: fanout-tree.ts.)
- * Every statement goes through the production SQL limits (checkSqlBindings):
- * local workerd does not enforce them.
+ * A channel's storage in its Durable Object's SQLite: events with their seq (a
+ * bounded history for resume), dedupe ids, the batch ledger, the counters; on
+ * a fan-out object, copies of the ordering object's events (fanout-tree.ts).
+ * Every statement goes through the production SQL limits (checkSqlBindings),
+ * which local workerd does not enforce.
  */
 import type { Config } from "../shared/worker-config";
 import type { ChannelStats, EventRange, IngestEvent } from "../src/channel-contract";
