@@ -49,6 +49,22 @@ describe("relay image", () => {
     expect(image.env).toMatchObject({ NODE_ENV: "production", RELAY_HTTP_HOST: "0.0.0.0" });
   });
 
+  it("applies the migrations from the image, as README.md says (node --import tsx db/migrate.ts)", async () => {
+    await db.query("CREATE DATABASE from_image");
+    const url = new URL(db.url);
+    url.pathname = "/from_image";
+    const migrate = spawn(process.execPath, ["--import", "tsx", "db/migrate.ts"], {
+      cwd: join(image.root, image.workdir),
+      env: { PATH: process.env.PATH ?? "", ...image.env, DATABASE_URL: url.toString() },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    migrate.stdout.on("data", (d) => (output += d));
+    migrate.stderr.on("data", (d) => (output += d));
+    expect(await new Promise((r) => migrate.on("exit", r)), output).toBe(0);
+    expect(output).toContain("migrations up to date");
+  });
+
   it("starts with the image's CMD, delivers a committed row, passes its HEALTHCHECK and stops on SIGTERM", async () => {
     const port = await freePort();
     const env = {
