@@ -91,26 +91,50 @@ const inexactValue = (source: string, mode: ExactMode): bigint | string => (mode
  * strings (timestamps and uuids are full of digits and dots).
  */
 export function hasInexactCandidate(text: string): boolean {
+  return scanJson(text, (start, end) => {
+    const neg = text.charCodeAt(start) === 0x2d;
+    const len = end - start - (neg ? 1 : 0);
+    if (len >= 16) return true;
+    for (let i = start; i < end; i++) {
+      const c = text.charCodeAt(i);
+      if (c === 0x2e /* . */ || c === 0x65 /* e */ || c === 0x45 /* E */) return true;
+    }
+    return neg && len === 1 && text.charCodeAt(start + 1) === 0x30; // -0
+  });
+}
+
+const isDigit = (c: number) => c >= 0x30 && c <= 0x39;
+
+/**
+ * Walks JSON text, skipping the contents of strings (escapes included), and
+ * calls `number(start, end)` for each number token and `string(start, end)`
+ * (quotes included) for each string; a callback that returns true stops the
+ * walk, and the walk then returns true. The one scanner behind the fast-path
+ * check above and the fallback parser below.
+ */
+function scanJson(text: string, number: (start: number, end: number) => boolean | void, string?: (start: number, end: number) => boolean | void): boolean {
   const n = text.length;
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i);
     if (c === 0x22 /* " */) {
+      const start = i;
       for (i++; i < n; i++) {
         const d = text.charCodeAt(i);
         if (d === 0x5c /* \ */) i++;
         else if (d === 0x22) break;
       }
-    } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39)) {
+      if (string?.(start, i + 1)) return true;
+    } else if (c === 0x2d /* - */ || isDigit(c)) {
       const start = i;
       if (c === 0x2d) i++;
-      let digits = 0;
-      while (i < n && text.charCodeAt(i) >= 0x30 && text.charCodeAt(i) <= 0x39) {
-        digits++;
+      while (i < n && isDigit(text.charCodeAt(i))) i++;
+      if (text.charCodeAt(i) === 0x2e /* . */) for (i++; i < n && isDigit(text.charCodeAt(i));) i++;
+      if ((text.charCodeAt(i) | 0x20) === 0x65 /* e or E */) {
         i++;
+        if (text.charCodeAt(i) === 0x2b || text.charCodeAt(i) === 0x2d) i++;
+        while (i < n && isDigit(text.charCodeAt(i))) i++;
       }
-      const next = text.charCodeAt(i);
-      if (next === 0x2e /* . */ || next === 0x65 /* e */ || next === 0x45 /* E */ || digits >= 16) return true;
-      if (c === 0x2d && digits === 1 && text.charCodeAt(start + 1) === 0x30) return true; // -0
+      if (number(start, i)) return true;
       i--;
     }
   }
@@ -156,26 +180,20 @@ const MARK = "\uE000";
 export function parseJsonMarked(text: string, mode: Exclude<ExactMode, "raw">): unknown {
   let out = "";
   let last = 0;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 0x22 /* " */) {
-      const start = i;
-      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c /* \ */) i++;
-      if (text.startsWith(MARK, start + 1) || text.startsWith("\\ue000", start + 1) || text.startsWith("\\uE000", start + 1)) {
-        out += text.slice(last, start + 1) + MARK;
-        last = start + 1;
-      }
-    } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39)) {
-      const m = /-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
-      m.lastIndex = i;
-      const token = m.exec(text)?.[0] ?? text[i]!;
-      if (!holdsExactly(token, Number(token))) {
-        out += `${text.slice(last, i)}"${MARK}${token}"`;
-        last = i + token.length;
-      }
-      i += token.length - 1;
-    }
-  }
+  scanJson(
+    text,
+    (start, end) => {
+      const token = text.slice(start, end);
+      if (holdsExactly(token, Number(token))) return;
+      out += `${text.slice(last, start)}"${MARK}${token}"`;
+      last = end;
+    },
+    (start) => {
+      if (!text.startsWith(MARK, start + 1) && !text.startsWith("\\ue000", start + 1) && !text.startsWith("\\uE000", start + 1)) return;
+      out += text.slice(last, start + 1) + MARK;
+      last = start + 1;
+    },
+  );
   out += text.slice(last);
   return JSON.parse(out, (_k, v: unknown) => {
     if (typeof v !== "string" || !v.startsWith(MARK)) return v;

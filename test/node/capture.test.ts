@@ -24,6 +24,19 @@ const onDb: Query = (sql, params) => db.query<Row>(sql, params);
 /** The SQL functions as an older release defined them (test/fixtures), to build a database to upgrade. */
 const legacyFunctions = (release: "004" | "005") => readFileSync(join(ROOT, `test/fixtures/legacy-functions-${release}.sql`), "utf8");
 
+/** A new database with the schema of an older release: its migrations, then its functions. */
+async function olderDatabase(name: string, release: "004" | "005"): Promise<{ url: URL; old: pg.Client }> {
+  await db.query(`CREATE DATABASE ${name}`);
+  const url = new URL(db.url);
+  url.pathname = `/${name}`;
+  await migrate(url.toString(), () => {}, { upTo: release === "004" ? "004_wakeup_mode.sql" : "005_compiled_capture.sql" });
+  const old = new pg.Client({ connectionString: url.toString() });
+  await old.connect();
+  await old.query(legacyFunctions("004"));
+  if (release === "005") await old.query(legacyFunctions("005"));
+  return { url, old };
+}
+
 /** The same writes against a table, in order. */
 async function writes(query: (sql: string) => Promise<unknown>, table: string) {
   await query(`INSERT INTO ${table} (name, stock, secret) VALUES ('a', 10, 's1'), ('b', 2, 's2')`);
@@ -99,6 +112,8 @@ describe.each(POSTGRES_SERVERS)("capture on %s Postgres", (server) => {
       expect(JSON.parse(list.types)).toEqual({ id: "int4", v: "int8" });
       expect(JSON.parse(star.data)).toEqual({ id: 1, v: "9007199254740993", secret: "s", w: "0.30" });
       expect(JSON.parse(star.types)).toMatchObject({ w: "numeric" });
+      await db.query("CREATE TABLE cap_dropped (id int); SELECT notifiws.watch('cap_dropped', 'alter.dropped', ARRAY['id']); DROP TABLE cap_dropped;");
+      await db.query("SELECT notifiws.recompile_watches()"); // a watch whose table is gone is forgotten, not an error
       await db.query("SELECT notifiws.unwatch('cap_alter', 'alter.star')");
       expect((await db.query("SELECT channel FROM notifiws.watches WHERE channel LIKE 'alter.%'")).rows).toEqual([{ channel: "alter.list" }]);
     });
@@ -116,14 +131,8 @@ describe.each(POSTGRES_SERVERS)("capture on %s Postgres", (server) => {
     });
 
     it("the upgrade rewrites triggers created before migration 005, keeping their ops and WHEN conditions", async () => {
-      await db.query("CREATE DATABASE capture_upgrade");
-      const url = new URL(db.url);
-      url.pathname = "/capture_upgrade";
-      await migrate(url.toString(), () => {}, { upTo: "004_wakeup_mode.sql" });
-      const old = new pg.Client({ connectionString: url.toString() });
-      await old.connect();
+      const { url, old } = await olderDatabase("capture_upgrade", "004");
       try {
-        await old.query(legacyFunctions("004"));
         await old.query(`CREATE TABLE items (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text, stock int, secret text, "Mixed Case" text)`);
         await old.query("SELECT notifiws.watch('items', 'items', ARRAY['id', 'name', 'stock'], include_old => true)");
         await old.query("SELECT notifiws.watch('items', 'items.low', ARRAY['id', 'stock'], condition => 'NEW.stock < 5', ops => ARRAY['insert', 'update'])");
@@ -156,15 +165,8 @@ describe.each(POSTGRES_SERVERS)("capture on %s Postgres", (server) => {
     });
 
     it("the upgrade to exact values (006) registers the watches compiled by 005 and recompiles them: same ops, conditions and columns, exact values", async () => {
-      await db.query("CREATE DATABASE exact_upgrade");
-      const url = new URL(db.url);
-      url.pathname = "/exact_upgrade";
-      await migrate(url.toString(), () => {}, { upTo: "005_compiled_capture.sql" });
-      const old = new pg.Client({ connectionString: url.toString() });
-      await old.connect();
+      const { url, old } = await olderDatabase("exact_upgrade", "005");
       try {
-        await old.query(legacyFunctions("004"));
-        await old.query(legacyFunctions("005"));
         await old.query(`CREATE TABLE ledger (id int8 PRIMARY KEY, amount numeric, "it's" text, secret text)`);
         await old.query(`SELECT notifiws.watch('ledger', 'ledger', ARRAY['id', 'amount', 'it''s'], include_old => true)`);
         await old.query(`SELECT notifiws.watch('ledger', 'ledger.big', ARRAY['id'], condition => 'NEW.amount > 1000', ops => ARRAY['insert'])`);
