@@ -10,12 +10,10 @@
  */
 import type pg from "pg";
 import { errorFields, log } from "../shared/log";
-import { ChangeEvent } from "../shared/protocol";
 import { fullJitter } from "../shared/backoff";
 import { formatIssues } from "../shared/zod";
-import type { RelayConfig } from "./config";
-import type { RelayMetrics } from "./metrics";
-import { postBatch, type PostOutcome } from "./post";
+import { batchBody, EventHeader, eventJson } from "./event";
+import { sendBatch, type SendHost } from "./send";
 
 interface OutboxRow {
   id: string;
@@ -37,15 +35,13 @@ interface Hold {
   attempt: number;
 }
 
-export interface DrainHost {
-  config: RelayConfig;
-  metrics: RelayMetrics;
+export interface DrainHost extends SendHost {
   /** The leader's connection, while there is one. */
   client: () => pg.Client | undefined;
-  /** A graceful stop began: finish the batch in flight, start nothing new. */
-  stopping: () => boolean;
-  /** A sleep that a stop cuts short. */
-  sleep: (ms: number) => Promise<void>;
+  /** Runs one pass with the WAL stream's delivery excluded (relay/wal.ts: a channel's spilled rows stay in order). */
+  exclusive: <T>(fn: () => Promise<T>) => Promise<T>;
+  /** After each pass: the outbox changed (the WAL stream re-reads which channels have rows). */
+  passed?: (client: pg.Client) => Promise<void>;
 }
 
 export class Drain {
@@ -100,8 +96,16 @@ export class Drain {
 
   /** Delivers one batch; true when more rows may be waiting. */
   private async drainOnce(): Promise<boolean> {
-    const client = this.host.client();
-    if (!client) return false;
+    return this.host.exclusive(async () => {
+      const client = this.host.client();
+      if (!client) return false;
+      const more = await this.pass(client);
+      await this.host.passed?.(client);
+      return more;
+    });
+  }
+
+  private async pass(client: pg.Client): Promise<boolean> {
     const now = Date.now();
     const heldNow = [...this.held].filter(([, h]) => h.until > now).map(([channel]) => channel);
     const { rows } = await client.query<OutboxRow>(
@@ -123,7 +127,7 @@ export class Drain {
         invalid.push({ id: row.id, reason: formatIssues(parsed.error.issues, { root: "event" }) });
         continue;
       }
-      const json = eventJson(parsed.data, row);
+      const json = eventJson(parsed.data, { data: row.data, old: row.old_data, types: row.types });
       const size = Buffer.byteLength(json, "utf8") + 1;
       if (events.length > 0 && bytes + size > limit) break;
       bytes += size;
@@ -135,8 +139,7 @@ export class Drain {
 
     const batchId = crypto.randomUUID();
     // Same shape as IngestBatch (the Worker validates it with that schema).
-    const body = `{"batchId":${JSON.stringify(batchId)},"events":[${events.join(",")}]}`;
-    const outcome = await this.send(batchId, body, events.length);
+    const outcome = await sendBatch(this.host, batchId, batchBody(batchId, events), events.length);
     switch (outcome.kind) {
       case "stopped":
         return false;
@@ -164,8 +167,6 @@ export class Drain {
       }
       case "batch_too_large":
         return this.shrink(client, batch);
-      case "retry":
-        return false; // send() retries these itself; unreachable
     }
   }
 
@@ -214,65 +215,11 @@ export class Drain {
     this.host.metrics.deadLettered += ids.length;
     log("error", "rows moved to notifiws.dead_letter", { count: ids.length, outboxIds: ids.slice(0, 20), reason });
   }
-
-  /**
-   * POSTs until the Worker gives an answer about the rows (stored, partly
-   * stored, or refused for size), retrying everything else with backoff. The
-   * same batch id is reused across retries, so a retry of a batch the Worker
-   * stored but whose answer was lost comes back 409 BATCH_REPLAYED.
-   */
-  private async send(batchId: string, body: string, count: number): Promise<PostOutcome | { kind: "stopped" }> {
-    for (let attempt = 0; ; attempt++) {
-      if (attempt > 0) {
-        this.host.metrics.retries++;
-        await this.host.sleep(fullJitter(attempt, this.host.config.RELAY_BACKOFF_BASE_MS, this.host.config.RELAY_BACKOFF_MAX_MS));
-      }
-      if (this.host.stopping() && attempt > 0) return { kind: "stopped" };
-      if (!this.host.metrics.leader) return { kind: "stopped" };
-      const started = performance.now();
-      const outcome = await postBatch({
-        workerUrl: this.host.config.WORKER_URL,
-        secret: this.host.config.INGEST_SECRET,
-        body,
-        timeoutMs: this.host.config.RELAY_POST_TIMEOUT_MS,
-      });
-      this.host.metrics.recordPost(performance.now() - started);
-      if (outcome.kind === "delivered") return outcome;
-      this.host.metrics.failures++;
-      if (outcome.kind !== "retry") return outcome;
-      this.host.metrics.recordRefusal(outcome.status, outcome.code);
-      const fields = {
-        batchId,
-        events: count,
-        attempt,
-        status: outcome.status,
-        code: outcome.code,
-        reason: outcome.message,
-        ...(outcome.skewSeconds !== undefined ? { clockSkewSeconds: outcome.skewSeconds } : {}),
-      };
-      if (outcome.permanent) log("error", "worker refused the batch; retrying will not help until the cause is fixed", fields);
-      else log("warn", "POST to worker failed; retrying", fields);
-    }
-  }
 }
 
 /** The outbox's columns by name: dead_letter has the same ones, but columns added later sit after its own. */
 const OUTBOX_COLUMNS = "id, event_id, channel, op, table_name, data, old_data, txid, committed_at, created_at, types";
 
-/** Every field of an event but the row values, which are checked by Postgres (jsonb) and travel as its text. */
-const EventHeader = ChangeEvent.omit({ data: true, old: true, types: true });
-
 function eventHeader(row: OutboxRow): unknown {
   return { id: row.event_id, channel: row.channel, op: row.op, table: row.table_name, committedAt: row.committed_at.getTime(), txid: row.txid };
-}
-
-/** The event as ChangeEvent JSON: the validated header, then the row values spliced in as Postgres printed them. */
-function eventJson(header: object, row: OutboxRow): string {
-  const head = JSON.stringify(header);
-  return (
-    `${head.slice(0, -1)},"data":${row.data ?? "null"}` +
-    (row.old_data !== null ? `,"old":${row.old_data}` : "") +
-    (row.types !== null ? `,"types":${row.types}` : "") +
-    "}"
-  );
 }

@@ -2,9 +2,21 @@
 import { createServer, type Server } from "node:http";
 import { Histogram, renderHistogram } from "../shared/histogram";
 
+/** What /metrics reads from Postgres at scrape time. */
+export interface Backlog {
+  events: number;
+  oldestSeconds: number;
+  /** The replication slot, while one exists (wal mode, or being retired). */
+  slot?: { retainedBytes: number; behindBytes: number; behindSeconds: number; lost: boolean; pendingBytes: number };
+}
+
 export class RelayMetrics {
   connected = false;
   leader = false;
+  /** The mode the leader set (0 outbox, 1 wal in /metrics). */
+  captureMode: "outbox" | "wal" | undefined;
+  /** Times the leader found its slot invalidated by Postgres and recreated it (channels were reset). */
+  slotInvalidations = 0;
   eventsDelivered = 0;
   batches = 0;
   retries = 0;
@@ -63,7 +75,7 @@ export class RelayMetrics {
     return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
   }
 
-  render(backlog: { events: number; oldestSeconds: number } | undefined): string {
+  render(backlog: Backlog | undefined): string {
     const g = (name: string, type: string, help: string, value: number | string) => `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${value}`;
     const lines = [
       g("notifiws_relay_connected", "gauge", "1 when the LISTEN connection is up", this.connected ? 1 : 0),
@@ -77,6 +89,13 @@ export class RelayMetrics {
       g("notifiws_relay_reconnects_total", "counter", "Postgres reconnects", this.reconnects),
       g("notifiws_relay_takeovers_total", "counter", "Stuck leaders this relay replaced", this.takeovers),
       g("notifiws_relay_held_channels", "gauge", "Channels held back after the edge failed to store them", this.heldChannels),
+      g("notifiws_relay_capture_wal", "gauge", "1 when the leader captures from the WAL, 0 from the outbox", this.captureMode === "wal" ? 1 : 0),
+      g(
+        "notifiws_relay_slot_invalidations_total",
+        "counter",
+        "Replication slots found invalidated and recreated (their channels were reset)",
+        this.slotInvalidations,
+      ),
       `# HELP notifiws_relay_post_refusals_total Failed POSTs by status and error code\n# TYPE notifiws_relay_post_refusals_total counter`,
       ...[...this.refusals.values()].map(
         (r) => `notifiws_relay_post_refusals_total{status="${r.status}",code="${r.code.replace(/[^A-Za-z0-9_]/g, "_")}"} ${r.n}`,
@@ -89,6 +108,23 @@ export class RelayMetrics {
     if (backlog) {
       lines.push(g("notifiws_relay_backlog_events", "gauge", "Rows waiting in notifiws.outbox", backlog.events));
       lines.push(g("notifiws_relay_oldest_undelivered_seconds", "gauge", "Age of the oldest waiting row", backlog.oldestSeconds));
+      const slot = backlog.slot;
+      if (slot) {
+        lines.push(
+          g(
+            "notifiws_relay_slot_retained_wal_bytes",
+            "gauge",
+            "WAL the replication slot keeps on the server (current position - restart_lsn)",
+            slot.retainedBytes,
+          ),
+        );
+        lines.push(
+          g("notifiws_relay_slot_behind_bytes", "gauge", "WAL not yet confirmed by the relay (current position - confirmed_flush_lsn)", slot.behindBytes),
+        );
+        lines.push(g("notifiws_relay_slot_behind_seconds", "gauge", "Age of the oldest decoded event the Worker has not yet stored", slot.behindSeconds));
+        lines.push(g("notifiws_relay_slot_lost", "gauge", "1 when Postgres invalidated the slot (max_slot_wal_keep_size)", slot.lost ? 1 : 0));
+        lines.push(g("notifiws_relay_wal_buffered_bytes", "gauge", "Decoded bytes waiting in the relay for the Worker", slot.pendingBytes));
+      }
     }
     return lines.join("\n") + "\n";
   }
@@ -96,7 +132,7 @@ export class RelayMetrics {
 
 export function startHttp(
   metrics: RelayMetrics,
-  backlog: () => Promise<{ events: number; oldestSeconds: number } | undefined>,
+  backlog: () => Promise<Backlog | undefined>,
   host: string,
   port: number,
   opts: { stats?: boolean } = {},

@@ -1,8 +1,9 @@
 /**
  * The relay: one dedicated Postgres connection that wins the leader election,
- * LISTENs for outbox wake-ups and has drain.ts deliver notifiws.outbox in
- * signed batches to the Worker, deleting rows only after the Worker stored
- * them. Connecting, reconnecting and catching up happen here, in one place.
+ * sets the capture mode (capture.ts), has drain.ts deliver notifiws.outbox
+ * and, in wal mode, wal.ts stream the replication slot, in signed batches to
+ * the Worker, forgetting events only after the Worker stored them.
+ * Connecting, reconnecting and catching up happen here, in one place.
  *
  * Failure handling, in one place each:
  * - the connection: every statement has a server-side statement_timeout and a
@@ -17,9 +18,11 @@ import pg from "pg";
 import { errorFields, log } from "../shared/log";
 import { fullJitter } from "../shared/backoff";
 import type { RelayConfig } from "./config";
+import { CaptureUnavailable, currentLsn, outboxChannels, prepareCapture, retireSlot, waitForOlderTransactions } from "./capture";
 import { Drain } from "./drain";
 import { Leadership } from "./leader";
-import { RelayMetrics } from "./metrics";
+import { RelayMetrics, type Backlog } from "./metrics";
+import { WalStream } from "./wal";
 
 /** A session that stayed up this long resets the reconnect backoff. */
 const STABLE_SESSION_MS = 30_000;
@@ -27,6 +30,8 @@ const STABLE_SESSION_MS = 30_000;
 const CLIENT_DEADLINE_MARGIN_MS = 1000;
 /** How long a graceful stop waits for Postgres to acknowledge the session's end. */
 const GRACEFUL_END_MS = 1000;
+/** wal mode: the outbox only holds spilled channels and rows from before the switch; a slow look is enough. */
+const WAL_MODE_OUTBOX_POLL_MS = 1000;
 
 export class Relay {
   readonly metrics = new RelayMetrics();
@@ -35,6 +40,9 @@ export class Relay {
   private readonly sleepers = new Set<() => void>();
   private supervisor: Promise<void> | undefined;
   private readonly drain: Drain;
+  private wal: WalStream | undefined;
+  /** One delivery at a time across the outbox drain and the WAL stream, so a spilled channel stays in order. */
+  private turn: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly config: RelayConfig) {
     this.drain = new Drain({
@@ -43,7 +51,17 @@ export class Relay {
       client: () => this.client,
       stopping: () => this.stopping,
       sleep: (ms) => this.sleep(ms),
+      exclusive: (fn) => this.exclusive(fn),
+      passed: async (client) => {
+        if (this.wal) this.wal.spilled = await outboxChannels(client);
+      },
     });
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.turn.then(fn, fn);
+    this.turn = run.catch(() => undefined);
+    return run;
   }
 
   /** Starts the connect/lead/drain loop in the background. */
@@ -59,6 +77,7 @@ export class Relay {
     this.stopping = true;
     for (const wake of this.sleepers) wake();
     await this.drain.settled();
+    this.wal?.close();
     const c = this.client;
     if (c) {
       if (this.metrics.leader) await c.query("SELECT pg_advisory_unlock($1)", [this.config.RELAY_LOCK_KEY]).catch(() => undefined);
@@ -69,13 +88,36 @@ export class Relay {
     await this.supervisor?.catch(() => undefined);
   }
 
-  /** Rows waiting and the age of the oldest, for /metrics. */
-  async backlog(): Promise<{ events: number; oldestSeconds: number } | undefined> {
+  /** Events read from the slot that the Worker has not yet stored (wal mode). */
+  walPending(): number {
+    return this.wal?.pendingEvents ?? 0;
+  }
+
+  /** Rows waiting and the age of the oldest; in wal mode, the slot's retained WAL: for /metrics. */
+  async backlog(): Promise<Backlog | undefined> {
     if (!this.client || !this.metrics.connected) return undefined;
     const r = await this.client.query<{ n: string; age: number | null }>(
       "SELECT count(*) AS n, extract(epoch FROM now() - min(created_at))::float8 AS age FROM notifiws.outbox",
     );
-    return { events: Number(r.rows[0]!.n), oldestSeconds: Math.max(0, r.rows[0]!.age ?? 0) };
+    const backlog: Backlog = { events: Number(r.rows[0]!.n), oldestSeconds: Math.max(0, r.rows[0]!.age ?? 0) };
+    const slot = await this.client.query<{ retained: string | null; behind: string | null; status: string | null }>(
+      `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::text AS retained,
+              pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::text AS behind, wal_status AS status
+         FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()`,
+      [this.config.RELAY_SLOT],
+    );
+    const row = slot.rows[0];
+    if (row) {
+      const oldest = this.wal?.oldestPendingAt;
+      backlog.slot = {
+        retainedBytes: Number(row.retained ?? 0),
+        behindBytes: Number(row.behind ?? 0),
+        behindSeconds: oldest === undefined ? 0 : Math.max(0, (Date.now() - oldest) / 1000),
+        lost: row.status === "lost",
+        pendingBytes: this.wal?.pendingBytes ?? 0,
+      };
+    }
+    return backlog;
   }
 
   // -------------------------------------------------------------------------
@@ -91,7 +133,7 @@ export class Relay {
         await this.session();
       } catch (err) {
         if (this.stopping) break;
-        if (err instanceof SchemaMissing) log("error", err.message, { code: err.code });
+        if (err instanceof SchemaMissing || err instanceof CaptureUnavailable) log("error", err.message, { code: err.code });
         else log("warn", "postgres session ended", errorFields(err));
       }
       if (this.stopping) break;
@@ -139,13 +181,18 @@ export class Relay {
       this.metrics.leader = true;
       log("info", "leader lock acquired; draining", { holder: leadership.holder });
 
+      const plan = await race(prepareCapture(client, cfg));
+      this.metrics.captureMode = plan.mode;
+      if (plan.lostChannels.length > 0) this.metrics.slotInvalidations++;
+
       client.on("notification", () => this.drain.kick());
       // The channel's name has one home, the database (notifiws.wakeup_channel(), db/functions/capture.sql).
       const wakeup = (await race(client.query<{ c: string }>("SELECT notifiws.wakeup_channel() AS c"))).rows[0]!.c;
       await race(client.query(`LISTEN ${pg.escapeIdentifier(wakeup)}`));
       // Catch up on everything committed while no relay was listening.
       this.drain.kick();
-      timers.push(setInterval(() => this.drain.kick(), cfg.RELAY_POLL_MS));
+      timers.push(setInterval(() => this.drain.kick(), plan.mode === "wal" ? Math.max(cfg.RELAY_POLL_MS, WAL_MODE_OUTBOX_POLL_MS) : cfg.RELAY_POLL_MS));
+      if (plan.stream !== "none") void this.stream(client, plan.stream, plan.switched).catch((err: Error) => fail(err));
       // The heartbeat is also the liveness check: it fails (query_timeout) on a
       // dead connection, and LeadershipLost if a standby replaced us.
       let beating = false;
@@ -162,6 +209,8 @@ export class Relay {
       await ended;
     } finally {
       timers.forEach(clearInterval);
+      this.wal?.close();
+      this.wal = undefined;
       this.metrics.connected = false;
       this.metrics.leader = false;
       if (this.client === client) this.client = undefined;
@@ -170,6 +219,47 @@ export class Relay {
       if (!this.stopping) destroy(client);
       await this.drain.settled();
     }
+  }
+
+  /**
+   * Reads the replication slot: for good in wal mode, or, after a switch to
+   * outbox, up to the WAL position once every transaction begun before the
+   * switch has ended, then drops it. Resolves only when retired; a failure
+   * ends the session.
+   */
+  private async stream(client: pg.Client, kind: "live" | "retire", switched: boolean): Promise<void> {
+    // Transactions begun before a switch may still write to the old sink: let them end first, so
+    // a channel's outbox rows from before the switch are known (and queue ahead), and a retired
+    // slot is read past every message. A retire always waits: an earlier leader may have switched.
+    if (switched || kind === "retire")
+      await waitForOlderTransactions(
+        client,
+        (ms) => this.sleep(ms),
+        () => this.stopping,
+      );
+    const wal = new WalStream(
+      {
+        config: this.config,
+        metrics: this.metrics,
+        stopping: () => this.stopping,
+        sleep: (ms) => this.sleep(ms),
+        client: () => this.client,
+        exclusive: (fn) => this.exclusive(fn),
+        kickOutbox: () => this.drain.kick(),
+      },
+      this.config.RELAY_SLOT,
+    );
+    wal.spilled = await outboxChannels(client);
+    this.wal = wal;
+    if (kind === "live") {
+      await wal.run();
+      if (!this.stopping) throw new Error("the replication stream ended");
+      return;
+    }
+    await wal.run({ until: await currentLsn(client) });
+    if (this.stopping || this.wal !== wal) return;
+    this.wal = undefined;
+    await retireSlot(client, this.config.RELAY_SLOT);
   }
 
   /** A sleep that stop() cuts short. */

@@ -17,6 +17,9 @@ export interface RunningPostgres {
   start(): Promise<void>;
 }
 
+/** Server flags for logical replication: the relay's slot, a standby's, and a test's second slot. */
+export const LOGICAL_FLAGS = ["-c", "wal_level=logical", "-c", "max_replication_slots=10", "-c", "max_wal_senders=10"];
+
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
@@ -59,7 +62,8 @@ export async function startEmbeddedPostgres(opts: {
     createPostgresUser: process.getuid?.() === 0,
     // fsync off keeps tests and the dev stack quick (durability across OS crashes is not under test);
     // `durable` keeps Postgres's defaults, for measurements where commit cost matters (bench W5).
-    postgresFlags: [...(opts.durable ? [] : ["-c", "fsync=off"]), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"],
+    // wal_level=logical lets the relay capture from the WAL (RELAY_CAPTURE=wal, docs/database.md).
+    postgresFlags: [...(opts.durable ? [] : ["-c", "fsync=off"]), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", ...LOGICAL_FLAGS],
     onLog: quiet ? () => {} : (m) => process.stderr.write(m),
     onError: quiet ? () => {} : (e) => process.stderr.write(String(e) + "\n"),
   });

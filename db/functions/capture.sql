@@ -13,9 +13,85 @@
 -- type (`types`), so a client can decode them without guessing.
 
 -- The channel the relay LISTENs on. Payload is always empty, so Postgres
--- folds every notification of one transaction into a single wake-up.
+-- folds every notification of one transaction into a single wake-up. Only
+-- sent with notifiws.wakeup = 'notify': NOTIFY takes a database-wide lock at
+-- commit that serialises committing writers (docs/database.md), so by default
+-- the relay polls instead (RELAY_POLL_MS).
 CREATE OR REPLACE FUNCTION notifiws.wakeup_channel() RETURNS text
 LANGUAGE sql IMMUTABLE AS $$ SELECT 'notifiws_outbox' $$;
+
+-- The prefix of the logical messages written in 'wal' mode; the relay reads only these.
+CREATE OR REPLACE FUNCTION notifiws.message_prefix() RETURNS text
+LANGUAGE sql IMMUTABLE AS $$ SELECT 'notifiws' $$;
+
+-- 'outbox' or 'wal' (migration 007): where the capture functions write.
+CREATE OR REPLACE FUNCTION notifiws.capture_mode() RETURNS text
+LANGUAGE sql STABLE AS $$ SELECT coalesce((SELECT mode FROM notifiws.capture_settings), 'outbox') $$;
+
+-- Switches the capture mode and recompiles every watch; returns the previous
+-- mode. The relay calls it (RELAY_CAPTURE): in 'wal' mode only after its
+-- replication slot exists, so no message is written before something keeps
+-- it; in either direction it then waits for the transactions that began
+-- before the switch, and drains what they wrote to the old sink.
+CREATE OR REPLACE FUNCTION notifiws.set_capture_mode(mode text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+  prev text;
+BEGIN
+  IF mode IS NULL OR mode NOT IN ('outbox', 'wal') THEN
+    RAISE EXCEPTION 'notifiws.set_capture_mode: unknown mode % (outbox or wal)', mode USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF mode = 'wal' AND current_setting('wal_level') <> 'logical' THEN
+    RAISE EXCEPTION 'notifiws: WAL capture needs wal_level = logical (this server has %)', current_setting('wal_level')
+      USING ERRCODE = 'object_not_in_prerequisite_state';
+  END IF;
+  -- The row lock serialises concurrent switches.
+  SELECT s.mode INTO prev FROM notifiws.capture_settings s FOR UPDATE;
+  IF prev IS NOT DISTINCT FROM mode THEN
+    RETURN prev;
+  END IF;
+  INSERT INTO notifiws.capture_settings (singleton, mode, changed_at) VALUES (true, mode, now())
+  ON CONFLICT (singleton) DO UPDATE SET mode = EXCLUDED.mode, changed_at = EXCLUDED.changed_at;
+  PERFORM notifiws.recompile_watches();
+  RETURN coalesce(prev, 'outbox');
+END
+$$;
+
+-- One event as the logical message 'wal' mode writes, read by relay/wal.ts:
+-- a JSON header line (event id, channel, op, table, txid), then the row, the
+-- old row (empty when absent) and the types, each as the jsonb text the
+-- outbox would hold, one per line (jsonb text has no raw newline), so the
+-- relay splices the values without parsing them. A plain SQL function, so
+-- the planner inlines it into the trigger's expression.
+CREATE OR REPLACE FUNCTION notifiws.wal_message(channel text, op text, table_name text, data jsonb, old_data jsonb, types jsonb) RETURNS text
+LANGUAGE sql VOLATILE AS $$
+  SELECT '{"id":"' || gen_random_uuid() || '","channel":' || to_json(channel) || ',"op":"' || op
+    || '","table":' || to_json(table_name) || ',"txid":"' || pg_current_xact_id() || '"}'
+    || E'\n' || coalesce(data::text, 'null') || E'\n' || coalesce(old_data::text, '') || E'\n' || coalesce(types::text, 'null')
+$$;
+
+-- The statements that hand one event to the relay, in the current capture
+-- mode. In PL/pgSQL scope: new_data and old_data (jsonb); `ch` and `types`
+-- are SQL expressions (text and jsonb).
+--   outbox: a row in notifiws.outbox (event id, txid and time from its defaults);
+--   wal:    a transactional logical message (notifiws.wal_message()), decoded by
+--           the relay in commit order; nothing is written to a table.
+CREATE OR REPLACE FUNCTION notifiws.sink_sql(ch text, types text) RETURNS text
+LANGUAGE sql STABLE AS $$
+  SELECT CASE notifiws.capture_mode()
+    WHEN 'wal' THEN format($s$
+      PERFORM pg_logical_emit_message(true, notifiws.message_prefix(),
+        notifiws.wal_message(%1$s, lower(TG_OP), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, new_data, old_data, %2$s));
+    $s$, ch, types)
+    ELSE format($s$
+      INSERT INTO notifiws.outbox (channel, op, table_name, data, old_data, types)
+      VALUES (%1$s, lower(TG_OP), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, new_data, old_data, %2$s);
+      IF current_setting('notifiws.wakeup', true) = 'notify' THEN
+        PERFORM pg_notify(notifiws.wakeup_channel(), '');
+      END IF;
+    $s$, ch, types)
+  END
+$$;
 
 -- Trigger name for one (channel, op) on a table: stable, and unique per channel.
 CREATE OR REPLACE FUNCTION notifiws.trigger_name(channel text, op text) RETURNS text
@@ -147,11 +223,7 @@ BEGIN
         END IF;
         %s
       END IF;
-      INSERT INTO notifiws.outbox (channel, op, table_name, data, old_data, types)
-      VALUES (%L, lower(TG_OP), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, new_data, old_data, %L::jsonb);
-      IF coalesce(current_setting('notifiws.wakeup', true), '') <> 'poll' THEN
-        PERFORM pg_notify(notifiws.wakeup_channel(), '');
-      END IF;
+      %s
       RETURN NULL;
     END
     $body$
@@ -163,8 +235,7 @@ BEGIN
     new_row.expr,
     old_row.expr,
     CASE WHEN include_old THEN '' ELSE 'old_data := NULL;' END,
-    channel,
-    new_row.types::text);
+    notifiws.sink_sql(quote_literal(channel), quote_literal(new_row.types::text) || '::jsonb'));
   RETURN fname;
 END
 $$;
@@ -198,10 +269,16 @@ BEGIN
       old_data := NULL;
     END IF;
   END IF;
-  INSERT INTO notifiws.outbox (channel, op, table_name, data, old_data, types)
-  VALUES (ch, lower(TG_OP), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, new_data, old_data, codec.types);
-  IF coalesce(current_setting('notifiws.wakeup', true), '') <> 'poll' THEN
-    PERFORM pg_notify(notifiws.wakeup_channel(), '');
+  -- The mode is read on every write here (compiled functions have it built in).
+  IF notifiws.capture_mode() = 'wal' THEN
+    PERFORM pg_logical_emit_message(true, notifiws.message_prefix(),
+      notifiws.wal_message(ch, lower(TG_OP), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, new_data, old_data, codec.types));
+  ELSE
+    INSERT INTO notifiws.outbox (channel, op, table_name, data, old_data, types)
+    VALUES (ch, lower(TG_OP), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, new_data, old_data, codec.types);
+    IF current_setting('notifiws.wakeup', true) = 'notify' THEN
+      PERFORM pg_notify(notifiws.wakeup_channel(), '');
+    END IF;
   END IF;
   RETURN NULL;
 END

@@ -10,6 +10,7 @@ import { spawnTs } from "../support/process";
 import { Receiver, RECEIVER_SECRET } from "../support/receiver";
 import { TcpProxy } from "../support/tcpproxy";
 import { IngestBatch } from "../../shared/protocol";
+import { prepareCapture } from "../../relay/capture";
 
 setLogLevel("error");
 
@@ -17,9 +18,20 @@ let db: TestPostgres;
 let receiver: Receiver;
 const relays: Relay[] = [];
 
+/** The capture mode under test (RELAY_CAPTURE): the suites below run in both. */
+let mode: "outbox" | "wal";
+
 beforeEach(async () => {
   receiver = await new Receiver().start();
   await db.query("TRUNCATE items; DELETE FROM notifiws.outbox; DELETE FROM notifiws.dead_letter;");
+  // What an earlier test left unconfirmed in the slot must not reach this test's receiver.
+  if (mode === "wal")
+    await waitUntil("the slot skipped to now", () =>
+      db.query("SELECT pg_replication_slot_advance('notifiws', pg_current_wal_lsn())").then(
+        () => true,
+        () => false, // still active: a killed relay's walsender is on its way out
+      ),
+    );
 });
 afterEach(async () => {
   await Promise.all(relays.splice(0).map((r) => r.stop()));
@@ -29,16 +41,17 @@ afterEach(async () => {
 function env(extra: Record<string, string> = {}): Record<string, string> {
   return {
     DATABASE_URL: db.url,
-    WORKER_URL: receiver.url,
+    WORKER_URL: receiver?.url ?? "http://127.0.0.1:9",
     INGEST_SECRET: RECEIVER_SECRET,
     RELAY_HTTP_PORT: "0",
-    RELAY_POLL_MS: "500",
+    RELAY_POLL_MS: "20",
     RELAY_BACKOFF_BASE_MS: "20",
     RELAY_BACKOFF_MAX_MS: "300",
     RELAY_STANDBY_POLL_MS: "100",
     RELAY_HEARTBEAT_MS: "200",
     RELAY_TAKEOVER_MS: "1500",
     RELAY_STATEMENT_TIMEOUT_MS: "800",
+    RELAY_CAPTURE: mode,
     LOG_LEVEL: "error",
     ...extra,
   };
@@ -58,15 +71,31 @@ function startRelay(extra: Record<string, string> = {}): Relay {
 }
 
 const outboxCount = async () => Number((await db.query<{ n: string }>("SELECT count(*) AS n FROM notifiws.outbox")).rows[0]!.n);
+/** Events captured but not yet stored by the Worker: outbox rows, plus what the in-process relays hold from the slot. */
+const undelivered = async () => (await outboxCount()) + relays.reduce((n, r) => n + r.walPending(), 0);
+/** A relay process has nothing left to deliver: no outbox rows and, in wal mode, nothing buffered from the slot. */
+async function processSettled(port: number): Promise<boolean> {
+  if ((await outboxCount()) > 0) return false;
+  if (mode === "outbox") return true;
+  const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  return /notifiws_relay_wal_buffered_bytes 0\n/.test(metrics);
+}
 
-describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
+const MATRIX = POSTGRES_SERVERS.flatMap((server) => (["outbox", "wal"] as const).map((m) => [server, m] as const));
+
+describe.each(MATRIX)("relay on %s Postgres, %s capture", (server, captureMode) => {
   beforeAll(async () => {
+    mode = captureMode;
     db = await testPostgres({ server });
     await db.query(`
       CREATE TABLE items (id serial PRIMARY KEY, name text, stock int, secret text, blob text);
       SELECT notifiws.watch('items', 'items', ARRAY['id', 'name', 'stock', 'blob'], include_old => true);
       SELECT notifiws.watch('items', 'items.low', ARRAY['id', 'stock'], condition => 'NEW.stock < 5', ops => ARRAY['insert', 'update']);
     `);
+    // The database is in this mode before any test writes (rows written before a relay starts are in the test).
+    const admin = new pg.Client({ connectionString: db.url });
+    await admin.connect();
+    await prepareCapture(admin, config()).finally(() => admin.end());
   });
   afterAll(async () => {
     await db?.close();
@@ -84,7 +113,7 @@ describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
       expect(evs[0]).toMatchObject({ table: "public.items", data: { name: "a", stock: 10, blob: null } });
       expect(evs[1]).toMatchObject({ data: { stock: 9 }, old: { stock: 10 } });
       expect(evs[2]).toMatchObject({ data: { name: "a", stock: 9 } });
-      await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
+      await waitUntil("everything delivered", async () => (await undelivered()) === 0);
       expect(receiver.forChannel("items")).toHaveLength(3);
       for (const body of receiver.rawBodies) {
         expect(body).not.toContain("hunter2");
@@ -102,7 +131,7 @@ describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
       await waitUntil("all item events", () => receiver.forChannel("items").length >= 3);
     });
 
-    it("in poll wake-up mode sends no NOTIFY, and the relay still delivers by polling", async () => {
+    it("sends no NOTIFY by default (no commit lock), and one per transaction with notifiws.wakeup = 'notify'", async () => {
       const listener = new pg.Client({ connectionString: db.url });
       await listener.connect();
       const writer = new pg.Client({ connectionString: db.url });
@@ -111,14 +140,16 @@ describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
         const heard: string[] = [];
         listener.on("notification", (n) => heard.push(n.channel));
         await listener.query("LISTEN notifiws_outbox");
-        startRelay({ RELAY_POLL_MS: "100" });
-        await writer.query("SET notifiws.wakeup = 'poll'");
+        startRelay();
         await writer.query("INSERT INTO items (name, stock) VALUES ('polled', 100)");
-        await waitUntil("delivery by the poll", () => receiver.forChannel("items").length === 1);
+        await waitUntil("delivery", () => receiver.forChannel("items").length === 1);
         expect(heard).toEqual([]);
-        // The default mode notifies (the same listener hears it), so the silence above was the mode.
-        await db.query("INSERT INTO items (name, stock) VALUES ('notified', 100)");
-        await waitUntil("a NOTIFY in the default mode", () => heard.length >= 1);
+        await writer.query("SET notifiws.wakeup = 'notify'");
+        await writer.query("INSERT INTO items (name, stock) VALUES ('notified', 100)");
+        // Only the outbox mode has a wake-up; the WAL needs none, so the same setting stays silent there.
+        if (mode === "outbox") await waitUntil("a NOTIFY when asked for", () => heard.length === 1);
+        await waitUntil("delivery", () => receiver.forChannel("items").length === 2);
+        expect(heard).toHaveLength(mode === "outbox" ? 1 : 0);
       } finally {
         await Promise.all([listener.end(), writer.end()]);
       }
@@ -131,12 +162,14 @@ describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
     });
 
     it("unwatch() stops publishing", async () => {
+      startRelay();
       await db.query("CREATE TABLE IF NOT EXISTS tmp_w (id int); SELECT notifiws.watch('tmp_w', 'tmp', ARRAY['*'])");
       await db.query("INSERT INTO tmp_w VALUES (1)");
       await db.query("SELECT notifiws.unwatch('tmp_w', 'tmp')");
       await db.query("INSERT INTO tmp_w VALUES (2)");
-      const rows = await db.query("SELECT data FROM notifiws.outbox WHERE channel = 'tmp'");
-      expect(rows.rows.map((r) => r.data)).toEqual([{ id: 1 }]);
+      await db.query("INSERT INTO items (name, stock) VALUES ('marker', 100)"); // committed after the second insert
+      await waitUntil("the marker", () => receiver.forChannel("items").length === 1);
+      expect(receiver.forChannel("tmp").map((e) => e.data)).toEqual([{ id: 1 }]);
     });
 
     it("delivers a row larger than NOTIFY's 8000-byte limit intact", async () => {
@@ -182,7 +215,7 @@ describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
             // ...and after every row of a transaction that committed before this one began.
             if (t > 0) for (let v = 0; v < writers.length; v++) expect(position.get(`w${v}.t${t - 1}.r2`)!).toBeLessThan(at[0]!);
           }
-        await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
+        await waitUntil("everything delivered", async () => (await undelivered()) === 0);
       } finally {
         await Promise.all(writers.map((c) => c.end()));
       }
@@ -199,8 +232,8 @@ describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
         await waitUntil("the early commit", () => receiver.forChannel("items").some((e) => e.data!.name === "early"));
         await late.query("COMMIT");
         await waitUntil("the late commit", () => receiver.forChannel("items").some((e) => e.data!.name === "late"));
-        const ids = (await db.query("SELECT count(*)::int AS n FROM notifiws.outbox")).rows[0]!.n;
-        expect(ids).toBe(0);
+        await waitUntil("nothing left", async () => (await undelivered()) === 0);
+        expect(receiver.forChannel("items")).toHaveLength(2);
       } finally {
         await late.end();
       }
@@ -211,10 +244,10 @@ describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
       const relay = startRelay();
       for (let i = 1; i <= 20; i++) await db.query("INSERT INTO items (name, stock) VALUES ($1, 100)", [`r${i}`]);
       await waitUntil("a few failed attempts", () => relay.metrics.failures >= 3);
-      expect(await outboxCount()).toBe(20);
+      expect(await undelivered()).toBe(20);
       receiver.behaviour = "ok";
       await waitUntil("20 events after recovery", () => receiver.forChannel("items").length >= 20);
-      await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
+      await waitUntil("everything delivered", async () => (await undelivered()) === 0);
       expect(relay.metrics.retries).toBeGreaterThan(0);
     });
 
@@ -233,7 +266,7 @@ describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
         expect(h.batchId).toBe(delivered.batchId);
         expect(h.events).toEqual(delivered.events);
       }
-      await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
+      await waitUntil("everything delivered", async () => (await undelivered()) === 0);
     });
 
     it("treats 409 BATCH_REPLAYED after a lost acknowledgement as delivered: rows deleted, nothing sent twice", async () => {
@@ -242,7 +275,7 @@ describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
       await db.query("INSERT INTO items (name, stock) VALUES ('a1', 100), ('a2', 100), ('a3', 100)");
       await waitUntil("a stored batch whose answer was lost", () => receiver.lostAcks >= 1);
       receiver.behaviour = "ok";
-      await waitUntil("outbox drained after the 409", async () => (await outboxCount()) === 0);
+      await waitUntil("everything delivered after the 409", async () => (await undelivered()) === 0);
       expect(receiver.deliveries.map((e) => e.data!.name)).toEqual(["a1", "a2", "a3"]); // stored once, never resent as new
       expect(relay.metrics.eventsDelivered).toBe(3);
       expect(relay.metrics.retries).toBeGreaterThanOrEqual(1);
@@ -265,7 +298,7 @@ describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
       expect(dead!.data.name).toBe("huge");
       expect(dead!.reason).toContain("EVENT_TOO_LARGE");
       // The receiver records events before it answers: wait for the relay's delete, not just the delivery.
-      await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
+      await waitUntil("everything delivered", async () => (await undelivered()) === 0);
     });
 
     it("halves batches refused as too large (413 without ids) until a lone refused event is dead-lettered", async () => {
@@ -314,7 +347,7 @@ describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
       );
       expect(low.map((e) => e.data!.id)).toEqual([...low.map((e) => e.data!.id as number)].sort((a, b) => a - b));
       expect(low).toHaveLength(5);
-      await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
+      await waitUntil("everything delivered", async () => (await undelivered()) === 0);
       expect(relay.metrics.heldChannels).toBe(0);
     });
 
@@ -336,7 +369,7 @@ describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
           .find((l) => l.code === "STALE_TIMESTAMP");
         expect(line).toMatchObject({ level: "error", status: 401 });
         expect(Math.abs((line!.clockSkewSeconds as number) - 900)).toBeLessThanOrEqual(2);
-        expect(await outboxCount()).toBe(1); // nothing deleted while refused
+        expect(await processSettled(port)).toBe(false); // nothing forgotten while refused
         receiver.behaviour = "ok";
         await waitUntil("delivered once the cause is fixed", () => receiver.forChannel("items").length === 1, 15_000);
       } finally {
@@ -353,7 +386,7 @@ describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
       const evs = await waitUntil("10 events in smaller batches", () => (receiver.forChannel("items").length >= 10 ? receiver.forChannel("items") : undefined));
       expect(evs.map((e) => e.data!.name)).toEqual(names);
       expect(Math.max(...receiver.batchSizes)).toBeLessThanOrEqual(3);
-      await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
+      await waitUntil("everything delivered", async () => (await undelivered()) === 0);
     });
 
     it("moves rows the edge could never accept to notifiws.dead_letter", async () => {
@@ -362,7 +395,7 @@ describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
       await db.query("INSERT INTO items (name, stock) VALUES ('fine', 100)");
       await waitUntil("the good row", () => receiver.forChannel("items").length === 1);
       await waitUntil("the dead letter", async () => (await db.query("SELECT reason FROM notifiws.dead_letter")).rowCount === 1);
-      await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
+      await waitUntil("everything delivered", async () => (await undelivered()) === 0);
     });
   });
 
@@ -468,7 +501,7 @@ describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
         await waitUntil("the old leader stands by", async () => (await health(a.port).catch(() => undefined))?.leader === false, 20_000);
         await insert(["after"]);
         await waitUntil("delivery continues", () => receiver.forChannel("items").length === 22);
-        await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
+        await waitUntil("everything delivered", () => processSettled(b.port));
       } finally {
         a.child.proc.kill("SIGCONT");
         a.child.kill("SIGKILL");
@@ -525,7 +558,7 @@ describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
         await waitUntil("the standby leads", async () => (await health(b.port)).leader, 20_000);
         await waitUntil("30 events", () => receiver.forChannel("items").length >= 30, 20_000);
         expect(distinctNames()).toEqual(names("k", 30));
-        await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
+        await waitUntil("everything delivered", () => processSettled(b.port));
       } finally {
         a.child.kill("SIGKILL");
         b.child.kill("SIGKILL");
@@ -557,7 +590,7 @@ describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
           20_000,
         );
         expect(evs.map((x) => x.data!.name)).toEqual(Array.from({ length: 40 }, (_, i) => `k${i + 1}`));
-        await waitUntil("outbox drained", async () => (await outboxCount()) === 0);
+        await waitUntil("everything delivered", () => processSettled(port));
         const health = await (await fetch(`http://127.0.0.1:${port}/healthz`)).json();
         expect(health).toEqual({ ok: true, connected: true, leader: true, pid: second.proc.pid });
         const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();

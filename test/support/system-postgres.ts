@@ -9,7 +9,7 @@ import { chmod, mkdir, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
-import { freePort, type RunningPostgres } from "../../scripts/embedded-pg";
+import { freePort, LOGICAL_FLAGS, type RunningPostgres } from "../../scripts/embedded-pg";
 
 const run = promisify(execFile);
 const ROOT_DIR = "/usr/lib/postgresql";
@@ -32,7 +32,7 @@ export async function startSystemPostgres(opts: { dir: string; database?: string
   const asPostgres = async (cmd: string, args: string[]) =>
     process.getuid?.() === 0 ? run("runuser", ["-u", "postgres", "--", join(bin, cmd), ...args]) : run(join(bin, cmd), args);
   await asPostgres("initdb", ["-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions"]);
-  const serverFlags = `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${opts.dir} -c fsync=off -c max_connections=200`;
+  const serverFlags = `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${opts.dir} -c fsync=off -c max_connections=200 ${LOGICAL_FLAGS.join(" ")}`;
   const start = async () => void (await asPostgres("pg_ctl", ["-D", data, "-o", serverFlags, "-w", "-t", "60", "-l", join(opts.dir, "server.log"), "start"]));
   const stop = async () => void (await asPostgres("pg_ctl", ["-D", data, "-m", "fast", "-w", "stop"]).catch(() => undefined));
   await start();
