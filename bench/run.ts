@@ -386,7 +386,7 @@ async function main() {
   // W5 last, on its own durable Postgres, so the stack's processes cannot slow it.
   if (!onlyW6) {
     log("W5 database overhead");
-    results.w5 = await runW5Standalone({ writers: [1, 8, 32], seconds: quick ? 3 : 10 });
+    results.w5 = await runW5Standalone({ writers: [1, 8, 32], seconds: quick ? 3 : 10, runs: quick ? 1 : 3 });
   }
   await report(results);
 }
@@ -469,7 +469,7 @@ async function report(results: Record<string, unknown>) {
       `- commit -> Worker ack: **${w4.eventsPerSec} events/s**; POST p50 ${w4.postLatencyP50Ms.toFixed(1)} ms, p99 ${w4.postLatencyP99Ms.toFixed(1)} ms`,
       `- 1,000 rows/s, one subscriber: commit -> client p50 ${fmt(w4.oneClientAt1000.p50)} ms, p99 ${fmt(w4.oneClientAt1000.p99)} ms`,
     );
-  if (results.w5) lines.push(...w5Table(results.w5 as W5Cell[]));
+  if (results.w5) lines.push(...w5Table(results.w5 as W5Cell[], quick ? 1 : 3));
   const w6 = results.w6 as W6Row[] | undefined;
   const single = w[`notifiws (${PROD_RUNTIME})`];
   if (w6 && single) {

@@ -5,7 +5,7 @@ import type { ValueOptions } from "./values";
 export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
 
 export interface ResetInfo {
-  reason: "history_expired" | "ahead_of_head";
+  reason: "history_expired" | "ahead_of_head" | "source_gap";
   headSeq: number;
   oldestSeq: number;
 }

@@ -137,11 +137,11 @@ export class ChannelObject extends DurableObject<Env> {
    * writes are part of this object's state, and the output gate holds the
    * reply until they are durable. See EventStore.ingest for the atomicity.
    */
-  async ingest(channel: string, events: IngestEvent[], batchId?: string): Promise<IngestOutcome> {
+  async ingest(channel: string, events: IngestEvent[], batchId?: string, gap = false): Promise<IngestOutcome> {
     this.store.bindChannel(channel);
     for (const ev of events) if (ev.channel !== channel) throw new Error(`event for ${ev.channel} sent to ${channel}`);
     const now = Date.now();
-    const stored = this.store.ingest(events, batchId, now);
+    const stored = this.store.ingest(events, batchId, now, gap);
     if (stored.replayed) return { accepted: 0, duplicates: 0, headSeq: this.store.counters.headSeq, replayed: true };
     if (stored.bodies.length > 0) {
       this.sockets.fanOut(stored.bodies, stored.sizes, now, this.config.MAX_FRAME_BYTES);
@@ -150,7 +150,8 @@ export class ChannelObject extends DurableObject<Env> {
       await this.tree.handOff(stored.bodies, stored.seqs);
     }
     this.rollup.noteChange();
-    return { accepted: stored.bodies.length, duplicates: stored.duplicates, headSeq: this.store.counters.headSeq, replayed: false };
+    // A gap marker is a history entry, not an accepted event.
+    return { accepted: stored.bodies.length - (gap ? 1 : 0), duplicates: stored.duplicates, headSeq: this.store.counters.headSeq, replayed: false };
   }
 
   // The fan-out tree's calls between objects (fanout-tree.ts).

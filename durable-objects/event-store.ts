@@ -10,6 +10,7 @@ import type { ChannelStats, EventRange, IngestEvent } from "../src/channel-contr
 import { checkSqlBindings, packJsonArrays, SQL_PARAM_BUDGET_BYTES, utf8Length } from "../shared/limits";
 import { SIGNATURE_TOLERANCE_SECONDS } from "../shared/protocol";
 import { applySchema } from "./schema";
+import { envelopeJson, gapEnvelope } from "./envelope";
 
 /** An event over MAX_EVENT_BYTES reached the object; the whole ingest is rolled back. */
 export class EventTooLargeError extends Error {
@@ -123,10 +124,10 @@ export class EventStore {
    * fails leaves no trace (not even its id), so the sender's retry is stored,
    * never answered "already applied".
    */
-  ingest(events: IngestEvent[], batchId: string | undefined, now: number): Stored {
+  ingest(events: IngestEvent[], batchId: string | undefined, now: number, gap = false): Stored {
     const before = { ...this.counters };
     try {
-      return this.storage.transactionSync(() => this.storeBatch(events, batchId, now));
+      return this.storage.transactionSync(() => this.storeBatch(events, batchId, now, gap));
     } catch (err) {
       this.counters = before; // seqs handed out inside the failed transaction are not consumed
       throw err;
@@ -134,7 +135,7 @@ export class EventStore {
   }
 
   /** The body of ingest's transaction; throws to roll everything back. */
-  private storeBatch(events: IngestEvent[], batchId: string | undefined, now: number): Stored {
+  private storeBatch(events: IngestEvent[], batchId: string | undefined, now: number, gap: boolean): Stored {
     const cfg = this.config();
     // The batch ledger lives here, next to the events, so replay protection
     // costs no extra object round trip. Ids only need to outlive the ±5 min
@@ -161,6 +162,9 @@ export class EventStore {
     const ids: string[] = [];
     const seqs: number[] = [];
     const committedAt: number[] = [];
+    // The source lost events before this batch: a marker takes the next seq (envelope.ts).
+    const marker = gap ? gapEnvelope(++this.counters.headSeq) : undefined;
+    if (marker) this.exec("INSERT INTO events (seq, at, body) VALUES (?, ?, ?)", this.counters.headSeq, now, marker);
     const firstSeq = this.counters.headSeq + 1;
     let duplicates = 0;
     // Events were validated and serialized by the Worker before this RPC; the
@@ -213,6 +217,8 @@ export class EventStore {
       }
     }
     this.persistCounters();
+    if (marker)
+      return { replayed: false, bodies: [marker, ...bodies], sizes: [marker.length, ...sizes], seqs: [firstSeq - 1, ...seqs], committedAt, duplicates };
     return { replayed: false, bodies, sizes, seqs, committedAt, duplicates };
   }
 
@@ -292,9 +298,4 @@ export class EventStore {
     this.exec("DELETE FROM events WHERE seq <= ?", this.counters.headSeq - cfg.HISTORY_MAX_EVENTS);
     this.exec("DELETE FROM events WHERE at < ?", now - cfg.HISTORY_MAX_AGE_SECONDS * 1000);
   }
-}
-
-/** An envelope's text: the event's JSON with its seq in front (`{"seq":7,"id":…}`). */
-export function envelopeJson(seq: number, eventJson: string): string {
-  return `{"seq":${seq},${eventJson.slice(1)}`;
 }

@@ -11,6 +11,7 @@ import { utf8Length } from "../shared/limits";
 import type { EventStore } from "./event-store";
 import { errorFields, log } from "../shared/log";
 import { closeReason } from "./closecodes";
+import { gapSeq } from "./envelope";
 import type { Bucket } from "./ratelimit";
 
 /** Per-socket state; serialized as the hibernation attachment (our cap ATTACHMENT_MAX_BYTES, 8 KiB; the platform's 16 KiB). */
@@ -157,7 +158,12 @@ export class Sockets {
     const oldest = store.oldestSeq();
     if (since > head) this.send(ws, { type: "reset", reason: "ahead_of_head", headSeq: head, oldestSeq: oldest });
     else if (since < oldest - 1) this.send(ws, { type: "reset", reason: "history_expired", headSeq: head, oldestSeq: oldest });
-    else this.sendEvents(ws, state, [...store.after(since)], maxFrameBytes);
+    else {
+      const bodies = [...store.after(since)];
+      // The source lost events after `since`: no replay can fill that (envelope.ts).
+      if (bodies.some((b) => gapSeq(b) !== undefined)) this.send(ws, { type: "reset", reason: "source_gap", headSeq: head, oldestSeq: oldest });
+      else this.sendEvents(ws, state, bodies, maxFrameBytes);
+    }
   }
 
   /** Sends events to one socket, filtered by its state. */
@@ -177,6 +183,15 @@ export class Sockets {
    * whose token expired are closed with 4001 instead.
    */
   fanOut(bodies: string[], sizes: number[], now: number, maxFrameBytes: number): void {
+    // A gap marker (envelope.ts) is sent as a reset to every socket, in its place among the events.
+    const cut = bodies.findIndex((b) => gapSeq(b) !== undefined);
+    if (cut >= 0) {
+      const seq = gapSeq(bodies[cut]!)!;
+      if (cut > 0) this.fanOut(bodies.slice(0, cut), sizes.slice(0, cut), now, maxFrameBytes);
+      for (const ws of this.ctx.getWebSockets()) if (this.state(ws)) this.send(ws, { type: "reset", reason: "source_gap", headSeq: seq, oldestSeq: seq });
+      if (cut + 1 < bodies.length) this.fanOut(bodies.slice(cut + 1), sizes.slice(cut + 1), now, maxFrameBytes);
+      return;
+    }
     const byFilter = new Map<string, string[]>();
     let events: Envelope[] | undefined;
     for (const ws of this.ctx.getWebSockets()) {

@@ -56,9 +56,17 @@ export class Drain {
     this.eventCap = host.config.RELAY_BATCH_MAX_EVENTS;
   }
 
+  /**
+   * Wake-ups are ignored until the session opens the drain: after a switch
+   * to outbox, the slot's older events go first (relay.ts, capture order).
+   */
+  open = false;
+  /** While set, only rows up to this id are drained (those written before a switch to outbox). */
+  private ceiling: string | undefined;
+
   /** Schedules a drain; wake-ups during a drain fold into one more pass. */
   kick(): void {
-    if (!this.active()) return;
+    if (!this.active() || !this.open) return;
     if (this.draining) {
       this.dirty = true;
       return;
@@ -66,6 +74,19 @@ export class Drain {
     this.draining = this.drainLoop().finally(() => {
       this.draining = undefined;
     });
+  }
+
+  /** Delivers every row up to `id` (all but held channels' rows), before anything newer; wake-ups wait meanwhile. */
+  async through(id: string): Promise<void> {
+    await this.settled();
+    this.ceiling = id;
+    try {
+      while (this.active() && (await this.drainOnce())) {
+        /* until no row up to the ceiling is left */
+      }
+    } finally {
+      this.ceiling = undefined;
+    }
   }
 
   /** This relay leads and is not stopping. */
@@ -110,8 +131,8 @@ export class Drain {
     const heldNow = [...this.held].filter(([, h]) => h.until > now).map(([channel]) => channel);
     const { rows } = await client.query<OutboxRow>(
       `SELECT id, event_id, channel, op, table_name, data::text AS data, old_data::text AS old_data, types::text AS types, committed_at, txid::text AS txid
-         FROM notifiws.outbox WHERE NOT (channel = ANY($2::text[])) ORDER BY id LIMIT $1`,
-      [this.eventCap, heldNow],
+         FROM notifiws.outbox WHERE NOT (channel = ANY($2::text[])) AND ($3::bigint IS NULL OR id <= $3::bigint) ORDER BY id LIMIT $1`,
+      [this.eventCap, heldNow, this.ceiling ?? null],
     );
     if (rows.length === 0) return false;
 

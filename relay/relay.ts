@@ -18,11 +18,12 @@ import pg from "pg";
 import { errorFields, log } from "../shared/log";
 import { fullJitter } from "../shared/backoff";
 import type { RelayConfig } from "./config";
-import { CaptureUnavailable, currentLsn, outboxChannels, prepareCapture, retireSlot, waitForOlderTransactions } from "./capture";
+import { currentLsn, outboxChannels, prepareCapture, retireSlot, switchToWal, waitForOlderTransactions, type CapturePlan } from "./capture";
 import { Drain } from "./drain";
 import { Leadership } from "./leader";
 import { RelayMetrics, type Backlog } from "./metrics";
 import { WalStream } from "./wal";
+import { sendPendingGaps } from "./gaps";
 
 /** A session that stayed up this long resets the reconnect backoff. */
 const STABLE_SESSION_MS = 30_000;
@@ -133,7 +134,7 @@ export class Relay {
         await this.session();
       } catch (err) {
         if (this.stopping) break;
-        if (err instanceof SchemaMissing || err instanceof CaptureUnavailable) log("error", err.message, { code: err.code });
+        if (err instanceof SchemaMissing) log("error", err.message, { code: err.code });
         else log("warn", "postgres session ended", errorFields(err));
       }
       if (this.stopping) break;
@@ -163,6 +164,7 @@ export class Relay {
     client.on("error", (err) => fail(err));
     client.on("end", () => fail(new Error("connection closed")));
     const timers: NodeJS.Timeout[] = [];
+    let onEnd = () => {};
     try {
       await race(client.connect());
       this.client = client;
@@ -189,10 +191,16 @@ export class Relay {
       // The channel's name has one home, the database (notifiws.wakeup_channel(), db/functions/capture.sql).
       const wakeup = (await race(client.query<{ c: string }>("SELECT notifiws.wakeup_channel() AS c"))).rows[0]!.c;
       await race(client.query(`LISTEN ${pg.escapeIdentifier(wakeup)}`));
-      // Catch up on everything committed while no relay was listening.
-      this.drain.kick();
-      timers.push(setInterval(() => this.drain.kick(), plan.mode === "wal" ? Math.max(cfg.RELAY_POLL_MS, WAL_MODE_OUTBOX_POLL_MS) : cfg.RELAY_POLL_MS));
-      if (plan.stream !== "none") void this.stream(client, plan.stream, plan.switched).catch((err: Error) => fail(err));
+      let sessionOver = false;
+      onEnd = () => (sessionOver = true);
+      const openDrain = () => {
+        if (sessionOver) return;
+        this.drain.open = true;
+        // Catch up on everything committed while no relay was listening.
+        this.drain.kick();
+        timers.push(setInterval(() => this.drain.kick(), plan.mode === "wal" ? Math.max(cfg.RELAY_POLL_MS, WAL_MODE_OUTBOX_POLL_MS) : cfg.RELAY_POLL_MS));
+      };
+      void this.capture(client, plan, openDrain).catch((err: Error) => fail(err));
       // The heartbeat is also the liveness check: it fails (query_timeout) on a
       // dead connection, and LeadershipLost if a standby replaced us.
       let beating = false;
@@ -208,6 +216,8 @@ export class Relay {
       );
       await ended;
     } finally {
+      onEnd();
+      this.drain.open = false;
       timers.forEach(clearInterval);
       this.wal?.close();
       this.wal = undefined;
@@ -222,44 +232,65 @@ export class Relay {
   }
 
   /**
-   * Reads the replication slot: for good in wal mode, or, after a switch to
-   * outbox, up to the WAL position once every transaction begun before the
-   * switch has ended, then drops it. Resolves only when retired; a failure
-   * ends the session.
+   * Capture order, in one place. Gap markers first (a slot Postgres
+   * invalidated lost events: gaps.ts). Then, when a slot exists while the
+   * functions write to the outbox (a switch to outbox, now or unfinished by
+   * an earlier leader), the outbox rows written before that switch, then the
+   * slot up to now: they are older than anything the outbox got since; in
+   * outbox mode the slot is dropped after. Then the outbox drain opens, and
+   * in wal mode the functions switch (if they have not yet) and the slot is
+   * streamed for good, a channel with outbox rows queuing behind them.
+   * Resolves only when the session no longer needs it; a failure ends the
+   * session.
    */
-  private async stream(client: pg.Client, kind: "live" | "retire", switched: boolean): Promise<void> {
-    // Transactions begun before a switch may still write to the old sink: let them end first, so
-    // a channel's outbox rows from before the switch are known (and queue ahead), and a retired
-    // slot is read past every message. A retire always waits: an earlier leader may have switched.
-    if (switched || kind === "retire")
-      await waitForOlderTransactions(
+  private async capture(client: pg.Client, plan: CapturePlan, openDrain: () => void): Promise<void> {
+    const older = () =>
+      waitForOlderTransactions(
         client,
         (ms) => this.sleep(ms),
         () => this.stopping,
       );
+    // Only a database that had a slot can have pending gaps (an outbox-only relay needs no grant on them).
+    if (plan.mode === "wal" || plan.catchUp) await sendPendingGaps(this.sendHost(), client);
+    if (plan.catchUp && !this.stopping) {
+      // A transaction begun before the switch may still be writing a message.
+      await older();
+      await this.drain.through(plan.catchUp.outboxFrom);
+      const wal = this.walStream(await outboxChannels(client, plan.catchUp.outboxFrom));
+      await wal.run({ until: await currentLsn(client) });
+      if (this.wal === wal) this.wal = undefined;
+      if (plan.mode === "outbox" && !this.stopping) await retireSlot(client, this.config.RELAY_SLOT);
+    }
+    if (this.stopping) return;
+    openDrain();
+    if (plan.mode === "outbox") return;
+    if (plan.switchToWal) {
+      await switchToWal(client, this.config.RELAY_SLOT);
+      // Rows that transactions begun before the switch still write to the outbox must be known before streaming.
+      await older();
+    }
+    const wal = this.walStream(await outboxChannels(client));
+    await wal.run();
+    if (!this.stopping) throw new Error("the replication stream ended");
+  }
+
+  private walStream(spilled: Set<string>): WalStream {
     const wal = new WalStream(
       {
-        config: this.config,
-        metrics: this.metrics,
-        stopping: () => this.stopping,
-        sleep: (ms) => this.sleep(ms),
+        ...this.sendHost(),
         client: () => this.client,
         exclusive: (fn) => this.exclusive(fn),
         kickOutbox: () => this.drain.kick(),
       },
       this.config.RELAY_SLOT,
     );
-    wal.spilled = await outboxChannels(client);
+    wal.spilled = spilled;
     this.wal = wal;
-    if (kind === "live") {
-      await wal.run();
-      if (!this.stopping) throw new Error("the replication stream ended");
-      return;
-    }
-    await wal.run({ until: await currentLsn(client) });
-    if (this.stopping || this.wal !== wal) return;
-    this.wal = undefined;
-    await retireSlot(client, this.config.RELAY_SLOT);
+    return wal;
+  }
+
+  private sendHost() {
+    return { config: this.config, metrics: this.metrics, stopping: () => this.stopping, sleep: (ms: number) => this.sleep(ms) };
   }
 
   /** A sleep that stop() cuts short. */
@@ -289,6 +320,8 @@ async function requireSchema(client: pg.Client): Promise<void> {
        CASE WHEN to_regclass('notifiws.outbox') IS NULL THEN 'notifiws.outbox' END,
        CASE WHEN to_regclass('notifiws.relay_leader') IS NULL THEN 'notifiws.relay_leader' END,
        CASE WHEN to_regclass('notifiws.watches') IS NULL THEN 'notifiws.watches' END,
+       CASE WHEN to_regclass('notifiws.pending_gaps') IS NULL THEN 'notifiws.pending_gaps' END,
+       CASE WHEN to_regprocedure('notifiws.set_capture_mode(text)') IS NULL THEN 'notifiws.set_capture_mode(text)' END,
        CASE WHEN to_regprocedure('notifiws.wakeup_channel()') IS NULL THEN 'notifiws.wakeup_channel()' END
      ], NULL) AS missing`,
   );

@@ -44,6 +44,8 @@ export async function startEmbeddedPostgres(opts: {
   database?: string;
   quiet?: boolean;
   durable?: boolean;
+  /** wal_level = logical (default true): the relay can capture from the WAL. */
+  logical?: boolean;
 }): Promise<RunningPostgres> {
   const port = opts.port ?? (await freePort());
   const database = opts.database ?? "notifiws";
@@ -63,7 +65,14 @@ export async function startEmbeddedPostgres(opts: {
     // fsync off keeps tests and the dev stack quick (durability across OS crashes is not under test);
     // `durable` keeps Postgres's defaults, for measurements where commit cost matters (bench W5).
     // wal_level=logical lets the relay capture from the WAL (RELAY_CAPTURE=wal, docs/database.md).
-    postgresFlags: [...(opts.durable ? [] : ["-c", "fsync=off"]), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", ...LOGICAL_FLAGS],
+    postgresFlags: [
+      ...(opts.durable ? [] : ["-c", "fsync=off"]),
+      "-c",
+      "listen_addresses=127.0.0.1",
+      "-c",
+      "max_connections=200",
+      ...(opts.logical === false ? [] : LOGICAL_FLAGS),
+    ],
     onLog: quiet ? () => {} : (m) => process.stderr.write(m),
     onError: quiet ? () => {} : (e) => process.stderr.write(String(e) + "\n"),
   });

@@ -3,8 +3,8 @@
  * The Worker, the channel Durable Object, the relay, the client SDK and the
  * tests import these schemas and types. Two hot paths write JSON text by hand
  * in exactly these shapes instead of serializing objects, so row values pass
- * through untouched: the relay's event (relay/drain.ts, eventJson) and the
- * channel object's envelope and `events` frame (durable-objects/event-store.ts,
+ * through untouched: the relay's event (relay/event.ts, eventJson) and the
+ * channel object's envelope and `events` frame (durable-objects/envelope.ts,
  * envelopeJson; durable-objects/sockets.ts, packFrames); the tests parse what
  * they produce with these schemas. docs/protocol.md is the human-readable
  * contract for the same shapes.
@@ -87,10 +87,18 @@ const _envelope: Same<z.infer<typeof Envelope>, T.Envelope> = true;
 export const MAX_BATCH_EVENTS = 5000;
 
 /** Body of POST /internal/events (relay -> Worker). */
-export const IngestBatch = z.object({
-  batchId: z.string().min(1).max(128),
-  events: z.array(ChangeEvent).min(1).max(MAX_BATCH_EVENTS),
-});
+export const IngestBatch = z
+  .object({
+    batchId: z.string().min(1).max(128),
+    events: z.array(ChangeEvent).max(MAX_BATCH_EVENTS),
+    /**
+     * Channels whose source lost events before this batch's (a replication
+     * slot Postgres invalidated): each gets a gap marker, stored ahead of the
+     * batch's events, and its clients a `reset` with reason "source_gap".
+     */
+    gaps: z.array(ChannelName).max(MAX_BATCH_EVENTS).optional(),
+  })
+  .refine((b) => b.events.length > 0 || (b.gaps?.length ?? 0) > 0, { message: "a batch carries events or gaps", path: ["events"] });
 export type IngestBatch = z.infer<typeof IngestBatch>;
 
 /** Body of POST /api/channels/:channel/publish. */
@@ -176,12 +184,13 @@ export const ServerMessage = z.discriminatedUnion("type", [
   /** One or more events, in seq order. */
   z.object({ type: z.literal("events"), events: z.array(Envelope).min(1) }),
   /**
-   * The requested resume point is outside the retained history: events were
-   * missed. Refetch state, then continue; live events follow from headSeq + 1.
+   * Events were missed: the requested resume point is outside the retained
+   * history, or (source_gap) the source lost events, sent live or on resume.
+   * Refetch state, then continue; live events follow from headSeq + 1.
    */
   z.object({
     type: z.literal("reset"),
-    reason: z.enum(["history_expired", "ahead_of_head"]),
+    reason: z.enum(["history_expired", "ahead_of_head", "source_gap"]),
     headSeq: z.number().int().nonnegative(),
     oldestSeq: z.number().int().nonnegative(),
   }),

@@ -57,7 +57,7 @@ export type ErrorCode = "BAD_JSON" | "BAD_MESSAGE" | "UNKNOWN_TYPE";
 export type ServerMessage =
   | { type: "welcome"; channel: string; connectionId: string; headSeq: number; expiresAt: number }
   | { type: "events"; events: Envelope[] }
-  | { type: "reset"; reason: "history_expired" | "ahead_of_head"; headSeq: number; oldestSeq: number }
+  | { type: "reset"; reason: "history_expired" | "ahead_of_head" | "source_gap"; headSeq: number; oldestSeq: number }
   | { type: "pong" }
   | { type: "refreshed"; expiresAt: number }
   | { type: "error"; code: ErrorCode; message: string };

@@ -34,8 +34,10 @@ export function serializeEvent(event: ChangeEvent): IngestEvent & { storedBytes:
  * `batchId` enables replay protection: when every channel object reports it
  * already applied this batch, ReplayError is thrown (nothing was done).
  */
-export async function deliver(env: Env, serialized: IngestEvent[], batchId?: string): Promise<Omit<IngestResult, "batchId">> {
+export async function deliver(env: Env, serialized: IngestEvent[], batchId?: string, gaps: readonly string[] = []): Promise<Omit<IngestResult, "batchId">> {
   const groups = new Map<string, IngestEvent[]>();
+  // A channel with a gap gets its marker ahead of its events, in the same object call.
+  for (const channel of gaps) groups.set(channel, []);
   // Only what the contract names crosses to the object.
   const events = serialized.map(({ id, channel, committedAt, json }) => ({ id, channel, committedAt, json }));
   for (const ev of events) {
@@ -44,7 +46,10 @@ export async function deliver(env: Env, serialized: IngestEvent[], batchId?: str
     else groups.set(ev.channel, [ev]);
   }
   const entries = [...groups];
-  const results = await Promise.allSettled(entries.map(([channel, evs]) => env.CHANNEL.get(env.CHANNEL.idFromName(channel)).ingest(channel, evs, batchId)));
+  const gapped = new Set(gaps);
+  const results = await Promise.allSettled(
+    entries.map(([channel, evs]) => env.CHANNEL.get(env.CHANNEL.idFromName(channel)).ingest(channel, evs, batchId, gapped.has(channel))),
+  );
   const failed: string[] = [];
   const channels: IngestResult["channels"] = {};
   let accepted = 0;

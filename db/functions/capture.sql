@@ -25,18 +25,30 @@ CREATE OR REPLACE FUNCTION notifiws.message_prefix() RETURNS text
 LANGUAGE sql IMMUTABLE AS $$ SELECT 'notifiws' $$;
 
 -- 'outbox' or 'wal' (migration 007): where the capture functions write.
+-- SECURITY DEFINER: a relay's role needs no grant on the settings table to read it.
 CREATE OR REPLACE FUNCTION notifiws.capture_mode() RETURNS text
-LANGUAGE sql STABLE AS $$ SELECT coalesce((SELECT mode FROM notifiws.capture_settings), 'outbox') $$;
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT coalesce((SELECT mode FROM notifiws.capture_settings), 'outbox') $$;
+
+-- The highest outbox id handed out at the last switch to 'outbox' (migration 007), or NULL.
+CREATE OR REPLACE FUNCTION notifiws.outbox_from() RETURNS bigint
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT outbox_from FROM notifiws.capture_settings $$;
 
 -- Switches the capture mode and recompiles every watch; returns the previous
 -- mode. The relay calls it (RELAY_CAPTURE): in 'wal' mode only after its
 -- replication slot exists, so no message is written before something keeps
 -- it; in either direction it then waits for the transactions that began
--- before the switch, and drains what they wrote to the old sink.
+-- before the switch, and drains what they wrote to the old sink. It runs
+-- with its owner's rights (the role that migrated and owns the compiled
+-- functions) and only roles granted EXECUTE may call it (README.md, "The
+-- database roles"). Every watch must compile, or nothing switches: a function
+-- left on the old sink would write where nobody reads.
 CREATE OR REPLACE FUNCTION notifiws.set_capture_mode(mode text) RETURNS text
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   prev text;
+  w record;
 BEGIN
   IF mode IS NULL OR mode NOT IN ('outbox', 'wal') THEN
     RAISE EXCEPTION 'notifiws.set_capture_mode: unknown mode % (outbox or wal)', mode USING ERRCODE = 'invalid_parameter_value';
@@ -52,10 +64,17 @@ BEGIN
   END IF;
   INSERT INTO notifiws.capture_settings (singleton, mode, changed_at) VALUES (true, mode, now())
   ON CONFLICT (singleton) DO UPDATE SET mode = EXCLUDED.mode, changed_at = EXCLUDED.changed_at;
-  PERFORM notifiws.recompile_watches();
+  IF mode = 'outbox' THEN
+    UPDATE notifiws.capture_settings SET outbox_from = (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM notifiws.outbox_id_seq);
+  END IF;
+  DELETE FROM notifiws.watches WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = watches.tbl);
+  FOR w IN SELECT * FROM notifiws.watches ORDER BY tbl, channel LOOP
+    PERFORM notifiws.compile_capture(w.tbl, w.channel, w.columns, w.include_old);
+  END LOOP;
   RETURN coalesce(prev, 'outbox');
 END
 $$;
+REVOKE ALL ON FUNCTION notifiws.set_capture_mode(text) FROM PUBLIC;
 
 -- One event as the logical message 'wal' mode writes, read by relay/wal.ts:
 -- a JSON header line (event id, channel, op, table, txid), then the row, the

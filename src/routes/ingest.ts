@@ -43,7 +43,7 @@ ingestRoutes.post("/internal/events", async (c) => {
     });
 
   try {
-    const result = await deliver(c.env, events, batch.batchId);
+    const result = await deliver(c.env, events, batch.batchId, batch.gaps);
     return c.json({ batchId: batch.batchId, ...result } satisfies IngestResult);
   } catch (err) {
     if (err instanceof ReplayError) throw new ApiError("BATCH_REPLAYED", err.message);

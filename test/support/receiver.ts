@@ -19,6 +19,8 @@ export type Behaviour = "ok" | "fail" | "hang" | "lose-ack" | "refuse";
 export class Receiver {
   /** Every accepted event, in arrival order, duplicates included. */
   readonly deliveries: ChangeEvent[] = [];
+  /** Channels of every accepted gap marker (a lost replication slot), in arrival order. */
+  readonly gaps: string[] = [];
   readonly rawBodies: string[] = [];
   requests = 0;
   /** Batches stored whose answer was cut off (behaviour "lose-ack"). */
@@ -100,7 +102,8 @@ export class Receiver {
     this.batchSizes.push(stored.length);
     this.rawBodies.push(body);
     this.deliveries.push(...stored);
-    const failed = [...new Set(batch.events.filter((e) => this.failChannels.has(e.channel)).map((e) => e.channel))];
+    this.gaps.push(...(batch.gaps ?? []).filter((c) => !this.failChannels.has(c)));
+    const failed = [...new Set([...batch.events.map((e) => e.channel), ...(batch.gaps ?? [])].filter((c) => this.failChannels.has(c)))];
     if (failed.length > 0) {
       json(503, { error: { code: "CHANNEL_UNAVAILABLE", message: "test failure", failedChannels: failed, channels: {} } });
       return;

@@ -33,8 +33,11 @@ export function event(channel: string, n: number, extra: Partial<ChangeEvent> = 
   return { id: `${channel}-${n}`, channel, op: "insert", table: "public.ventas", data: { n }, committedAt: Date.now(), ...extra };
 }
 
-export async function ingest(events: ChangeEvent[], opts: { batchId?: string; secret?: string; timestamp?: number; body?: string } = {}): Promise<Response> {
-  const body = opts.body ?? JSON.stringify({ batchId: opts.batchId ?? crypto.randomUUID(), events });
+export async function ingest(
+  events: ChangeEvent[],
+  opts: { batchId?: string; secret?: string; timestamp?: number; body?: string; gaps?: string[] } = {},
+): Promise<Response> {
+  const body = opts.body ?? JSON.stringify({ batchId: opts.batchId ?? crypto.randomUUID(), events, ...(opts.gaps ? { gaps: opts.gaps } : {}) });
   const ts = opts.timestamp ?? Math.floor(Date.now() / 1000);
   return fetchWorker("/internal/events", {
     method: "POST",

@@ -134,3 +134,58 @@ describe("fan-out tree", () => {
     expect(mine.objects!.find((o) => o.object === "(ordering)")!.connections).toBe(0);
   });
 });
+
+describe("gap markers (a replication slot Postgres invalidated lost events: relay/gaps.ts)", () => {
+  it("resets live sockets with source_gap in their place among the events, resets a resume from before the gap, and resumes after it", async () => {
+    const ch = freshChannel("gap");
+    const live = await connect(ch);
+    await ingest(range(1, 3).map((n) => event(ch, n)));
+    await live.waitForEvents(3);
+    // The marker takes seq 4, ahead of the batch's events (5, 6).
+    expect((await ingest([event(ch, 4), event(ch, 5)], { gaps: [ch] })).status).toBe(200);
+    const reset = await live.waitForType("reset");
+    expect(reset).toEqual({ type: "reset", reason: "source_gap", headSeq: 4, oldestSeq: 4 });
+    const evs = await live.waitForEvents(5);
+    expect(seqs(evs)).toEqual([1, 2, 3, 5, 6]);
+    // The reset came after seq 3 and before seq 5.
+    const order = live.messages
+      .filter((m) => m.type !== "welcome")
+      .map((m) => (m.type === "reset" ? "reset" : m.type === "events" ? m.events.map((e) => e.seq).join(",") : m.type));
+    expect(order.join(" ")).toMatch(/3 reset 5/);
+    // A client that saw seq 2 cannot be replayed across the gap; one that reloaded at 4 resumes normally.
+    const behind = await connect(ch, { since: 2 });
+    expect(await behind.waitForType("reset")).toMatchObject({ reason: "source_gap", headSeq: 6 });
+    expect(behind.events).toEqual([]);
+    const after = await connect(ch, { since: 4 });
+    expect(seqs(await after.waitForEvents(2))).toEqual([5, 6]);
+    expect(after.messages.some((m) => m.type === "reset")).toBe(false);
+    // A resent batch (the same id after a lost answer) adds no second marker.
+    const batchId = crypto.randomUUID();
+    expect((await ingest([], { gaps: [ch], batchId })).status).toBe(200);
+    expect((await ingest([], { gaps: [ch], batchId })).status).toBe(409);
+    await live.waitFor("the second reset", () => live.messages.filter((m) => m.type === "reset").length === 2);
+    await ingest([event(ch, 7)]);
+    expect(seqs(await live.waitForEvents(6)).at(-1)).toBe(8);
+    expect(live.messages.filter((m) => m.type === "reset")).toHaveLength(2);
+  });
+
+  it("reaches sockets on every fan-out object of a tree channel", async () => {
+    const ch = freshChannel("tree");
+    const clients = [...(await connectIn(ch, "EU", 3)), ...(await connectIn(ch, "NA", 1))];
+    await ingest([event(ch, 1)]);
+    for (const c of clients) await c.waitForEvents(1);
+    expect((await ingest([event(ch, 2)], { gaps: [ch] })).status).toBe(200);
+    for (const c of clients) {
+      expect(await c.waitForType("reset")).toMatchObject({ reason: "source_gap", headSeq: 2 });
+      expect(seqs(await c.waitForEvents(2))).toEqual([1, 3]);
+    }
+  });
+
+  it("refuses a batch with neither events nor gaps, naming the field", async () => {
+    const res = await ingest([]);
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    expect(body.error.code).toBe("INVALID_BATCH");
+    expect(body.error.message).toContain("events or gaps");
+  });
+});
