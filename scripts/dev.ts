@@ -8,7 +8,10 @@
  * Flags: --demo (demo tables and traffic in your DATABASE_URL), --no-traffic
  * (no demo writes), --rate=N (sales per second, default 2), --origin URL
  * (repeatable: your app's origin, allowed to connect; ALLOWED_ORIGINS adds a
- * comma-separated list too).
+ * comma-separated list too), --capture=wal|outbox (RELAY_CAPTURE: the
+ * embedded Postgres runs with wal_level = logical and captures from the WAL;
+ * your own database defaults to the outbox, because a replication slot keeps
+ * WAL on your server for as long as it exists).
  * Ports: PORT (Worker, default 8787), RELAY_HTTP_PORT (default 9464),
  * PG_PORT (embedded Postgres, default 54329), BRIDGE_PORT (Neon driver bridge, 54330).
  * NOTIFIWS_STATE_DIR: where Postgres data, Worker state and generated secrets live (default .notifiws).
@@ -26,6 +29,7 @@ const { values } = parseArgs({
     demo: { type: "boolean", default: false },
     origin: { type: "string", multiple: true, default: [] },
     rate: { type: "string", default: "2" },
+    capture: { type: "string" },
     verbose: { type: "boolean", default: false },
   },
 });
@@ -46,6 +50,11 @@ if (!(rate > 0 && rate <= 1000)) {
 
 const own = Boolean(process.env.DATABASE_URL);
 const demo = !own || values.demo;
+const capture = values.capture ?? (own ? "outbox" : "wal");
+if (capture !== "wal" && capture !== "outbox") {
+  console.error(JSON.stringify({ level: "error", code: "CONFIG_INVALID", msg: "--capture must be wal or outbox", variables: ["RELAY_CAPTURE"] }));
+  process.exit(2);
+}
 const origins = [
   ...values.origin,
   ...(process.env.ALLOWED_ORIGINS ?? "")
@@ -83,6 +92,7 @@ const stack = new Stack({
   pgPort: num("PG_PORT", process.env.PG_PORT, 54329),
   bridgePort: num("BRIDGE_PORT", process.env.BRIDGE_PORT, 54330),
   verbose: values.verbose,
+  relayEnv: { RELAY_CAPTURE: capture },
 });
 
 let traffic: { stop(): Promise<void> } | undefined;
@@ -144,7 +154,7 @@ ${demoLines}
   WebSocket   ${ws}/ws/<channel>   (subprotocols: notifiws.v1, bearer.<token>)
   Origins     ${[stack.workerUrl, ...origins].join(", ")}   (add your app's: --origin http://localhost:5173)
   Stats       curl -H "Authorization: Bearer $(node -p 'require("${stack.stateDir}/secrets.json").ADMIN_TOKEN')" ${stack.workerUrl}/stats
-  Relay       ${stack.relayUrl}/metrics
+  Relay       ${stack.relayUrl}/metrics   (capture: ${capture}${capture === "wal" ? ", a logical replication slot" : ", the outbox table"}; --capture=${capture === "wal" ? "outbox" : "wal"} for the other)
   Postgres    ${stack.databaseUrl}
 
   Dev token (24 h, every channel):

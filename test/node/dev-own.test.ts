@@ -112,6 +112,10 @@ describe("npm run dev with your own database", () => {
     expect(dev.output()).toContain(`PORT=${ports.PORT}`);
     expect(dev.output()).toContain("npx notifiws tail");
     expect(dev.output()).not.toContain("Dashboard");
+    // No replication slot is left on your server unless you ask for WAL capture (--capture=wal): a slot keeps WAL while it exists.
+    expect((await db.query("SELECT slot_name FROM pg_replication_slots")).rows).toEqual([]);
+    expect((await db.query<{ m: string }>("SELECT notifiws.capture_mode() AS m")).rows[0]!.m).toBe("outbox");
+    expect(dev.output()).toContain("capture: outbox");
   });
 
   it("lets your app's origin connect (--origin) and refuses any other with ORIGIN_NOT_ALLOWED", async () => {

@@ -51,6 +51,10 @@ describe("npm run dev", () => {
     const db = new pg.Client({ connectionString: `postgres://postgres:notifiws@127.0.0.1:${ports.PG_PORT}/notifiws` });
     await db.connect();
     try {
+      // The embedded Postgres captures from the WAL by default (--capture=outbox for the outbox).
+      expect((await db.query<{ wal_level: string }>("SHOW wal_level")).rows[0]!.wal_level).toBe("logical");
+      await waitUntil("WAL capture", async () => (await db.query<{ m: string }>("SELECT notifiws.capture_mode() AS m")).rows[0]!.m === "wal", 30_000);
+      expect(dev.output()).toContain("capture: wal");
       for (const part of [
         { match: "relay/main.ts", name: "relay" },
         { match: "wrangler", name: "worker (wrangler dev)" },
