@@ -11,6 +11,12 @@
  *   outbox+poll100      trigger + outbox row, relay polling every 100 ms (the old poll mode)
  *   outbox              trigger + outbox row, relay polling every 10 ms (today's outbox default)
  *   wal                 trigger + logical message, relay streaming the slot
+ *   unwatched+recvlogical, wal+recvlogical
+ *                       the same two with pg_recvlogical (C) reading the slot
+ *                       instead of the relay: what WAL capture costs the
+ *                       database itself, without the relay's CPU competing
+ *                       for this machine's two cores (the consumer the
+ *                       issue's own measurements used)
  *
  * Modes are interleaved per writer count so this machine's drift over a run
  * falls on all of them. For the cells with a slot it reads the walsender's
@@ -23,6 +29,7 @@
  * `npm run bench` runs it too.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, readdirSync } from "node:fs";
 import { readFile, mkdtemp, rm } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import { tmpdir } from "node:os";
@@ -32,8 +39,18 @@ import { migrate } from "../db/migrate";
 import { freePort, startEmbeddedPostgres } from "../scripts/embedded-pg";
 import { percentile } from "./histogram";
 
-export type Mode = "unwatched" | "unwatched+slot" | "outbox+notify" | "outbox+poll100" | "outbox" | "wal";
-export const MODES: Mode[] = ["unwatched", "unwatched+slot", "outbox+notify", "outbox+poll100", "outbox", "wal"];
+export type Mode = "unwatched" | "unwatched+slot" | "outbox+notify" | "outbox+poll100" | "outbox" | "wal" | "unwatched+recvlogical" | "wal+recvlogical";
+export const MODES: Mode[] = ["unwatched", "unwatched+slot", "outbox+notify", "outbox+poll100", "outbox", "wal", "unwatched+recvlogical", "wal+recvlogical"];
+/** Debian's pg_recvlogical (any version reads any server's slot); the two recvlogical modes are left out without it. */
+const RECVLOGICAL = ["/usr/lib/postgresql"].flatMap((root) => {
+  try {
+    return readdirSync(root)
+      .map((v) => join(root, v, "bin/pg_recvlogical"))
+      .filter((f) => existsSync(f));
+  } catch {
+    return [];
+  }
+})[0];
 
 export interface W5Cell {
   mode: Mode;
@@ -55,6 +72,7 @@ export interface W5Cell {
 export function baselineOf(mode: Mode): Mode | undefined {
   if (mode === "unwatched") return undefined;
   if (mode === "wal") return "unwatched+slot";
+  if (mode === "wal+recvlogical") return "unwatched+recvlogical";
   return "unwatched";
 }
 
@@ -101,6 +119,32 @@ async function startRelay(databaseUrl: string, sinkUrl: string, env: Record<stri
   throw new Error("W5: the relay did not become leader within 30 s");
 }
 
+/** pg_recvlogical on the relay's slot, writing to /dev/null and confirming as it goes (stopped like the relay). */
+function recvlogical(databaseUrl: string): RelayProc {
+  const child = spawn(
+    RECVLOGICAL!,
+    [
+      "-d",
+      databaseUrl,
+      "--slot",
+      "notifiws",
+      "--start",
+      "-f",
+      "/dev/null",
+      "-F",
+      "1",
+      "-o",
+      "proto_version=1",
+      "-o",
+      "publication_names=notifiws",
+      "-o",
+      "messages=true",
+    ],
+    { stdio: ["ignore", "ignore", "inherit"] },
+  );
+  return { child, port: 0 };
+}
+
 async function stopRelay(r: RelayProc | undefined): Promise<void> {
   if (!r || r.child.exitCode !== null) return;
   const exited = new Promise((resolve) => r.child.once("exit", resolve));
@@ -139,7 +183,7 @@ export async function runW5(databaseUrl: string, opts: { writers: number[]; seco
     await admin.query(`DROP TABLE IF EXISTS w5_orders; CREATE TABLE w5_orders (
       id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, customer int NOT NULL, total numeric(12,2) NOT NULL, note text, created_at timestamptz NOT NULL DEFAULT now())`);
     for (const writers of opts.writers) {
-      for (const mode of modes) {
+      for (const mode of modes.filter((m) => RECVLOGICAL || !m.includes("recvlogical"))) {
         await stopRelay(relay);
         relay = undefined;
         await admin.query("SELECT notifiws.unwatch('w5_orders', 'w5')");
@@ -149,7 +193,11 @@ export async function runW5(databaseUrl: string, opts: { writers: number[]; seco
         // The plain baseline: no slot (an outbox relay retires it), and no relay.
         if (mode === "unwatched") await stopRelay(await startRelay(databaseUrl, sink.url, { RELAY_CAPTURE: "outbox" }));
         else if (mode === "unwatched+slot" || mode === "wal") relay = await startRelay(databaseUrl, sink.url, { RELAY_CAPTURE: "wal" });
-        else
+        else if (mode === "unwatched+recvlogical" || mode === "wal+recvlogical") {
+          // The relay sets up the slot and the wal mode, then pg_recvlogical reads the slot in its place.
+          await stopRelay(await startRelay(databaseUrl, sink.url, { RELAY_CAPTURE: "wal" }));
+          relay = recvlogical(databaseUrl);
+        } else
           relay = await startRelay(databaseUrl, sink.url, {
             RELAY_CAPTURE: "outbox",
             RELAY_POLL_MS: mode === "outbox+notify" ? "5000" : mode === "outbox+poll100" ? "100" : "10",
@@ -157,7 +205,8 @@ export async function runW5(databaseUrl: string, opts: { writers: number[]; seco
         await admin.query("TRUNCATE w5_orders; DELETE FROM notifiws.outbox WHERE channel = 'w5'");
         await admin.query("VACUUM ANALYZE w5_orders");
         await admin.query("CHECKPOINT");
-        const walsender = mode === "unwatched+slot" || mode === "wal" ? await walsenderPid(admin) : undefined;
+        const walsender =
+          mode !== "unwatched" && (mode.includes("slot") || mode.startsWith("wal") || mode.includes("recvlogical")) ? await walsenderPid(admin) : undefined;
         const cpu0 = [await cpuSeconds(walsender), await cpuSeconds(relay?.child.pid)];
         const m = await measure(databaseUrl, mode, writers, opts.seconds);
         const cpu1 = [await cpuSeconds(walsender), await cpuSeconds(relay?.child.pid)];
@@ -259,7 +308,7 @@ export function w5Table(cells: ReturnType<typeof medianCells> | W5Cell[], runs =
     "",
     `## W5 database overhead of watch() (single-row INSERT transactions${runs > 1 ? `, median of ${runs} runs (min–max)` : ""})`,
     "",
-    "| mode | writers | tx/s | p50 ms | p99 ms | overhead | walsender CPU s / 1k tx | relay CPU s / 1k tx |",
+    "| mode | writers | tx/s | p50 ms | p99 ms | overhead | walsender CPU s / 1k tx | consumer (relay or pg_recvlogical) CPU s / 1k tx |",
     "|---|---|---|---|---|---|---|---|",
     ...cells.map(
       (c) =>
@@ -269,7 +318,7 @@ export function w5Table(cells: ReturnType<typeof medianCells> | W5Cell[], runs =
 }
 
 /** W5 on its own Postgres with default durability (or DATABASE_URL), torn down after. */
-export async function runW5Standalone(opts: { writers: number[]; seconds: number; runs?: number }): Promise<ReturnType<typeof medianCells>> {
+export async function runW5Standalone(opts: { writers: number[]; seconds: number; runs?: number; modes?: Mode[] }): Promise<ReturnType<typeof medianCells>> {
   let url = process.env.DATABASE_URL;
   let stop = async () => {};
   if (!url) {
@@ -292,11 +341,13 @@ export async function runW5Standalone(opts: { writers: number[]; seconds: number
   }
 }
 
-// Standalone: `npm run bench:db [-- --quick] [-- --runs N]`.
+// Standalone: `npm run bench:db [-- --quick] [-- --runs N] [-- --modes unwatched,wal]`.
 if (process.argv[1]?.endsWith("db-overhead.ts")) {
   const quick = process.argv.includes("--quick");
   const runsArg = process.argv.indexOf("--runs");
   const runs = runsArg > 0 ? Number(process.argv[runsArg + 1]) : quick ? 1 : 3;
-  const cells = await runW5Standalone({ writers: [1, 8, 32], seconds: quick ? 3 : 10, runs });
+  const modesArg = process.argv.indexOf("--modes");
+  const modes = modesArg > 0 ? (process.argv[modesArg + 1]!.split(",") as Mode[]) : undefined;
+  const cells = await runW5Standalone({ writers: [1, 8, 32], seconds: quick ? 3 : 10, runs, modes });
   console.log(w5Table(cells, runs).join("\n"));
 }

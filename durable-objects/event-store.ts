@@ -157,11 +157,7 @@ export class EventStore {
       const ids = "json" in chunk ? chunk.json : JSON.stringify([chunk.single]);
       for (const row of this.exec<{ id: string }>("SELECT j.value AS id FROM json_each(?) AS j JOIN seen ON seen.id = j.value", ids)) known.add(row.id);
     }
-    const bodies: string[] = [];
-    const sizes: number[] = [];
-    const ids: string[] = [];
-    const seqs: number[] = [];
-    const committedAt: number[] = [];
+    const [bodies, sizes, ids, seqs, committedAt]: [string[], number[], string[], number[], number[]] = [[], [], [], [], []];
     // The source lost events before this batch: a marker takes the next seq (envelope.ts).
     const marker = gap ? gapEnvelope(++this.counters.headSeq) : undefined;
     if (marker) this.exec("INSERT INTO events (seq, at, body) VALUES (?, ?, ?)", this.counters.headSeq, now, marker);

@@ -19,7 +19,7 @@
 import pg from "pg";
 import { log } from "../shared/log";
 import type { RelayConfig } from "./config";
-import { parseLsn } from "./wal";
+import { parseLsn } from "./lsn";
 
 export interface CapturePlan {
   mode: "outbox" | "wal";

@@ -1,6 +1,8 @@
 /** Relay counters and the /healthz + /metrics HTTP server. */
 import { createServer, type Server } from "node:http";
+import type pg from "pg";
 import { Histogram, renderHistogram } from "../shared/histogram";
+import type { WalStream } from "./wal";
 
 /** What /metrics reads from Postgres at scrape time. */
 export interface Backlog {
@@ -8,6 +10,32 @@ export interface Backlog {
   oldestSeconds: number;
   /** The replication slot, while one exists (wal mode, or being retired). */
   slot?: { retainedBytes: number; behindBytes: number; behindSeconds: number; lost: boolean; pendingBytes: number };
+}
+
+/** Reads the outbox's backlog and, while a slot exists, what it retains (a scrape's two queries). */
+export async function readBacklog(client: pg.Client, slotName: string, wal: WalStream | undefined): Promise<Backlog> {
+  const r = await client.query<{ n: string; age: number | null }>(
+    "SELECT count(*) AS n, extract(epoch FROM now() - min(created_at))::float8 AS age FROM notifiws.outbox",
+  );
+  const backlog: Backlog = { events: Number(r.rows[0]!.n), oldestSeconds: Math.max(0, r.rows[0]!.age ?? 0) };
+  const slot = await client.query<{ retained: string | null; behind: string | null; status: string | null }>(
+    `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::text AS retained,
+            pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::text AS behind, wal_status AS status
+       FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()`,
+    [slotName],
+  );
+  const row = slot.rows[0];
+  if (row) {
+    const oldest = wal?.oldestPendingAt;
+    backlog.slot = {
+      retainedBytes: Number(row.retained ?? 0),
+      behindBytes: Number(row.behind ?? 0),
+      behindSeconds: oldest === undefined ? 0 : Math.max(0, (Date.now() - oldest) / 1000),
+      lost: row.status === "lost",
+      pendingBytes: wal?.pendingBytes ?? 0,
+    };
+  }
+  return backlog;
 }
 
 export class RelayMetrics {

@@ -21,7 +21,8 @@ import type { RelayConfig } from "./config";
 import { currentLsn, outboxChannels, prepareCapture, retireSlot, switchToWal, waitForOlderTransactions, type CapturePlan } from "./capture";
 import { Drain } from "./drain";
 import { Leadership } from "./leader";
-import { RelayMetrics, type Backlog } from "./metrics";
+import { readBacklog, RelayMetrics, type Backlog } from "./metrics";
+import { requireSchema, SchemaMissing } from "./schema";
 import { WalStream } from "./wal";
 import { sendPendingGaps } from "./gaps";
 
@@ -78,7 +79,8 @@ export class Relay {
     this.stopping = true;
     for (const wake of this.sleepers) wake();
     await this.drain.settled();
-    this.wal?.close();
+    await this.wal?.settled();
+    this.wal?.close(true);
     const c = this.client;
     if (c) {
       if (this.metrics.leader) await c.query("SELECT pg_advisory_unlock($1)", [this.config.RELAY_LOCK_KEY]).catch(() => undefined);
@@ -97,28 +99,7 @@ export class Relay {
   /** Rows waiting and the age of the oldest; in wal mode, the slot's retained WAL: for /metrics. */
   async backlog(): Promise<Backlog | undefined> {
     if (!this.client || !this.metrics.connected) return undefined;
-    const r = await this.client.query<{ n: string; age: number | null }>(
-      "SELECT count(*) AS n, extract(epoch FROM now() - min(created_at))::float8 AS age FROM notifiws.outbox",
-    );
-    const backlog: Backlog = { events: Number(r.rows[0]!.n), oldestSeconds: Math.max(0, r.rows[0]!.age ?? 0) };
-    const slot = await this.client.query<{ retained: string | null; behind: string | null; status: string | null }>(
-      `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::text AS retained,
-              pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::text AS behind, wal_status AS status
-         FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()`,
-      [this.config.RELAY_SLOT],
-    );
-    const row = slot.rows[0];
-    if (row) {
-      const oldest = this.wal?.oldestPendingAt;
-      backlog.slot = {
-        retainedBytes: Number(row.retained ?? 0),
-        behindBytes: Number(row.behind ?? 0),
-        behindSeconds: oldest === undefined ? 0 : Math.max(0, (Date.now() - oldest) / 1000),
-        lost: row.status === "lost",
-        pendingBytes: this.wal?.pendingBytes ?? 0,
-      };
-    }
-    return backlog;
+    return readBacklog(this.client, this.config.RELAY_SLOT, this.wal);
   }
 
   // -------------------------------------------------------------------------
@@ -306,30 +287,6 @@ export class Relay {
       this.sleepers.add(done);
     });
   }
-}
-
-/** The database lacks the notifiws schema this relay needs (never migrated, or migrated by an older release). */
-class SchemaMissing extends Error {
-  readonly code = "SCHEMA_MISSING";
-}
-
-/** Fails with a message that names the fix when the migrations have not been applied; the relay retries by itself. */
-async function requireSchema(client: pg.Client): Promise<void> {
-  const { rows } = await client.query<{ missing: string[] }>(
-    `SELECT array_remove(ARRAY[
-       CASE WHEN to_regclass('notifiws.outbox') IS NULL THEN 'notifiws.outbox' END,
-       CASE WHEN to_regclass('notifiws.relay_leader') IS NULL THEN 'notifiws.relay_leader' END,
-       CASE WHEN to_regclass('notifiws.watches') IS NULL THEN 'notifiws.watches' END,
-       CASE WHEN to_regclass('notifiws.pending_gaps') IS NULL THEN 'notifiws.pending_gaps' END,
-       CASE WHEN to_regprocedure('notifiws.set_capture_mode(text)') IS NULL THEN 'notifiws.set_capture_mode(text)' END,
-       CASE WHEN to_regprocedure('notifiws.wakeup_channel()') IS NULL THEN 'notifiws.wakeup_channel()' END
-     ], NULL) AS missing`,
-  );
-  const missing = rows[0]!.missing;
-  if (missing.length > 0)
-    throw new SchemaMissing(
-      `the database lacks ${missing.join(", ")}: apply the migrations with \`DATABASE_URL=<this database> npm run db:migrate\`; the relay keeps retrying and starts once they are in`,
-    );
 }
 
 /** Closes the socket under a pg client without waiting for the server. */

@@ -23,18 +23,9 @@
 import type pg from "pg";
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from "pg-logical-replication";
 import { errorFields, log } from "../shared/log";
-import { formatIssues } from "../shared/zod";
-import { batchBody, EventHeader, eventJson } from "./event";
-import { sendBatch, type SendHost } from "./send";
-
-/** One decoded event, ready to send, with what the outbox would hold if it has to be spilled. */
-export interface WalEvent {
-  id: string;
-  channel: string;
-  json: string;
-  bytes: number;
-  row: { op: string; table: string; data: string | null; old: string | null; types: string | null; txid: string; committedAt: number };
-}
+import type { SendHost } from "./send";
+import { decodeMessage, MESSAGE_PREFIX, sendWalEvents, spill, walDeadLetter, type WalEvent } from "./wal-events";
+import { maxLsn, parseLsn, standbyStatus } from "./lsn";
 
 /** The stream in order: events, and the end of each transaction that carried some. */
 type Item = { kind: "event"; event: WalEvent } | { kind: "commit"; endLsn: bigint };
@@ -49,10 +40,9 @@ export interface WalHost extends SendHost {
 
 /** What pg-logical-replication keeps private: the connection whose stream is paused, destroyed and written to. */
 interface ReplicationInternals {
-  _connection?: { stream?: { pause(): void; resume(): void; destroy(): void }; sendCopyFromChunk(b: Buffer): void } | null;
+  _connection?: { stream?: { pause(): void; resume(): void; destroy(): void; end(): void }; sendCopyFromChunk(b: Buffer): void } | null;
 }
 
-const POSTGRES_EPOCH_MS = 946_684_800_000;
 /** A status update at least this often, so the server sees the consumer alive (wal_sender_timeout defaults to 60 s). */
 const STATUS_EVERY_MS = 10_000;
 
@@ -63,7 +53,8 @@ export class WalStream {
   spilled = new Set<string>();
   private readonly items: Item[] = [];
   private bytes = 0;
-  private tx: { commitTime: number; events: WalEvent[] } | undefined;
+  /** The transaction being received: its commit time and how many events it carried so far. */
+  private tx: { commitTime: number; events: number } | undefined;
   private service: LogicalReplicationService | undefined;
   private paused = false;
   private delivering: Promise<void> | undefined;
@@ -134,12 +125,23 @@ export class WalStream {
     }
   }
 
-  /** Ends the stream without waiting for the server (stop, or the session failed). */
-  close(): void {
+  /**
+   * Ends the stream without waiting for the server. `graceful` (a stop)
+   * first sends the confirmed position, so the next leader does not resend
+   * what this one delivered; otherwise (the session failed) the socket is
+   * simply destroyed, and the next leader resends since the last status
+   * (at most one status tick: the Worker drops the repeats by event id).
+   */
+  close(graceful = false): void {
     const service = this.service;
     if (!service) return;
+    const stream = internals(service)._connection?.stream;
+    if (graceful) this.status(false, true);
     this.service = undefined;
-    internals(service)._connection?.stream?.destroy();
+    if (graceful && stream) {
+      stream.end(); // flushes the status, then closes
+      setTimeout(() => stream.destroy(), 1000).unref();
+    } else stream?.destroy();
     service.removeAllListeners();
     // Its client's late errors (the socket was destroyed on purpose) are re-emitted on the service: keep a listener.
     service.on("error", () => undefined);
@@ -147,14 +149,19 @@ export class WalStream {
     this.fail(new Error("stopped"));
   }
 
+  /** Resolves when no batch is in flight (a stop lets the one in flight finish, then confirms it). */
+  async settled(): Promise<void> {
+    await this.delivering?.catch(() => undefined);
+  }
+
   /** Bytes decoded but not yet handled. */
   get pendingBytes(): number {
     return this.bytes;
   }
 
-  /** Events decoded but not yet handled, and whether a transaction is being received. */
+  /** Events decoded but not yet handled. */
   get pendingEvents(): number {
-    return this.items.reduce((n, i) => n + (i.kind === "event" ? 1 : 0), this.tx?.events.length ?? 0);
+    return this.items.reduce((n, i) => n + (i.kind === "event" ? 1 : 0), 0);
   }
 
   private fail(err: Error): void {
@@ -166,7 +173,7 @@ export class WalStream {
   private onMessage(msg: Pgoutput.Message): void {
     switch (msg.tag) {
       case "begin":
-        this.tx = { commitTime: Number((msg.commitTime as bigint) / 1000n), events: [] };
+        this.tx = { commitTime: Number((msg.commitTime as bigint) / 1000n), events: 0 };
         return;
       case "message": {
         if (!this.tx || !msg.transactional || msg.prefix !== MESSAGE_PREFIX) return;
@@ -175,29 +182,28 @@ export class WalStream {
           log("error", "a logical message with the notifiws prefix could not be read; skipped", { reason: event.error, lsn: msg.messageLsn });
           return;
         }
-        this.tx.events.push(event);
+        // Decoding sends a transaction only once it committed, so its events can go before its end
+        // arrives: a huge transaction then streams through the buffer instead of filling memory.
+        this.tx.events++;
+        this.oldestPendingAt ??= this.tx.commitTime;
+        this.items.push({ kind: "event", event });
+        this.bytes += event.bytes;
+        // Backpressure: stop reading while too much waits; the walsender then waits on TCP and the slot keeps the WAL.
+        if (this.bytes > this.host.config.RELAY_WAL_BUFFER_BYTES && !this.paused) {
+          this.paused = true;
+          internals(this.service)._connection?.stream?.pause();
+        }
+        this.deliver();
         return;
       }
       case "commit": {
         const tx = this.tx;
         this.tx = undefined;
         const endLsn = parseLsn(msg.commitEndLsn ?? "0/0");
-        if (!tx || tx.events.length === 0) {
-          // A transaction without events (Postgres before 15 sends empty ones): nothing to wait for.
-          if (this.items.length === 0) this.confirmed = maxLsn(this.confirmed, endLsn);
-          return;
-        }
-        this.oldestPendingAt ??= tx.commitTime;
-        for (const event of tx.events) {
-          this.items.push({ kind: "event", event });
-          this.bytes += event.bytes;
-        }
-        this.items.push({ kind: "commit", endLsn });
-        // Backpressure: stop reading while too much waits; the walsender then waits on TCP and the slot keeps the WAL.
-        if (this.bytes > this.host.config.RELAY_WAL_BUFFER_BYTES && !this.paused) {
-          this.paused = true;
-          internals(this.service)._connection?.stream?.pause();
-        }
+        // The slot moves past a transaction only once every event before its end is handled.
+        if (tx && tx.events > 0) this.items.push({ kind: "commit", endLsn });
+        // A transaction without events (Postgres before 15 sends empty ones): nothing to wait for.
+        else if (this.items.length === 0) this.confirmed = maxLsn(this.confirmed, endLsn);
         this.deliver();
         return;
       }
@@ -212,15 +218,22 @@ export class WalStream {
     if (reply) this.status(false, true);
   }
 
-  /** Sends a standby status update when the position moved, every STATUS_EVERY_MS, or when asked. */
+  /**
+   * Sends a standby status update when the position moved or when asked, and
+   * every STATUS_EVERY_MS asks for a keepalive: its position lets an idle
+   * slot move past WAL other tables wrote, so a quiet channel does not make
+   * Postgres keep hours of WAL (the walsender sends none on its own while the
+   * client keeps talking).
+   */
   private status(requestReply: boolean, force = false): void {
     const conn = internals(this.service)._connection;
     if (!conn) return;
     const now = Date.now();
-    if (!force && !requestReply && this.confirmed === this.reportedFlush && now - this.lastStatus < STATUS_EVERY_MS) return;
+    const due = now - this.lastStatus >= STATUS_EVERY_MS;
+    if (!force && !requestReply && !due && this.confirmed === this.reportedFlush) return;
     this.lastStatus = now;
     this.reportedFlush = this.confirmed;
-    conn.sendCopyFromChunk(standbyStatus(this.confirmed, now, requestReply));
+    conn.sendCopyFromChunk(standbyStatus(this.confirmed, now, requestReply || due));
   }
 
   private deliver(): void {
@@ -259,165 +272,44 @@ export class WalStream {
       take++;
     }
     const taken = this.items.slice(0, take).flatMap((i) => (i.kind === "event" ? [i.event] : []));
-    const toSpill = taken.filter((e) => this.spilled.has(e.channel));
-    let toSend = taken.filter((e) => !this.spilled.has(e.channel));
-    const deadLetter: { events: WalEvent[]; reason: string }[] = [];
-    while (toSend.length > 0) {
-      const batchId = crypto.randomUUID();
-      const outcome = await sendBatch(
-        this.host,
-        batchId,
-        batchBody(
-          batchId,
-          toSend.map((e) => e.json),
-        ),
-        toSend.length,
-      );
-      if (outcome.kind === "stopped") return;
-      if (outcome.kind === "delivered") {
-        this.eventCap = Math.min(this.host.config.RELAY_BATCH_MAX_EVENTS, this.eventCap * 2);
-        break;
-      }
-      if (outcome.kind === "partial") {
-        // Every other channel was stored; the failing ones go to the outbox, in order, with their own backoff.
-        const failed = new Set(outcome.failedChannels);
-        toSpill.push(...toSend.filter((e) => failed.has(e.channel)));
-        break;
-      }
-      if (outcome.kind === "event_too_large") {
-        const ids = new Set(outcome.eventIds);
-        const refused = toSend.filter((e) => ids.has(e.id));
-        if (refused.length > 0) {
-          deadLetter.push({ events: refused, reason: "EVENT_TOO_LARGE: the Worker refuses events over MAX_EVENT_BYTES" });
-          toSend = toSend.filter((e) => !ids.has(e.id)); // nothing of the batch was applied: send the rest
-          continue;
-        }
-      }
-      // A 413 for the batch as a whole: send fewer; a lone refused event is dead-lettered.
-      if (toSend.length === 1) {
-        deadLetter.push({ events: toSend, reason: "the Worker refused the event as too large (413)" });
-        break;
-      }
-      this.eventCap = Math.max(1, Math.floor(toSend.length / 2));
-      return; // the caps apply on the next pass
+    // A channel with rows in the outbox queues behind them; the rest is sent.
+    const queued = taken.filter((e) => this.spilled.has(e.channel));
+    const result = await sendWalEvents(
+      this.host,
+      taken.filter((e) => !this.spilled.has(e.channel)),
+    );
+    if (result.kind === "stopped") return;
+    if (result.kind === "smaller") {
+      this.eventCap = result.cap; // the caps apply on the next pass
+      return;
     }
+    this.eventCap = Math.min(this.host.config.RELAY_BATCH_MAX_EVENTS, this.eventCap * 2);
+    const order = new Map(taken.map((e, i) => [e, i]));
+    const toSpill = [...queued, ...result.refusedChannels].sort((x, y) => order.get(x)! - order.get(y)!);
     if (toSpill.length > 0) {
-      toSpill.sort((a, b) => taken.indexOf(a) - taken.indexOf(b));
       await spill(client, toSpill);
       for (const e of toSpill) this.spilled.add(e.channel);
       this.host.kickOutbox();
     }
-    for (const d of deadLetter) await walDeadLetter(client, d.events, d.reason, this.host);
+    for (const d of result.deadLetters) await walDeadLetter(client, d.events, d.reason, this.host);
     // Everything taken is handled: forget it, and confirm the last transaction it completed.
-    const sent = taken.length - toSpill.length - deadLetter.reduce((n, d) => n + d.events.length, 0);
     for (const item of this.items.splice(0, take)) {
       if (item.kind === "commit") this.confirmed = maxLsn(this.confirmed, item.endLsn);
       else this.bytes -= item.event.bytes;
     }
     const now = Date.now();
-    for (const e of taken) this.host.metrics.commitToAck.observe(Math.max(0, now - e.row.committedAt) / 1000);
-    this.host.metrics.recordDelivered(sent);
+    for (const e of result.stored) this.host.metrics.commitToAck.observe(Math.max(0, now - e.row.committedAt) / 1000);
+    this.host.metrics.recordDelivered(result.stored.length);
     const next = this.items.find((i) => i.kind === "event");
     this.oldestPendingAt = next?.kind === "event" ? next.event.row.committedAt : undefined;
     if (this.paused && this.bytes < this.host.config.RELAY_WAL_BUFFER_BYTES / 2) {
       this.paused = false;
       internals(this.service)._connection?.stream?.resume();
     }
-    this.status(false);
+    // The new position goes out with the next status tick (every 200 ms): one write per tick, not per batch.
   }
-}
-
-/** The prefix notifiws.message_prefix() returns (db/functions/capture.sql). */
-export const MESSAGE_PREFIX = "notifiws";
-
-/** Reads one message of notifiws.wal_message(): a JSON header line, then the row, old row and types as jsonb text. */
-export function decodeMessage(content: string, commitTime: number): WalEvent | { error: string } {
-  const lines = content.split("\n");
-  if (lines.length !== 4) return { error: `expected 4 lines, got ${lines.length}` };
-  let header: unknown;
-  try {
-    header = JSON.parse(lines[0]!);
-  } catch {
-    return { error: "the header line is not JSON" };
-  }
-  const parsed = EventHeader.safeParse({ ...(header as object), committedAt: commitTime });
-  if (!parsed.success) return { error: formatIssues(parsed.error.issues, { root: "event" }) };
-  const h = parsed.data;
-  const values = { data: lines[1] === "null" ? null : lines[1]!, old: lines[2] === "" ? null : lines[2]!, types: lines[3] === "null" ? null : lines[3]! };
-  const json = eventJson(h, values);
-  return {
-    id: h.id,
-    channel: h.channel,
-    json,
-    bytes: Buffer.byteLength(json, "utf8") + 1,
-    row: { op: h.op, table: h.table ?? "", ...values, txid: h.txid ?? "0", committedAt: commitTime },
-  };
-}
-
-/** Writes events to the outbox exactly as the outbox mode would have (same event ids), in the given order. */
-async function spill(client: pg.Client, events: WalEvent[]): Promise<void> {
-  await client.query(
-    `INSERT INTO notifiws.outbox (event_id, channel, op, table_name, data, old_data, types, txid, committed_at)
-     SELECT u1, u2, u3, u4, u5, u6, u7, u8, u9
-       FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[], $7::jsonb[], $8::xid8[], $9::timestamptz[])
-            WITH ORDINALITY AS t(u1, u2, u3, u4, u5, u6, u7, u8, u9, n)
-      ORDER BY n`,
-    columns(events),
-  );
-}
-
-/** Events the Worker can never accept, kept with the reason (id 0: they never had an outbox row). */
-async function walDeadLetter(client: pg.Client, events: WalEvent[], reason: string, host: SendHost): Promise<void> {
-  await client.query(
-    `INSERT INTO notifiws.dead_letter (id, event_id, channel, op, table_name, data, old_data, types, txid, committed_at, created_at, reason, failed_at)
-     SELECT 0, u1, u2, u3, u4, u5, u6, u7, u8, u9, now(), $10::text, now()
-       FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[], $7::jsonb[], $8::xid8[], $9::timestamptz[]) AS t(u1, u2, u3, u4, u5, u6, u7, u8, u9)`,
-    [...columns(events), reason],
-  );
-  host.metrics.deadLettered += events.length;
-  log("error", "events moved to notifiws.dead_letter", { count: events.length, eventIds: events.slice(0, 20).map((e) => e.id), reason });
-}
-
-function columns(events: WalEvent[]): unknown[] {
-  return [
-    events.map((e) => e.id),
-    events.map((e) => e.channel),
-    events.map((e) => e.row.op),
-    events.map((e) => e.row.table),
-    events.map((e) => e.row.data),
-    events.map((e) => e.row.old),
-    events.map((e) => e.row.types),
-    events.map((e) => e.row.txid),
-    events.map((e) => new Date(e.row.committedAt).toISOString()),
-  ];
 }
 
 function internals(service: LogicalReplicationService | undefined): ReplicationInternals {
   return (service ?? {}) as ReplicationInternals;
-}
-
-/** "16/B374D848" → the 64-bit position. */
-export function parseLsn(lsn: string): bigint {
-  const [hi, lo] = lsn.split("/");
-  return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
-}
-
-export function formatLsn(lsn: bigint): string {
-  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
-}
-
-function maxLsn(a: bigint, b: bigint): bigint {
-  return a > b ? a : b;
-}
-
-/** A standby status update ('r'): written, flushed and applied positions (all the confirmed one), the clock, and whether to reply. */
-export function standbyStatus(confirmed: bigint, nowMs: number, requestReply: boolean): Buffer {
-  const b = Buffer.alloc(34);
-  b.write("r", 0, "latin1");
-  b.writeBigUInt64BE(confirmed, 1);
-  b.writeBigUInt64BE(confirmed, 9);
-  b.writeBigUInt64BE(confirmed, 17);
-  b.writeBigInt64BE(BigInt(nowMs - POSTGRES_EPOCH_MS) * 1000n, 25);
-  b.writeUInt8(requestReply ? 1 : 0, 33);
-  return b;
 }

@@ -30,9 +30,17 @@ function fromHex(hex: string): Uint8Array<ArrayBuffer> | undefined {
   return out;
 }
 
+/** What is signed: the timestamp and the exact body (the relay signs the same with node:crypto: relay/post.ts). */
+export function signatureInput(timestamp: number, body: string): string {
+  return `${timestamp}.${body}`;
+}
+
+/** The signature's scheme prefix; several may be sent, comma-separated. */
+export const SIGNATURE_VERSION = "v1=";
+
 export async function sign(secret: string, timestamp: number, body: string): Promise<string> {
-  const mac = await crypto.subtle.sign("HMAC", await hmacKey(secret), enc.encode(`${timestamp}.${body}`));
-  return `v1=${toHex(mac)}`;
+  const mac = await crypto.subtle.sign("HMAC", await hmacKey(secret), enc.encode(signatureInput(timestamp, body)));
+  return `${SIGNATURE_VERSION}${toHex(mac)}`;
 }
 
 export type VerifyResult = { ok: true } | { ok: false; code: "BAD_SIGNATURE" | "STALE_TIMESTAMP"; message: string };
@@ -55,11 +63,11 @@ export async function verify(
   const sigs = (signatureHeader ?? "")
     .split(",")
     .map((s) => s.trim())
-    .filter((s) => s.startsWith("v1="))
-    .map((s) => fromHex(s.slice(3)))
+    .filter((s) => s.startsWith(SIGNATURE_VERSION))
+    .map((s) => fromHex(s.slice(SIGNATURE_VERSION.length)))
     .filter((b): b is Uint8Array<ArrayBuffer> => b !== undefined && b.length === 32);
   if (sigs.length === 0) return { ok: false, code: "BAD_SIGNATURE", message: "missing or malformed signature header" };
-  const data = enc.encode(`${ts}.${body}`);
+  const data = enc.encode(signatureInput(ts, body));
   for (const secret of secrets) {
     const key = await hmacKey(secret);
     for (const sig of sigs) if (await crypto.subtle.verify("HMAC", key, sig, data)) return { ok: true };

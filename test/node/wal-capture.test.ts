@@ -218,16 +218,17 @@ describe.each(POSTGRES_SERVERS)("WAL capture on %s Postgres", (server) => {
     await waitUntil("the next event", () => receiver.forChannel("items").some((e) => e.data!.writer === 5 && e.data!.n === 2));
   });
 
-  it("does not grow without bound while the Worker is down: it stops reading at RELAY_WAL_BUFFER_BYTES and delivers everything once the Worker is back", async () => {
+  it("does not grow without bound while the Worker is down, even for one transaction larger than its buffer: it stops reading at RELAY_WAL_BUFFER_BYTES and delivers everything once the Worker is back", async () => {
     receiver.behaviour = "fail";
     const relay = startRelay({ RELAY_CAPTURE: "wal", RELAY_WAL_BUFFER_BYTES: String(1024 * 1024) });
     await waitUntil("the wal mode", async () => (await captureMode()) === "wal");
     const note = "x".repeat(20_000);
     await db.query("SELECT notifiws.watch('items', 'items.notes', ARRAY['id', 'note'])");
     try {
-      // 200 transactions of ~20 KB: 4 MB decoded in all, four times the buffer.
-      for (let i = 0; i < 200; i++) await db.query("INSERT INTO items (writer, n, note) VALUES (9, $1, $2)", [i, note]);
-      await waitUntil("the relay stops reading (buffer full)", () => relay.walPending() > 0 && relay.metrics.failures >= 3);
+      // 100 transactions of ~20 KB, then one of 100 rows (2 MB on its own): 4 MB decoded in all, four times the buffer.
+      for (let i = 0; i < 100; i++) await db.query("INSERT INTO items (writer, n, note) VALUES (9, $1, $2)", [i, note]);
+      await db.query("INSERT INTO items (writer, n, note) SELECT 9, g, $1 FROM generate_series(100, 199) g", [note]);
+      await waitUntil("the relay's buffer full", async () => ((await relay.backlog())?.slot?.pendingBytes ?? 0) >= 1024 * 1024 && relay.metrics.failures >= 3);
       let peak = 0;
       for (let i = 0; i < 20; i++) {
         const b = await relay.backlog();
