@@ -119,6 +119,20 @@ async function startRelay(databaseUrl: string, sinkUrl: string, env: Record<stri
   throw new Error("W5: the relay did not become leader within 30 s");
 }
 
+/** Back to the outbox with no slot: an outbox relay switches the functions, reads the slot up to the switch and drops it. */
+async function retire(admin: pg.Client, databaseUrl: string, sinkUrl: string): Promise<void> {
+  const relay = await startRelay(databaseUrl, sinkUrl, { RELAY_CAPTURE: "outbox" });
+  try {
+    for (const started = Date.now(); Date.now() - started < 30_000;) {
+      if ((await admin.query("SELECT 1 FROM pg_replication_slots")).rowCount === 0) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error("W5: the slot was not retired within 30 s");
+  } finally {
+    await stopRelay(relay);
+  }
+}
+
 /** pg_recvlogical on the relay's slot, writing to /dev/null and confirming as it goes (stopped like the relay). */
 function recvlogical(databaseUrl: string): RelayProc {
   const child = spawn(
@@ -191,7 +205,7 @@ export async function runW5(databaseUrl: string, opts: { writers: number[]; seco
           await admin.query("SELECT notifiws.watch('w5_orders', 'w5', ARRAY['id', 'customer', 'total', 'created_at'])");
         // The relay sets the database's capture mode (and creates or retires the slot) as it starts.
         // The plain baseline: no slot (an outbox relay retires it), and no relay.
-        if (mode === "unwatched") await stopRelay(await startRelay(databaseUrl, sink.url, { RELAY_CAPTURE: "outbox" }));
+        if (mode === "unwatched") await retire(admin, databaseUrl, sink.url);
         else if (mode === "unwatched+slot" || mode === "wal") relay = await startRelay(databaseUrl, sink.url, { RELAY_CAPTURE: "wal" });
         else if (mode === "unwatched+recvlogical" || mode === "wal+recvlogical") {
           // The relay sets up the slot and the wal mode, then pg_recvlogical reads the slot in its place.
@@ -219,7 +233,7 @@ export async function runW5(databaseUrl: string, opts: { writers: number[]; seco
     await stopRelay(relay);
     relay = undefined;
     // Leave the database as found: outbox mode, no slot, no bench table.
-    await stopRelay(await startRelay(databaseUrl, sink.url, { RELAY_CAPTURE: "outbox" }));
+    await retire(admin, databaseUrl, sink.url);
     await admin.query("SELECT notifiws.unwatch('w5_orders', 'w5'); DROP TABLE w5_orders; DELETE FROM notifiws.outbox WHERE channel = 'w5'");
   } finally {
     await stopRelay(relay);

@@ -35,6 +35,8 @@ export interface CapturePlan {
   switchToWal: boolean;
   /** The slot had been invalidated: these channels lost events and must be reset (gaps.ts). */
   lostChannels: string[];
+  /** Gap markers wait in notifiws.pending_gaps (these, or ones an earlier leader could not send). */
+  gapsPending: boolean;
 }
 
 /** Creating a slot waits for every running transaction; allow it longer than one drain statement. */
@@ -72,6 +74,7 @@ export async function prepareCapture(client: pg.Client, cfg: RelayConfig): Promi
   let current = modeBefore;
   const catchUp = async () => ({ outboxFrom: (await client.query<{ b: string | null }>("SELECT notifiws.outbox_from()::text AS b")).rows[0]!.b ?? ALL_ROWS });
 
+  const gapsPending = (await client.query<{ p: boolean }>("SELECT notifiws.has_pending_gaps() AS p")).rows[0]!.p;
   let target = cfg.RELAY_CAPTURE;
   if (target === "wal") {
     const unavailable = await walUnavailable(client);
@@ -88,7 +91,7 @@ export async function prepareCapture(client: pg.Client, cfg: RelayConfig): Promi
       log("info", "capture mode switched to outbox; the slot is read up to the switch, then dropped", { slot: cfg.RELAY_SLOT });
     }
     if (!usable && (await hasPublication(client, cfg.RELAY_SLOT))) await dropPublication(client, cfg.RELAY_SLOT);
-    return { mode: "outbox", catchUp: usable ? await catchUp() : undefined, switchToWal: false, lostChannels };
+    return { mode: "outbox", catchUp: usable ? await catchUp() : undefined, switchToWal: false, lostChannels, gapsPending };
   }
 
   // No tables: only the logical messages the trigger functions write are sent (pgoutput `messages`).
@@ -103,7 +106,7 @@ export async function prepareCapture(client: pg.Client, cfg: RelayConfig): Promi
     await client.query(`SET statement_timeout = ${cfg.RELAY_STATEMENT_TIMEOUT_MS}`);
     log("info", "replication slot created", { slot: cfg.RELAY_SLOT });
   }
-  return { mode: "wal", catchUp: usable && current === "outbox" ? await catchUp() : undefined, switchToWal: current !== "wal", lostChannels };
+  return { mode: "wal", catchUp: usable && current === "outbox" ? await catchUp() : undefined, switchToWal: current !== "wal", lostChannels, gapsPending };
 }
 
 /** Switches the trigger functions to write logical messages (after the slot exists and any catch-up is done). */

@@ -231,8 +231,8 @@ export class Relay {
         (ms) => this.sleep(ms),
         () => this.stopping,
       );
-    // Only a database that had a slot can have pending gaps (an outbox-only relay needs no grant on them).
-    if (plan.mode === "wal" || plan.catchUp) await sendPendingGaps(this.sendHost(), client);
+    // Asked first through a SECURITY DEFINER function: an outbox-only relay needs no grant on the table.
+    if (plan.gapsPending) await sendPendingGaps(this.sendHost(), client);
     if (plan.catchUp && !this.stopping) {
       // A transaction begun before the switch may still be writing a message.
       await older();

@@ -15,6 +15,7 @@ export async function requireSchema(client: pg.Client): Promise<void> {
        CASE WHEN to_regclass('notifiws.watches') IS NULL THEN 'notifiws.watches' END,
        CASE WHEN to_regclass('notifiws.pending_gaps') IS NULL THEN 'notifiws.pending_gaps' END,
        CASE WHEN to_regprocedure('notifiws.set_capture_mode(text)') IS NULL THEN 'notifiws.set_capture_mode(text)' END,
+       CASE WHEN to_regprocedure('notifiws.has_pending_gaps()') IS NULL THEN 'notifiws.has_pending_gaps()' END,
        CASE WHEN to_regprocedure('notifiws.wakeup_channel()') IS NULL THEN 'notifiws.wakeup_channel()' END
      ], NULL) AS missing`,
   );

@@ -30,6 +30,12 @@ CREATE OR REPLACE FUNCTION notifiws.capture_mode() RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT coalesce((SELECT mode FROM notifiws.capture_settings), 'outbox') $$;
 
+-- Whether gap markers wait to be sent (relay/gaps.ts); SECURITY DEFINER, so
+-- an outbox-only relay needs no grant on notifiws.pending_gaps to ask.
+CREATE OR REPLACE FUNCTION notifiws.has_pending_gaps() RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT EXISTS (SELECT 1 FROM notifiws.pending_gaps) $$;
+
 -- The highest outbox id handed out at the last switch to 'outbox' (migration 007), or NULL.
 CREATE OR REPLACE FUNCTION notifiws.outbox_from() RETURNS bigint
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp

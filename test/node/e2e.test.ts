@@ -120,15 +120,21 @@ describe.each(["wal", "outbox"] as const)("%s capture", (mode) => {
 
     it("moves an event over MAX_EVENT_BYTES to dead_letter (refused by the Worker by id) and keeps delivering", async () => {
       const c = await subscribe("sales");
-      // 600,000 × "é": 1.2 MB in UTF-8, over the Worker's 1,000,000-byte MAX_EVENT_BYTES.
+      // 600,000 × "é": 1.2 MB in UTF-8, over the Worker's 1,000,000-byte MAX_EVENT_BYTES; handed to the relay as a trigger would.
       const huge = await fx.db.query<{ event_id: string }>(
-        "INSERT INTO notifiws.outbox (channel, op, table_name, data) VALUES ('sales', 'insert', 'public.ventas', jsonb_build_object('note', repeat('é', 600000))) RETURNING event_id",
+        mode === "outbox"
+          ? "INSERT INTO notifiws.outbox (channel, op, table_name, data) VALUES ('sales', 'insert', 'public.ventas', jsonb_build_object('note', repeat('é', 600000))) RETURNING event_id"
+          : `WITH m AS (SELECT notifiws.wal_message('sales', 'insert', 'public.ventas', jsonb_build_object('note', repeat('é', 600000)), NULL, NULL) AS t)
+             SELECT (split_part(t, E'\\n', 1)::jsonb)->>'id' AS event_id, pg_logical_emit_message(true, notifiws.message_prefix(), t) FROM m`,
       );
       const id = await sale();
       await c.waitFor("the sale after the huge event", () => c.events.some((e) => e.data!.id === id), 30_000);
       expect(c.events.some((e) => e.id === huge.rows[0]!.event_id)).toBe(false);
-      const dead = await fx.db.query<{ event_id: string; reason: string }>("SELECT event_id, reason FROM notifiws.dead_letter");
-      expect(dead.rows).toEqual([{ event_id: huge.rows[0]!.event_id, reason: expect.stringContaining("EVENT_TOO_LARGE") }]);
+      const dead = await waitUntil("the dead letter", async () => {
+        const r = await fx.db.query<{ event_id: string; reason: string }>("SELECT event_id, reason FROM notifiws.dead_letter");
+        return r.rowCount === 1 ? r.rows : undefined;
+      });
+      expect(dead).toEqual([{ event_id: huge.rows[0]!.event_id, reason: expect.stringContaining("EVENT_TOO_LARGE") }]);
     });
 
     it("delivers the relay's backlog after the Worker comes back from a restart", async () => {
@@ -139,9 +145,12 @@ describe.each(["wal", "outbox"] as const)("%s capture", (mode) => {
       await fx.stack.worker!.stop();
       const ids: string[] = [];
       await writeSales(25, ids);
+      // The relay tried the Worker and holds the backlog: in the outbox, or read from the slot and unconfirmed.
       await waitUntil("the relay to hold a backlog", async () => {
-        const n = Number((await fx.db.query<{ n: string }>("SELECT count(*) AS n FROM notifiws.outbox")).rows[0]!.n);
-        return n >= 25;
+        const metrics = await (await fetch(`${fx.stack.relayUrl}/metrics`)).text();
+        if (mode === "wal")
+          return Number(/notifiws_relay_wal_buffered_bytes (\d+)/.exec(metrics)?.[1] ?? 0) > 0 && /notifiws_relay_post_failures_total [1-9]/.test(metrics);
+        return Number((await fx.db.query<{ n: string }>("SELECT count(*) AS n FROM notifiws.outbox")).rows[0]!.n) >= 25;
       });
       await fx.stack.startWorker();
       const after = await subscribe("sales", { since: resumeFrom });
