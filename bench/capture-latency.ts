@@ -17,6 +17,7 @@ import pg from "pg";
 import WebSocket from "ws";
 import { devToken, Stack } from "../scripts/stack";
 import { percentile } from "./histogram";
+import { paced } from "./pace";
 
 type Mode = "outbox" | "wal";
 interface Cell {
@@ -49,27 +50,11 @@ async function measure(stack: Stack, db: pg.Pool, token: string, mode: Mode, rat
     ws.once("error", reject);
   });
   const committed = new Map<number, number>();
-  const perTick = rate / 100;
-  const total = Math.round(rate * SECONDS);
-  const started = performance.now();
-  let sent = 0;
-  const inflight = new Set<Promise<void>>();
-  while (sent < total) {
-    const due = Math.min(total, Math.floor(((performance.now() - started) / 10 + 1) * perTick));
-    const n = due - sent;
-    if (n > 0) {
-      sent += n;
-      const p = db.query<{ id: number }>("INSERT INTO w4_rows (payload) SELECT 'x' FROM generate_series(1, $1) RETURNING id", [n]).then((r) => {
-        const at = performance.now();
-        for (const row of r.rows) committed.set(row.id, at);
-      });
-      const tracked = p.finally(() => inflight.delete(tracked));
-      inflight.add(tracked);
-      if (inflight.size >= 4) await Promise.race(inflight);
-    }
-    await new Promise((r) => setTimeout(r, 2));
-  }
-  await Promise.all(inflight);
+  await paced(rate, SECONDS, async (n) => {
+    const r = await db.query<{ id: number }>("INSERT INTO w4_rows (payload) SELECT 'x' FROM generate_series(1, $1) RETURNING id", [n]);
+    const at = performance.now();
+    for (const row of r.rows) committed.set(row.id, at);
+  });
   const deadline = performance.now() + 10_000;
   while ([...committed.keys()].some((id) => !received.has(id)) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   ws.close();

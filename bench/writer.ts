@@ -4,6 +4,7 @@
  * argv: JSON { databaseUrl, rate, seconds } or { databaseUrl, burst }.
  */
 import pg from "pg";
+import { paced } from "./pace";
 
 const opts = JSON.parse(process.argv[2]!) as { databaseUrl: string; rate?: number; seconds?: number; burst?: number };
 const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: 4 });
@@ -17,25 +18,7 @@ if (opts.burst) {
   // One transaction per 500 rows, as fast as Postgres takes them.
   for (let left = opts.burst; left > 0; left -= 500) await insert(Math.min(500, left));
 } else {
-  const rate = opts.rate!;
-  const total = Math.round(rate * opts.seconds!);
-  // 10 ms ticks; at high rates several rows share a statement (and a transaction).
-  const perTick = rate / 100;
-  const started = performance.now();
-  let sent = 0;
-  const inflight = new Set<Promise<void>>();
-  while (sent < total) {
-    const due = Math.min(total, Math.floor(((performance.now() - started) / 10 + 1) * perTick));
-    const n = due - sent;
-    if (n > 0) {
-      sent += n;
-      const p = insert(n).finally(() => inflight.delete(p));
-      inflight.add(p);
-      if (inflight.size >= 4) await Promise.race(inflight);
-    }
-    await new Promise((r) => setTimeout(r, 2));
-  }
-  await Promise.all(inflight);
+  await paced(opts.rate!, opts.seconds!, insert);
 }
 await pool.end();
 ids.sort((a, b) => a - b);
