@@ -18,6 +18,11 @@ export const RelayConfigShape = z.object({
     .string()
     .regex(/^[a-z0-9_]{1,63}$/, "must be 1-63 characters of a-z, 0-9 and _ (a replication slot name)")
     .default("notifiws"),
+  /**
+   * wal mode: how often the relay asks the walsender for its position (a keepalive), so a slot whose
+   * watched tables are quiet still moves past the WAL other tables write, ms. Default 10000.
+   */
+  RELAY_SLOT_STATUS_MS: int(10_000, 50, 600_000),
   /** wal mode: decoded bytes waiting for the Worker before the relay stops reading the slot (Postgres keeps the WAL meanwhile). Default 32 MiB. */
   RELAY_WAL_BUFFER_BYTES: int(32 * 1024 * 1024, 1024 * 1024, 1024 * 1024 * 1024),
   /** Base URL of the notifiws Worker; batches go to `${WORKER_URL}/internal/events`. Required. */

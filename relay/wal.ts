@@ -43,9 +43,6 @@ interface ReplicationInternals {
   _connection?: { stream?: { pause(): void; resume(): void; destroy(): void; end(): void }; sendCopyFromChunk(b: Buffer): void } | null;
 }
 
-/** A status update at least this often, so the server sees the consumer alive (wal_sender_timeout defaults to 60 s). */
-const STATUS_EVERY_MS = 10_000;
-
 export class WalStream {
   /** Everything before this LSN is handled: the slot may forget it. */
   confirmed = 0n;
@@ -220,7 +217,7 @@ export class WalStream {
 
   /**
    * Sends a standby status update when the position moved or when asked, and
-   * every STATUS_EVERY_MS asks for a keepalive: its position lets an idle
+   * every RELAY_SLOT_STATUS_MS asks for a keepalive: its position lets an idle
    * slot move past WAL other tables wrote, so a quiet channel does not make
    * Postgres keep hours of WAL (the walsender sends none on its own while the
    * client keeps talking).
@@ -229,7 +226,8 @@ export class WalStream {
     const conn = internals(this.service)._connection;
     if (!conn) return;
     const now = Date.now();
-    const due = now - this.lastStatus >= STATUS_EVERY_MS;
+    // Also keeps the server seeing the consumer alive (wal_sender_timeout defaults to 60 s).
+    const due = now - this.lastStatus >= this.host.config.RELAY_SLOT_STATUS_MS;
     if (!force && !requestReply && !due && this.confirmed === this.reportedFlush) return;
     this.lastStatus = now;
     this.reportedFlush = this.confirmed;

@@ -3,7 +3,8 @@
  * 64-bit integers, long numerics, float specials, nested JSON with big
  * numbers, arrays and columns named like JavaScript built-ins equals what
  * Postgres says, digit for digit, on both Postgres versions (the embedded 18
- * and the system's 15, a user's own server).
+ * and the system's 15, a user's own server), in both capture modes (the
+ * outbox's jsonb and the logical message's text are spliced the same way).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseRelayConfig } from "../../relay/config";
@@ -16,7 +17,9 @@ import { entries, expectedWireRows, FIDELITY_DDL, insertFidelity, watchFidelity 
 
 setLogLevel("error");
 
-describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
+const MATRIX = POSTGRES_SERVERS.flatMap((server) => (["outbox", "wal"] as const).map((mode) => [server, mode] as const));
+
+describe.each(MATRIX)("relay on %s Postgres, %s capture", (server, mode) => {
   let db: TestPostgres;
   let receiver: Receiver;
   let relay: Relay;
@@ -26,10 +29,20 @@ describe.each(POSTGRES_SERVERS)("relay on %s Postgres", (server) => {
     await db.query(FIDELITY_DDL);
     await db.query(watchFidelity("fidelity"));
     receiver = await new Receiver().start();
-    const cfg = parseRelayConfig({ DATABASE_URL: db.url, WORKER_URL: receiver.url, INGEST_SECRET: RECEIVER_SECRET, RELAY_HTTP_PORT: "0", LOG_LEVEL: "error" });
+    const cfg = parseRelayConfig({
+      DATABASE_URL: db.url,
+      WORKER_URL: receiver.url,
+      INGEST_SECRET: RECEIVER_SECRET,
+      RELAY_HTTP_PORT: "0",
+      RELAY_CAPTURE: mode,
+      LOG_LEVEL: "error",
+    });
     if (!cfg.ok) throw new Error(cfg.message);
     relay = new Relay(cfg.config);
     relay.start();
+    // The leader switches the database to its mode as it starts; rows are written after that.
+    await waitUntil(`the ${mode} mode`, async () => (await db.query<{ m: string }>("SELECT notifiws.capture_mode() AS m")).rows[0]!.m === mode);
+    if (mode === "wal") await waitUntil("the slot streamed", async () => (await db.query("SELECT 1 FROM pg_replication_slots WHERE active")).rowCount === 1);
   }, 120_000);
   afterAll(async () => {
     await relay?.stop();

@@ -221,6 +221,19 @@ describe.each(POSTGRES_SERVERS)("WAL capture on %s Postgres", (server) => {
     await waitUntil("the next event", () => receiver.forChannel("items").some((e) => e.data!.writer === 5 && e.data!.n === 2));
   });
 
+  it("moves an idle slot past the WAL other tables write (it asks for keepalives), so quiet channels do not make Postgres keep WAL", async () => {
+    startRelay({ RELAY_CAPTURE: "wal", RELAY_SLOT_STATUS_MS: "200" });
+    await waitUntil("the slot streamed", async () => (await db.query("SELECT 1 FROM pg_replication_slots WHERE active")).rowCount === 1);
+    // Only an unwatched table is written: no event reaches the relay, so only the walsender's keepalives carry the position.
+    await db.query("INSERT INTO filler SELECT repeat('y', 500) FROM generate_series(1, 5000)");
+    const written = (await db.query<{ l: string }>("SELECT pg_current_wal_lsn()::text AS l")).rows[0]!.l;
+    await waitUntil(
+      "the slot past that WAL",
+      async () => (await db.query<{ ok: boolean }>("SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots", [written])).rows[0]?.ok,
+    );
+    await db.query("TRUNCATE filler");
+  });
+
   it("does not grow without bound while the Worker is down, even for one transaction larger than its buffer: it stops reading at RELAY_WAL_BUFFER_BYTES and delivers everything once the Worker is back", async () => {
     receiver.behaviour = "fail";
     const relay = startRelay({ RELAY_CAPTURE: "wal", RELAY_WAL_BUFFER_BYTES: String(1024 * 1024) });
