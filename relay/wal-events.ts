@@ -20,6 +20,25 @@ export interface WalEvent {
   row: { op: string; table: string; data: string | null; old: string | null; types: string | null; txid: string; committedAt: number };
 }
 
+/** The stream in order: events, and the end of each transaction that carried some. */
+export type Item = { kind: "event"; event: WalEvent } | { kind: "commit"; endLsn: bigint };
+
+/** How many items from the front make the next batch: whole items up to the caps (a transaction may span batches). */
+export function batchSpan(items: readonly Item[], maxEvents: number, maxBytes: number): number {
+  let take = 0;
+  let events = 0;
+  let bytes = 0;
+  for (const item of items) {
+    if (item.kind === "event") {
+      if (events > 0 && (events + 1 > maxEvents || bytes + item.event.bytes > maxBytes)) break;
+      events++;
+      bytes += item.event.bytes;
+    }
+    take++;
+  }
+  return take;
+}
+
 /** The prefix notifiws.message_prefix() returns (db/functions/capture.sql). */
 export const MESSAGE_PREFIX = "notifiws";
 

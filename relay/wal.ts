@@ -24,11 +24,8 @@ import type pg from "pg";
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from "pg-logical-replication";
 import { errorFields, log } from "../shared/log";
 import type { SendHost } from "./send";
-import { decodeMessage, MESSAGE_PREFIX, sendWalEvents, spill, walDeadLetter, type WalEvent } from "./wal-events";
+import { batchSpan, decodeMessage, MESSAGE_PREFIX, sendWalEvents, spill, walDeadLetter, type Item } from "./wal-events";
 import { maxLsn, parseLsn, standbyStatus } from "./lsn";
-
-/** The stream in order: events, and the end of each transaction that carried some. */
-type Item = { kind: "event"; event: WalEvent } | { kind: "commit"; endLsn: bigint };
 
 export interface WalHost extends SendHost {
   /** The leader's (non-replication) connection, for spilling and dead-lettering. */
@@ -257,18 +254,7 @@ export class WalStream {
   private async deliverOnce(): Promise<void> {
     const client = this.host.client();
     if (!client) throw new Error("no leader connection");
-    // Take whole items from the front up to the batch caps (a transaction may span batches).
-    let take = 0;
-    let events = 0;
-    let bytes = 0;
-    for (const item of this.items) {
-      if (item.kind === "event") {
-        if (events > 0 && (events + 1 > this.eventCap || bytes + item.event.bytes > this.host.config.RELAY_BATCH_MAX_BYTES)) break;
-        events++;
-        bytes += item.event.bytes;
-      }
-      take++;
-    }
+    const take = batchSpan(this.items, this.eventCap, this.host.config.RELAY_BATCH_MAX_BYTES);
     const taken = this.items.slice(0, take).flatMap((i) => (i.kind === "event" ? [i.event] : []));
     // A channel with rows in the outbox queues behind them; the rest is sent.
     const queued = taken.filter((e) => this.spilled.has(e.channel));
