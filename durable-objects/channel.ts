@@ -26,6 +26,7 @@ import { EventStore, RANGE_MAX_EVENTS } from "./event-store";
 import { FANOUT_RETRY_MS, FanoutTree } from "./fanout-tree";
 import type { ChannelParts } from "./parts";
 import { Rollup } from "./rollup";
+import { RowsLoader, type RowsAnswer } from "./rows";
 import { Sockets, type SocketState } from "./sockets";
 
 export class ChannelObject extends DurableObject<Env> {
@@ -33,6 +34,7 @@ export class ChannelObject extends DurableObject<Env> {
   private readonly sockets: Sockets;
   private readonly tree: FanoutTree;
   private readonly rollup: Rollup;
+  private readonly rows: RowsLoader;
   /** The alarm this object set, while known (not after a restart, not once it fired): spares a storage read per event. */
   private alarmAt: number | undefined;
 
@@ -55,6 +57,7 @@ export class ChannelObject extends DurableObject<Env> {
     };
     this.tree = new FanoutTree(parts);
     this.rollup = new Rollup(parts);
+    this.rows = new RowsLoader(this.store, () => this.config);
     // Answered by the runtime without waking the object, so idle channels stay hibernated.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
   }
@@ -143,6 +146,7 @@ export class ChannelObject extends DurableObject<Env> {
     const now = Date.now();
     const stored = this.store.ingest(events, batchId, now, gap);
     if (stored.replayed) return { accepted: 0, duplicates: 0, headSeq: this.store.counters.headSeq, replayed: true };
+    if (gap) this.rows.noteGap(this.store.counters.headSeq);
     if (stored.bodies.length > 0) {
       this.sockets.fanOut(stored.bodies, stored.sizes, now, this.config.MAX_FRAME_BYTES);
       for (const at of stored.committedAt) this.rollup.commitToStored.observe(Math.max(0, now - at) / 1000);
@@ -152,6 +156,16 @@ export class ChannelObject extends DurableObject<Env> {
     this.rollup.noteChange();
     // A gap marker is a history entry, not an accepted event.
     return { accepted: stored.bodies.length - (gap ? 1 : 0), duplicates: stored.duplicates, headSeq: this.store.counters.headSeq, replayed: false };
+  }
+
+  /**
+   * The channel's rows for GET /v1/channels/:channel/rows, with the seq to
+   * subscribe from (rows.ts): concurrent loads share one database read.
+   * Called on the channel's ordering object, which numbers the events.
+   */
+  async loadRows(channel: string): Promise<RowsAnswer> {
+    this.store.bindChannel(channel);
+    return this.rows.load(channel);
   }
 
   // The fan-out tree's calls between objects (fanout-tree.ts).

@@ -39,8 +39,8 @@ export interface StackOptions {
   demo?: boolean;
   /** More browser origins allowed to connect, besides the Worker's own (e.g. a test page). */
   extraOrigins?: string[];
-  /** Extra Worker variables (e.g. HISTORY_MAX_EVENTS). */
-  workerVars?: Record<string, string>;
+  /** Extra Worker variables (e.g. HISTORY_MAX_EVENTS); a function reads the started stack (its database URL). */
+  workerVars?: Record<string, string> | ((stack: Stack) => Record<string, string>);
   /** Extra relay variables. */
   relayEnv?: Record<string, string>;
   /** Print child output. Default false. */
@@ -287,8 +287,11 @@ export class Stack {
       PUBLISH_KEY_HASHES: createHash("sha256").update(this.secrets.PUBLISH_KEY).digest("hex"),
       ALLOWED_ORIGINS: [this.workerUrl, `http://localhost:${new URL(this.workerUrl).port}`, ...(this.opts.extraOrigins ?? [])].join(","),
       DASHBOARD_DATABASE_URL: this.databaseUrl,
+      // Development only: the rows route reads as the stack's own role. In production it is a
+      // read-only role with SELECT on the published columns (docs/live-tables.md).
+      ROWS_DATABASE_URL: this.databaseUrl,
       NEON_WS_PROXY: `127.0.0.1:${this.bridge!.port}/v1`,
-      ...this.opts.workerVars,
+      ...(typeof this.opts.workerVars === "function" ? this.opts.workerVars(this) : this.opts.workerVars),
     };
   }
 

@@ -10,12 +10,16 @@ import { WebSocketServer } from "ws";
 
 export interface Bridge {
   port: number;
+  /** Connections opened through the bridge so far: one per database session the Worker starts. */
+  readonly connections: number;
   close(): Promise<void>;
 }
 
 export function startBridge(opts: { port: number; host?: string; allow: string }): Promise<Bridge> {
   const wss = new WebSocketServer({ port: opts.port, host: opts.host ?? "127.0.0.1" });
+  let connections = 0;
   wss.on("connection", (ws, req) => {
+    connections++;
     const address = new URL(req.url ?? "/", "http://bridge").searchParams.get("address");
     if (address !== opts.allow) {
       ws.close(1008, "address not allowed");
@@ -45,6 +49,9 @@ export function startBridge(opts: { port: number; host?: string; allow: string }
     wss.once("listening", () =>
       resolve({
         port: (wss.address() as { port: number }).port,
+        get connections() {
+          return connections;
+        },
         close: () =>
           new Promise<void>((r) => {
             for (const c of wss.clients) c.terminate();

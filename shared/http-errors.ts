@@ -52,6 +52,10 @@ export const HTTP_ERRORS = {
   DATABASE_UNAVAILABLE: { status: 503, retry: "later" },
   FANOUT_FULL: { status: 503, retry: "later" },
   CHANNEL_FULL: { status: 503, retry: "later" },
+  ROWS_DISABLED: { status: 503, retry: "no" },
+  CHANNEL_NOT_A_TABLE: { status: 404, retry: "no" },
+  TABLE_HAS_NO_KEY: { status: 409, retry: "no" },
+  TABLE_TOO_LARGE: { status: 422, retry: "no" },
 } as const satisfies Record<HttpErrorCode, { status: number; retry: Retry }>;
 
 export type HttpErrorStatus = (typeof HTTP_ERRORS)[HttpErrorCode]["status"];

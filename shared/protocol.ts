@@ -25,7 +25,7 @@ export const ChannelName = z
   .max(128)
   .regex(/^[A-Za-z0-9_][A-Za-z0-9_.:-]*$/, "channel names use letters, digits and _ . : -");
 
-export const Operation = z.enum(["insert", "update", "delete", "publish"]);
+export const Operation = z.enum(["insert", "update", "delete", "publish", "enter", "leave"]);
 export type Operation = z.infer<typeof Operation>;
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
@@ -244,6 +244,10 @@ export const HttpErrorCode = z.enum([
   "DATABASE_UNAVAILABLE",
   "FANOUT_FULL",
   "CHANNEL_FULL",
+  "ROWS_DISABLED",
+  "CHANNEL_NOT_A_TABLE",
+  "TABLE_HAS_NO_KEY",
+  "TABLE_TOO_LARGE",
 ]);
 export type HttpErrorCode = z.infer<typeof HttpErrorCode>;
 

@@ -4,7 +4,8 @@
  * schemas and checks at compile time that they describe exactly these types.
  */
 
-export type Operation = "insert" | "update" | "delete" | "publish";
+/** enter and leave: an update moved a row into or out of a derived channel's condition (docs/protocol.md, "Operations"). */
+export type Operation = "insert" | "update" | "delete" | "publish" | "enter" | "leave";
 
 /** A change, before the channel assigns its sequence number. */
 export interface ChangeEvent {

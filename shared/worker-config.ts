@@ -104,6 +104,27 @@ export const ConfigSchema = z.object({
     .string()
     .regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL")
     .optional(),
+  /**
+   * Postgres URL the rows route (GET /v1/channels/:channel/rows) reads watched tables from, through
+   * @neondatabase/serverless: a read-only role with SELECT on the published columns (docs/live-tables.md).
+   * Unset: the route answers 503 ROWS_DISABLED.
+   */
+  ROWS_DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL")
+    .optional(),
+  /** Rows one load may return; a channel with more answers 422 TABLE_TOO_LARGE. Default 10000. */
+  ROWS_MAX_ROWS: int(10_000, 1, 100_000),
+  /**
+   * Bytes of row JSON one load may return (UTF-8); more answers 422 TABLE_TOO_LARGE. Default 4 MiB:
+   * the channel's object keeps the latest load in memory to share it (128 MB per isolate in production).
+   */
+  ROWS_MAX_BYTES: int(4 * 1024 * 1024, 1024, 16 * 1024 * 1024),
+  /**
+   * How long the channel's object serves its latest load to new loads, seconds, while its history
+   * still holds every event since (0: only loads that arrive while a read runs share it). Default 30.
+   */
+  ROWS_SHARE_SECONDS: int(30, 0, 3600),
   /** Local development only: `host:port/path` of a WebSocket-to-TCP bridge for the Neon driver. Unset: Neon's own endpoint. */
   NEON_WS_PROXY: z.string().min(1).optional(),
   /** Log level: debug | info | warn | error. Default info. */

@@ -7,6 +7,7 @@ import { errorBody, HTTP_ERRORS } from "../shared/http-errors";
 import { errorFields, log, setLogLevel } from "../shared/log";
 import { ingestRoutes } from "./routes/ingest";
 import { publishRoutes } from "./routes/publish";
+import { rowsRoutes } from "./routes/rows";
 import { statsRoutes } from "./routes/stats";
 import { wsRoutes } from "./routes/ws";
 
@@ -31,6 +32,7 @@ export function createApp(extra: Hono<AppEnv>[] = []) {
   app.route("/", ingestRoutes);
   app.route("/", publishRoutes);
   app.route("/", statsRoutes);
+  app.route("/", rowsRoutes);
   for (const routes of extra) app.route("/", routes);
 
   app.notFound((c) => c.json(errorBody("NOT_FOUND", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`), HTTP_ERRORS.NOT_FOUND.status));

@@ -75,7 +75,7 @@ BEGIN
   END IF;
   DELETE FROM notifiws.watches WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = watches.tbl);
   FOR w IN SELECT * FROM notifiws.watches ORDER BY tbl, channel LOOP
-    PERFORM notifiws.compile_capture(w.tbl, w.channel, w.columns, w.include_old);
+    PERFORM notifiws.compile_capture(w.tbl, w.channel, w.columns, w.include_old, w.condition);
   END LOOP;
   RETURN coalesce(prev, 'outbox');
 END
@@ -96,7 +96,7 @@ LANGUAGE sql VOLATILE AS $$
 $$;
 
 -- The statements that hand one event to the relay, in the current capture
--- mode. In PL/pgSQL scope: new_data and old_data (jsonb); `ch` and `types`
+-- mode. In PL/pgSQL scope: op_name (text), new_data and old_data (jsonb); `ch` and `types`
 -- are SQL expressions (text and jsonb).
 --   outbox: a row in notifiws.outbox (event id, txid and time from its defaults);
 --   wal:    a transactional logical message (notifiws.wal_message()), decoded by
@@ -106,11 +106,11 @@ LANGUAGE sql STABLE AS $$
   SELECT CASE notifiws.capture_mode()
     WHEN 'wal' THEN format($s$
       PERFORM pg_logical_emit_message(true, notifiws.message_prefix(),
-        notifiws.wal_message(%1$s, lower(TG_OP), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, new_data, old_data, %2$s));
+        notifiws.wal_message(%1$s, op_name, TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, new_data, old_data, %2$s));
     $s$, ch, types)
     ELSE format($s$
       INSERT INTO notifiws.outbox (channel, op, table_name, data, old_data, types)
-      VALUES (%1$s, lower(TG_OP), TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, new_data, old_data, %2$s);
+      VALUES (%1$s, op_name, TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, new_data, old_data, %2$s);
       IF current_setting('notifiws.wakeup', true) = 'notify' THEN
         PERFORM pg_notify(notifiws.wakeup_channel(), '');
       END IF;
@@ -162,7 +162,9 @@ LANGUAGE plpgsql STABLE AS $$
 DECLARE
   typ oid;
   elem oid;
-  ref text := format('(%s).%I', rec, col);
+  -- `t` is the rows route's table alias (table_rows()): a plain column
+  -- reference, so a role granted SELECT on the published columns only may read it.
+  ref text := CASE WHEN rec = 't' THEN format('t.%I', col) ELSE format('(%s).%I', rec, col) END;
 BEGIN
   SELECT notifiws.base_type(a.atttypid) INTO typ
   FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
@@ -220,20 +222,53 @@ LANGUAGE sql STABLE AS $$
     coalesce((SELECT bool_or(has_float) FROM c), false)
 $$;
 
+-- A watch's condition as written (over NEW) turned to read another row:
+-- OLD (a delete's row, an update's previous row) or `t` (the rows route).
+CREATE OR REPLACE FUNCTION notifiws.condition_on(condition text, rec text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$ SELECT regexp_replace(condition, '\mNEW\.', rec || '.', 'gi') $$;
+
+DROP FUNCTION IF EXISTS notifiws.compile_capture(regclass, text, text[], boolean);
+
 -- Writes (or rewrites) the trigger function for one (table, channel) and returns its name.
-CREATE OR REPLACE FUNCTION notifiws.compile_capture(tbl regclass, channel text, columns text[], include_old boolean) RETURNS text
+-- With a condition (a derived channel), an update is sent as
+--   update  when the row matches before and after,
+--   enter   when it matches only after (the new row, no old),
+--   leave   when it matches only before (the old row as `data`, like a delete),
+-- so a client's list of the channel's rows stays equal to the condition's
+-- rows (docs/protocol.md, "Operations").
+CREATE OR REPLACE FUNCTION notifiws.compile_capture(tbl regclass, channel text, columns text[], include_old boolean, condition text) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
   fname text := notifiws.capture_function_name(tbl, channel);
   new_row record := notifiws.row_codec('NEW', tbl, columns);
   old_row record := notifiws.row_codec('OLD', tbl, columns);
+  moves text := '';
 BEGIN
+  IF condition IS NOT NULL THEN
+    moves := format($m$
+        in_new := coalesce((%s), false);
+        in_old := coalesce((%s), false);
+        IF in_new AND NOT in_old THEN
+          op_name := 'enter';
+          old_data := NULL;
+        ELSIF in_old AND NOT in_new THEN
+          op_name := 'leave';
+          new_data := old_data;
+          old_data := NULL;
+        ELSIF NOT in_new THEN
+          RETURN NULL;
+        END IF;
+    $m$, condition, notifiws.condition_on(condition, 'OLD'));
+  END IF;
   EXECUTE format($f$
     CREATE OR REPLACE FUNCTION notifiws.%I() RETURNS trigger
     LANGUAGE plpgsql %s AS $body$
     DECLARE
+      op_name text := lower(TG_OP);
       new_data jsonb;
       old_data jsonb;
+      in_new boolean;
+      in_old boolean;
     BEGIN
       IF TG_OP = 'DELETE' THEN
         new_data := %s;
@@ -242,11 +277,14 @@ BEGIN
       END IF;
       IF TG_OP = 'UPDATE' THEN
         old_data := %s;
-        -- An update that touched only unpublished columns is not an event.
-        IF new_data IS NOT DISTINCT FROM old_data THEN
-          RETURN NULL;
-        END IF;
         %s
+        IF op_name = 'update' THEN
+          -- An update that touched only unpublished columns is not an event.
+          IF new_data IS NOT DISTINCT FROM old_data THEN
+            RETURN NULL;
+          END IF;
+          %s
+        END IF;
       END IF;
       %s
       RETURN NULL;
@@ -259,10 +297,51 @@ BEGIN
     old_row.expr,
     new_row.expr,
     old_row.expr,
+    moves,
     CASE WHEN include_old THEN '' ELSE 'old_data := NULL;' END,
     notifiws.sink_sql(quote_literal(channel), quote_literal(new_row.types::text) || '::jsonb'));
   RETURN fname;
 END
+$$;
+
+-- (Re)creates the triggers of one watch, one per op, calling its compiled
+-- function. A derived channel's update trigger fires when the row matches
+-- before or after the update (enter, update, leave); a delete's condition
+-- reads the deleted row (a DELETE trigger has no NEW).
+CREATE OR REPLACE FUNCTION notifiws.create_triggers(tbl regclass, channel text, condition text, ops text[], fname text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  op text;
+  cond text;
+BEGIN
+  FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', notifiws.trigger_name(channel, op), tbl);
+  END LOOP;
+  FOREACH op IN ARRAY ops LOOP
+    cond := CASE
+      WHEN condition IS NULL THEN NULL
+      WHEN op = 'delete' THEN notifiws.condition_on(condition, 'OLD')
+      WHEN op = 'update' THEN format('(%s) OR (%s)', condition, notifiws.condition_on(condition, 'OLD'))
+      ELSE condition
+    END;
+    EXECUTE format(
+      'CREATE TRIGGER %I AFTER %s ON %s FOR EACH ROW %s EXECUTE FUNCTION notifiws.%I()',
+      notifiws.trigger_name(channel, op), upper(op), tbl,
+      CASE WHEN cond IS NULL THEN '' ELSE 'WHEN (' || cond || ')' END,
+      fname
+    );
+  END LOOP;
+END
+$$;
+
+-- The columns of a table's primary key, in key order; NULL without one.
+CREATE OR REPLACE FUNCTION notifiws.primary_key(tbl regclass) RETURNS text[]
+LANGUAGE sql STABLE AS $$
+  SELECT array_agg(a.attname::text ORDER BY k.ord)
+  FROM pg_index i
+  CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+  WHERE i.indrelid = tbl AND i.indisprimary
 $$;
 
 -- Generic row trigger, for triggers created by hand. TG_ARGV: channel,
@@ -309,28 +388,36 @@ BEGIN
 END
 $$;
 
+DROP FUNCTION IF EXISTS notifiws.watch(regclass, text, text[], text, boolean, text[]);
+
 -- Publishes changes of `tbl` to `channel`.
 --   columns:     allow-list of published columns (required). ARRAY['*'] publishes every column
 --                the table has when the watch is compiled; a column added later is published
 --                after `SELECT notifiws.recompile_watches()`. Columns not listed never leave.
 --   condition:   optional SQL boolean over NEW (e.g. 'NEW.stock < 5'); for deletes it is
---                evaluated against the deleted row. Routes matching rows to a derived channel.
+--                evaluated against the deleted row. Routes matching rows to a derived channel;
+--                updates that move a row in or out of it are sent as `enter` and `leave`.
 --   include_old: also send the previous published columns of updates (default false).
 --   ops:         which operations to publish (default insert, update, delete).
+--   key:         the columns that identify a row (default: the table's primary key; a table
+--                without one needs it). They must be published: events and the rows route
+--                (GET /v1/channels/:channel/rows) key rows by them.
 CREATE OR REPLACE FUNCTION notifiws.watch(
   tbl regclass,
   channel text,
   columns text[],
   condition text DEFAULT NULL,
   include_old boolean DEFAULT false,
-  ops text[] DEFAULT ARRAY['insert', 'update', 'delete']
+  ops text[] DEFAULT ARRAY['insert', 'update', 'delete'],
+  key text[] DEFAULT NULL
 ) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
   op text;
   missing text;
-  cond text;
   fname text;
+  row_key text[] := coalesce(key, notifiws.primary_key(tbl));
+  published text[] := notifiws.published_columns(tbl, columns);
 BEGIN
   IF channel IS NULL OR channel !~ '^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$' THEN
     RAISE EXCEPTION 'notifiws.watch: invalid channel name %', channel USING ERRCODE = 'invalid_parameter_value';
@@ -345,30 +432,27 @@ BEGIN
       RAISE EXCEPTION 'notifiws.watch: % has no column(s) %', tbl, missing USING ERRCODE = 'undefined_column';
     END IF;
   END IF;
+  IF row_key IS NULL OR cardinality(row_key) = 0 THEN
+    RAISE EXCEPTION 'notifiws.watch: % has no primary key; pass key => ARRAY[...] naming the published columns that identify a row', tbl
+      USING ERRCODE = 'invalid_table_definition';
+  END IF;
+  SELECT string_agg(c, ', ') INTO missing FROM unnest(row_key) AS c WHERE c <> ALL (coalesce(published, '{}'));
+  IF missing IS NOT NULL THEN
+    RAISE EXCEPTION 'notifiws.watch: the key column(s) % of % must be published: add them to columns', missing, tbl
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
   FOREACH op IN ARRAY ops LOOP
     IF op NOT IN ('insert', 'update', 'delete') THEN
       RAISE EXCEPTION 'notifiws.watch: unknown op %', op USING ERRCODE = 'invalid_parameter_value';
     END IF;
   END LOOP;
-  fname := notifiws.compile_capture(tbl, channel, columns, include_old);
-  INSERT INTO notifiws.watches (tbl, channel, columns, condition, include_old, ops)
-  VALUES (tbl, channel, columns, condition, include_old, ops)
+  fname := notifiws.compile_capture(tbl, channel, columns, include_old, condition);
+  INSERT INTO notifiws.watches (tbl, channel, columns, condition, include_old, ops, key)
+  VALUES (tbl, channel, columns, condition, include_old, ops, row_key)
   ON CONFLICT ON CONSTRAINT watches_pkey DO UPDATE
-    SET columns = EXCLUDED.columns, condition = EXCLUDED.condition, include_old = EXCLUDED.include_old, ops = EXCLUDED.ops;
+    SET columns = EXCLUDED.columns, condition = EXCLUDED.condition, include_old = EXCLUDED.include_old, ops = EXCLUDED.ops, key = EXCLUDED.key;
   -- Every op of this (table, channel) is replaced, so one not listed in `ops` stops publishing.
-  FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
-    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', notifiws.trigger_name(channel, op), tbl);
-  END LOOP;
-  FOREACH op IN ARRAY ops LOOP
-    -- A DELETE trigger cannot reference NEW, so its condition sees the deleted row as OLD.
-    cond := CASE WHEN op = 'delete' THEN regexp_replace(condition, '\mNEW\.', 'OLD.', 'gi') ELSE condition END;
-    EXECUTE format(
-      'CREATE TRIGGER %I AFTER %s ON %s FOR EACH ROW %s EXECUTE FUNCTION notifiws.%I()',
-      notifiws.trigger_name(channel, op), upper(op), tbl,
-      CASE WHEN cond IS NULL THEN '' ELSE 'WHEN (' || cond || ')' END,
-      fname
-    );
-  END LOOP;
+  PERFORM notifiws.create_triggers(tbl, channel, condition, ops, fname);
 END
 $$;
 
@@ -386,38 +470,29 @@ BEGIN
 END
 $$;
 
--- Rewrites every registered watch's trigger function from its table as it is
--- now: after ALTER TABLE on a watched table (a published column's type
--- changed, or columns added under ARRAY['*']), and after every change of this
--- file. Triggers of a watch that still call another function (the generic
--- capture() of watch() before migration 005) are pointed at the compiled one,
--- keeping their op and WHEN condition. A watch whose table is gone is dropped
--- from the registry; one that cannot compile (a listed column was dropped)
--- keeps its old function and is reported as a warning. Returns how many were
+-- Rewrites every registered watch's trigger function and triggers from its
+-- table as it is now: after ALTER TABLE on a watched table (a published
+-- column's type changed, or columns added under ARRAY['*']), and after every
+-- change of this file (a derived channel's update trigger now fires on rows
+-- leaving the condition too). Triggers are recreated from the registry, so
+-- those of a watch that still called another function (the generic capture()
+-- of watch() before migration 005) call the compiled one, keeping their ops
+-- and condition. A watch whose table is gone is dropped from the registry;
+-- one that cannot compile (a listed column was dropped) keeps its old
+-- function and triggers and is reported as a warning. Returns how many were
 -- compiled.
 CREATE OR REPLACE FUNCTION notifiws.recompile_watches() RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
   w record;
-  t record;
   fname text;
-  def text;
   n integer := 0;
 BEGIN
   DELETE FROM notifiws.watches WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = watches.tbl);
   FOR w IN SELECT * FROM notifiws.watches ORDER BY tbl, channel LOOP
     BEGIN
-      fname := notifiws.compile_capture(w.tbl, w.channel, w.columns, w.include_old);
-      FOR t IN
-        SELECT tg.oid, tg.tgname FROM pg_trigger tg
-        WHERE tg.tgrelid = w.tbl
-          AND tg.tgname IN (notifiws.trigger_name(w.channel, 'insert'), notifiws.trigger_name(w.channel, 'update'), notifiws.trigger_name(w.channel, 'delete'))
-          AND tg.tgfoid <> format('notifiws.%I()', fname)::regprocedure
-      LOOP
-        def := regexp_replace(pg_get_triggerdef(t.oid), 'EXECUTE FUNCTION .*$', format('EXECUTE FUNCTION notifiws.%I()', fname));
-        EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, w.tbl);
-        EXECUTE def;
-      END LOOP;
+      fname := notifiws.compile_capture(w.tbl, w.channel, w.columns, w.include_old, w.condition);
+      PERFORM notifiws.create_triggers(w.tbl, w.channel, w.condition, w.ops, fname);
       n := n + 1;
     EXCEPTION WHEN OTHERS THEN
       RAISE WARNING 'notifiws: the watch of % on channel % could not be recompiled: %', w.tbl, w.channel, SQLERRM;

@@ -12,6 +12,7 @@ import { ApiError } from "../errors";
 import { clientAuth } from "../middleware/client-auth";
 import type { PgSnapshot } from "../../shared/snapshot";
 import type { DemoState } from "../../shared/demo";
+import { useProxy } from "../../shared/neon";
 
 export const demoRoutes = new Hono<AppEnv>();
 
@@ -22,15 +23,9 @@ demoRoutes.get("/api/demo/state", clientAuth(), async (c) => {
     throw new ApiError("CHANNEL_FORBIDDEN", "the dashboard needs the sales and inventory channels");
   if (!config.DASHBOARD_DATABASE_URL) throw new ApiError("DASHBOARD_DISABLED", "set DASHBOARD_DATABASE_URL to serve the demo state");
 
-  if (config.NEON_WS_PROXY) {
-    // Local development: a plain WebSocket-to-TCP bridge in front of a local Postgres.
-    const proxy = config.NEON_WS_PROXY;
-    neonConfig.wsProxy = (host, port) => `${proxy}?address=${host}:${port}`;
-    neonConfig.useSecureWebSocket = false;
-    neonConfig.pipelineTLS = false;
-    neonConfig.pipelineConnect = false;
-  }
+  useProxy(neonConfig, config.NEON_WS_PROXY);
   const client = new Client({ connectionString: config.DASHBOARD_DATABASE_URL });
+  client.on("error", () => {}); // the socket's loss after end() (durable-objects/table-read.ts)
   try {
     await client.connect();
     // One snapshot for every number and for notifiws.snapshot(): under READ
