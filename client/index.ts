@@ -5,11 +5,13 @@
  *
  * - connect.ts: one subscription (reconnect, resume, heartbeat, token refresh);
  * - sync-state.ts: initial state plus live events (syncState);
+ * - live-table.ts: a watched table's rows from the edge, kept equal to the database (liveTable);
  * - values.ts: row values decoded by column type;
  * - decide.ts: every close and reconnect decision; errors.ts: the SDK's own codes.
  */
 export { connect } from "./connect";
 export { syncState, type LoadedState, type SyncOptions, type SyncedState } from "./sync-state";
+export { liveTable, rowKey, type LiveTable, type LiveTableOptions, type Row } from "./live-table";
 export type { ConnectionState, ConnectOptions, ResetInfo, Subscription, SubscriptionError } from "./types";
 export { SdkErrorCode } from "./errors";
 export { decodeRow, stringifyExact, type ValueOptions } from "./values";

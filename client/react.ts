@@ -7,7 +7,19 @@
  * exactly one connection.
  */
 import { useEffect, useRef, useState } from "react";
-import { connect, SdkErrorCode, syncState, type ConnectionState, type ConnectOptions, type Envelope, type SubscriptionError, type SyncOptions } from "./index";
+import {
+  connect,
+  liveTable,
+  SdkErrorCode,
+  syncState,
+  type ConnectionState,
+  type ConnectOptions,
+  type Envelope,
+  type LiveTableOptions,
+  type Row,
+  type SubscriptionError,
+  type SyncOptions,
+} from "./index";
 
 export interface UseChannelOptions extends Omit<ConnectOptions, "channel" | "onEvent" | "onStateChange" | "onError"> {
   /** Keep at most this many events (the newest). Default 100. */
@@ -119,4 +131,54 @@ export function useSyncedState<S>(options: UseSyncedStateOptions<S>): SyncedView
     };
   }, [key]);
   return view;
+}
+
+export interface UseLiveTableOptions extends Omit<LiveTableOptions, "channel" | "onChange"> {}
+
+export interface LiveTableView<R extends Row = Row> {
+  /** The rows: loaded rows in key order, later inserts after them. */
+  rows: R[];
+  /** The same rows by rowKey() of their key columns. */
+  byKey: ReadonlyMap<string, R>;
+  /** The key columns, once loaded. */
+  key: readonly string[] | undefined;
+  /** "open" once the rows are loaded and the subscription is open. */
+  status: ConnectionState;
+  /** The last error (a refused load, or the subscription's); permanent ones close the table. */
+  error: SubscriptionError | undefined;
+}
+
+const NO_ROWS: LiveTableView = { rows: [], byKey: new Map(), key: undefined, status: "connecting", error: undefined };
+
+/** A watched table's rows, loaded from the edge and kept equal to the database (see liveTable). */
+export function useLiveTable<R extends Row = Row>(channel: string, options: UseLiveTableOptions): LiveTableView<R> {
+  const latest = useRef(options);
+  latest.current = options;
+  const key = JSON.stringify([channel, options.url]);
+  const [state, setState] = useState<{ key: string; view: LiveTableView<R> }>({ key, view: NO_ROWS as LiveTableView<R> });
+  const currentKey = useRef(key);
+  currentKey.current = key;
+  useEffect(() => {
+    let table: ReturnType<typeof liveTable<R>> | undefined;
+    const start = setTimeout(() => {
+      table = liveTable<R>({
+        ...latest.current,
+        channel,
+        getToken: latest.current.getToken ? () => latest.current.getToken!() : undefined,
+        onError: (error) => latest.current.onError?.(error),
+        onChange: (t) =>
+          // A late change of a table this component left (its close) is not shown.
+          key === currentKey.current &&
+          setState({
+            key,
+            view: { rows: [...(t.rows.values() as Iterable<R>)], byKey: t.rows as ReadonlyMap<string, R>, key: t.key, status: t.status, error: t.error },
+          }),
+      });
+    }, 0);
+    return () => {
+      clearTimeout(start);
+      table?.close();
+    };
+  }, [key]);
+  return state.key === key ? state.view : (NO_ROWS as LiveTableView<R>);
 }

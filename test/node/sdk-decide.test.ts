@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { afterClose, afterRefusal } from "../../client/decide";
+import { afterClose, afterLoadRefusal, afterRefusal } from "../../client/decide";
 
 describe("afterClose: what a subscription does when its socket ends", () => {
   it.each([
@@ -34,5 +34,24 @@ describe("afterRefusal: a refused handshake", () => {
     [undefined, false, 0, "retry"], // network error while asking
   ])("status %s, can refresh %s, refused %i times before → %s", (status, canRefreshToken, refusalsBefore, verdict) => {
     expect(afterRefusal({ status, canRefreshToken, refusalsBefore })).toBe(verdict);
+  });
+});
+
+describe("afterLoadRefusal: a refused rows load", () => {
+  it.each([
+    [401, "TOKEN_EXPIRED", true, 0, "retry"], // one more try with a fresh token
+    [401, "TOKEN_EXPIRED", true, 1, "stop"],
+    [401, "TOKEN_INVALID", false, 0, "stop"],
+    [403, "CHANNEL_FORBIDDEN", true, 0, "stop"],
+    [404, "CHANNEL_NOT_A_TABLE", true, 0, "stop"],
+    [409, "TABLE_HAS_NO_KEY", true, 0, "stop"],
+    [422, "TABLE_TOO_LARGE", true, 0, "stop"],
+    [503, "ROWS_DISABLED", true, 0, "stop"], // waits for a configuration change
+    [503, "DATABASE_UNAVAILABLE", true, 3, "retry"],
+    [503, "CHANNEL_UNAVAILABLE", false, 0, "retry"],
+    [500, "INTERNAL", false, 0, "retry"],
+    [429, "SERVER_ERROR", false, 0, "retry"],
+  ])("%i %s, can refresh %s, refused %i times before → %s", (status, code, canRefreshToken, refusalsBefore, verdict) => {
+    expect(afterLoadRefusal({ status, code, canRefreshToken, refusalsBefore })).toBe(verdict);
   });
 });
