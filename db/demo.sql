@@ -23,8 +23,10 @@ CREATE TABLE IF NOT EXISTS public.ventas (
 
 SELECT notifiws.watch('public.ventas', 'sales', ARRAY['id', 'sku', 'quantity', 'total', 'created_at']);
 SELECT notifiws.watch('public.inventory', 'inventory', ARRAY['sku', 'name', 'stock', 'price', 'updated_at'], include_old => true);
+-- A derived channel: items below 5 in stock. An update that restocks one sends `leave`,
+-- so the dashboard's low-stock list (a live table) drops it.
 SELECT notifiws.watch('public.inventory', 'inventory.alerts', ARRAY['sku', 'name', 'stock'],
-  condition => 'NEW.stock < 5', ops => ARRAY['insert', 'update']);
+  condition => 'NEW.stock < 5');
 
 INSERT INTO public.inventory (sku, name, stock, price, supplier_cost) VALUES
   ('KB-01', 'Mechanical keyboard', 14, 89.00, 41.00),

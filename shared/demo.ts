@@ -5,7 +5,6 @@ export interface DemoState {
   salesToday: number;
   revenueToday: number;
   perMinute: { minute: string; revenue: number; sales: number }[];
-  inventory: { sku: string; name: string; stock: number; price: number; updated_at: string }[];
   /**
    * The Postgres snapshot every number above was read under (one REPEATABLE
    * READ transaction): the SDK's syncState applies exactly the live events

@@ -1,18 +1,21 @@
 /**
- * The demo dashboard: sales totals, revenue per minute and inventory from
- * GET /api/demo/state (Postgres through the Neon driver, one REPEATABLE READ
- * transaction with its snapshot), kept live by syncState on the sales and
- * inventory channels, so the counters always equal the database; low-stock
- * alerts come from inventory.alerts.
+ * The demo dashboard. Sales totals and revenue per minute (aggregates) come
+ * from GET /api/demo/state (Postgres through the Neon driver, one REPEATABLE
+ * READ transaction with its snapshot), kept live by syncState on the sales
+ * channel, so the counters always equal the database. The inventory and the
+ * low-stock list are live tables (liveTable: rows from the edge's rows route,
+ * kept equal to the database); inventory.alerts is a derived channel, so a
+ * restocked item leaves the list.
  */
-import { connect, stringifyExact, syncState, type ConnectionState, type Envelope, type LoadedState, type Subscription } from "../index";
+import { liveTable, stringifyExact, syncState, type ConnectionState, type Envelope, type LiveTable, type LoadedState, type Subscription } from "../index";
 import type { DemoState } from "../../shared/demo";
 
+/** A row of the inventory channel: numeric arrives as its exact text (docs/protocol.md, "Values"). */
 interface InventoryRow {
   sku: string;
   name: string;
   stock: number;
-  price: number;
+  price: string;
   updated_at: string;
 }
 
@@ -24,11 +27,11 @@ interface DashboardState {
   salesToday: number;
   revenueToday: number;
   perMinute: Map<number, number>;
-  inventory: Map<string, InventoryRow>;
 }
 
-let state: DashboardState = { salesToday: 0, revenueToday: 0, perMinute: new Map(), inventory: new Map() };
-let alerts = 0;
+let state: DashboardState = { salesToday: 0, revenueToday: 0, perMinute: new Map() };
+let inventory: LiveTable | undefined;
+let alerts: LiveTable | undefined;
 
 function tokenFromPage(): string | undefined {
   const hash = new URLSearchParams(location.hash.slice(1));
@@ -44,7 +47,7 @@ function tokenFromPage(): string | undefined {
 function renderTotals() {
   $("sales-count").textContent = String(state.salesToday);
   $("revenue").textContent = money.format(state.revenueToday);
-  $("alert-count").textContent = String(alerts);
+  $("alert-count").textContent = String(alerts?.rows.size ?? 0);
 }
 
 function renderChart() {
@@ -66,12 +69,12 @@ function renderChart() {
 function renderInventory(flashSku?: string) {
   const body = $("inventory");
   body.innerHTML = "";
-  for (const row of [...state.inventory.values()].sort((a, b) => a.sku.localeCompare(b.sku))) {
+  for (const row of ([...(inventory?.rows.values() ?? [])] as unknown as InventoryRow[]).sort((a, b) => a.sku.localeCompare(b.sku))) {
     const tr = document.createElement("tr");
     tr.dataset.sku = row.sku;
     if (row.stock < LOW_STOCK) tr.classList.add("low");
     if (row.sku === flashSku) tr.classList.add("flash");
-    for (const [text, cls] of [[row.sku], [row.name], [String(row.stock), "num"], [money.format(row.price), "num"]] as [string, string?][]) {
+    for (const [text, cls] of [[row.sku], [row.name], [String(row.stock), "num"], [money.format(Number(row.price)), "num"]] as [string, string?][]) {
       const td = document.createElement("td");
       td.textContent = text;
       if (cls) td.className = cls;
@@ -143,22 +146,21 @@ function applyEvent(s: DashboardState, e: Envelope): DashboardState {
     s.revenueToday += Number(sale.total);
     const minute = Math.floor(Date.parse(sale.created_at) / 60_000);
     s.perMinute.set(minute, (s.perMinute.get(minute) ?? 0) + Number(sale.total));
-  } else if (e.channel === "inventory") {
-    const row = e.data as InventoryRow | null;
-    if (!row) return s;
-    if (e.op === "delete") s.inventory.delete(row.sku);
-    else s.inventory.set(row.sku, { ...row, price: Number(row.price) });
   }
   return s;
 }
 
-function onAlert(e: Envelope) {
-  logEvent(e);
-  const row = e.data as { sku: string; name: string; stock: number } | null;
-  if (!row) return;
-  alerts += 1;
-  renderTotals();
-  toast(`Low stock: ${row.name} (${row.sku}) has ${row.stock} left`);
+/** Items that entered the low-stock list since the last change (not those of a load). */
+let lowBefore: Set<string> | undefined;
+function onAlerts(table: LiveTable) {
+  const now = new Set(table.rows.keys());
+  if (lowBefore && table.loads > 0)
+    for (const sku of now)
+      if (!lowBefore.has(sku)) {
+        const row = table.rows.get(sku) as { name: string; stock: number };
+        toast(`Low stock: ${row.name} (${sku}) has ${row.stock} left`);
+      }
+  if (table.loads > 0) lowBefore = now;
 }
 
 let renderPending = false;
@@ -187,7 +189,6 @@ async function loadState(token: string): Promise<LoadedState<DashboardState>> {
       salesToday: s.salesToday,
       revenueToday: s.revenueToday,
       perMinute: new Map(s.perMinute.map((p) => [Math.floor(Date.parse(p.minute) / 60_000), p.revenue])),
-      inventory: new Map(s.inventory.map((r) => [r.sku, r])),
     },
     snapshot: s.snapshot,
   };
@@ -201,16 +202,16 @@ function start(token: string) {
   };
   const pills: Record<string, string> = { sales: "status-sales", inventory: "status-inventory", "inventory.alerts": "status-alerts" };
   const setPill = (channel: string, s: ConnectionState) => ($(pills[channel]!).dataset.state = s);
-  // Subscribe, load state with its snapshot, then apply exactly the events the snapshot did not see.
+  // Subscribe, load the aggregates with their snapshot, then apply exactly the events the snapshot did not see.
   const synced = syncState<DashboardState>({
     url: location.origin,
     token,
-    channels: ["sales", "inventory"],
+    channels: ["sales"],
     load: () => loadState(token),
     apply: applyEvent,
-    onState: (s, change) => {
+    onState: (s) => {
       state = s;
-      scheduleRender(change.kind === "event" && change.event.channel === "inventory" ? (change.event.data as InventoryRow | null)?.sku : undefined);
+      scheduleRender();
       lag();
     },
     onEvent: (e) => {
@@ -224,23 +225,28 @@ function start(token: string) {
     },
   });
   subs.push(...synced.subscriptions);
-  subs.push(
-    connect({
+  // The tables: rows from the edge, kept equal to the database.
+  const table = (channel: string, changed: (t: LiveTable) => void) =>
+    liveTable({
       url: location.origin,
-      channel: "inventory.alerts",
+      channel,
       token,
-      onEvent: (e) => {
-        onAlert(e);
-        recordLatency(e);
+      onChange: (t) => {
+        setPill(channel, t.status);
+        changed(t);
         scheduleRender();
-        lag();
       },
-      onStateChange: (s: ConnectionState) => setPill("inventory.alerts", s),
       onError: (err) => {
-        if (err.permanent) toast(`inventory.alerts: ${err.message}`);
+        if (err.permanent) toast(`${channel}: ${err.message}`);
       },
-    }),
-  );
+    });
+  let shown = new Map<string, unknown>();
+  inventory = table("inventory", (t) => {
+    // Flash the row that changed.
+    for (const [sku, row] of t.rows) if (shown.get(sku) !== row && shown.size > 0) flash = sku;
+    shown = new Map(t.rows);
+  });
+  alerts = table("inventory.alerts", onAlerts);
   setInterval(renderChart, 30_000);
   setInterval(renderLatency, 5_000); // samples age out of the window even when no event arrives
 }

@@ -51,6 +51,15 @@ describe("dashboard", () => {
     await page.waitForSelector("#inventory tr.low[data-sku='MN-03']", { timeout: 15_000 });
     const toast = await page.waitForSelector(".toast", { timeout: 15_000 });
     expect(await toast.textContent()).toContain("MN-03");
+    // The low-stock list is a live table of a derived channel: the item enters it, and leaves once restocked.
+    const lowCount = async () => Number(await page.textContent("#alert-count"));
+    const lowInDb = async () => (await fx.db.query<{ n: number }>("SELECT count(*)::int AS n FROM inventory WHERE stock < 5")).rows[0]!.n;
+    await page.waitForFunction((n) => document.querySelector("#alert-count")?.textContent === String(n), await lowInDb(), { timeout: 15_000 });
+    const withLow = await lowCount();
+    await fx.db.query("UPDATE inventory SET stock = 40 WHERE sku = 'MN-03'");
+    await page.waitForSelector("#inventory tr[data-sku='MN-03']:not(.low)", { timeout: 15_000 });
+    await page.waitForFunction((n) => document.querySelector("#alert-count")?.textContent === String(n), withLow - 1, { timeout: 15_000 });
+    expect(await lowCount()).toBe(await lowInDb());
     expect(await page.textContent("#log")).not.toContain("someone@example.com");
 
     // Commit → browser latency over the last minute, per channel.
@@ -184,6 +193,29 @@ describe("notifiws/react", () => {
     await page.waitForFunction(() => (window as unknown as { __sockets: WebSocket[] }).__sockets.every((s) => s.readyState === WebSocket.CLOSED), undefined, {
       timeout: 15_000,
     });
+    expect(pageErrors).toEqual([]);
+    await page.close();
+  });
+
+  it("useLiveTable under StrictMode: one connection, the rows equal the table, an update shows", async () => {
+    const page = await browser.newPage();
+    const pageErrors: string[] = [];
+    page.on("pageerror", (e) => pageErrors.push(e.message));
+    const hash = new URLSearchParams({ url: fx.stack.workerUrl, token: await devToken(fx.stack.secrets), mode: "table" });
+    await page.goto(`http://127.0.0.1:${reactPagePort}/#${hash}`);
+    await page.waitForFunction(() => document.querySelector("#status")?.textContent === "open", undefined, { timeout: 15_000 });
+    const shown = () => page.$$eval("#rows li", (lis) => lis.map((li) => [li.getAttribute("data-sku"), Number(li.textContent)]));
+    const inDb = async () =>
+      (await fx.db.query<{ sku: string; stock: number }>("SELECT sku, stock FROM inventory ORDER BY sku")).rows.map((r) => [r.sku, r.stock]);
+    expect(await shown()).toEqual(await inDb());
+    await fx.db.query("UPDATE inventory SET stock = stock + 7 WHERE sku = 'HD-04'");
+    const want = JSON.stringify(await inDb());
+    await page.waitForFunction(
+      (w) => JSON.stringify([...document.querySelectorAll("#rows li")].map((li) => [li.getAttribute("data-sku"), Number(li.textContent)])) === w,
+      want,
+      { timeout: 15_000 },
+    );
+    expect(await page.evaluate(() => (window as unknown as { __sockets: WebSocket[] }).__sockets.length)).toBe(1);
     expect(pageErrors).toEqual([]);
     await page.close();
   });

@@ -1,11 +1,12 @@
 /**
  * A small React app for the browser test of notifiws/react: one useChannel
- * under StrictMode (development build, so effects mount, unmount and mount
- * again), counting every WebSocket the page creates.
+ * (or, with mode=table, one useLiveTable) under StrictMode (development
+ * build, so effects mount, unmount and mount again), counting every
+ * WebSocket the page creates.
  */
 import { StrictMode, useState } from "react";
 import { createRoot } from "react-dom/client";
-import { useChannel, useSyncedState } from "../../../client/react";
+import { useChannel, useLiveTable, useSyncedState } from "../../../client/react";
 
 const sockets: WebSocket[] = [];
 const Native = window.WebSocket;
@@ -15,6 +16,7 @@ window.WebSocket = class extends Native {
     sockets.push(this);
   }
 } as typeof WebSocket;
+Object.assign(window, { __sockets: sockets });
 
 const params = new URLSearchParams(location.hash.slice(1));
 const url = params.get("url")!;
@@ -48,8 +50,26 @@ function Refused() {
   );
 }
 
+/** The inventory as a live table: rows from the edge, kept equal to the database. */
+function Table() {
+  const table = useLiveTable<{ sku: string; stock: number }>("inventory", { url, token });
+  return (
+    <section>
+      <p id="status">{table.status}</p>
+      <ul id="rows">
+        {table.rows.map((r) => (
+          <li key={r.sku} data-sku={r.sku}>
+            {r.stock}
+          </li>
+        ))}
+      </ul>
+    </section>
+  );
+}
+
 function App() {
   if (params.get("mode") === "refused") return <Refused />;
+  if (params.get("mode") === "table") return <Table />;
   const [channel, setChannel] = useState<string | null>("sales");
   Object.assign(window, { __sockets: sockets, __setChannel: setChannel });
   return channel ? <Feed channel={channel} /> : <p id="gone">unmounted</p>;
