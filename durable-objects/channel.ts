@@ -3,8 +3,9 @@
  * connection: connect (fetch), events (ingest), messages, close, the alarm.
  * Runtime hooks only guard, hand off and catch. Storage is event-store.ts,
  * socket bookkeeping sockets.ts, what a client message means
- * client-message.ts, the fan-out tree (the ordering object and its fan-out
- * objects, docs/fanout.md) fanout-tree.ts, the stats roll-up rollup.ts.
+ * client-message.ts, a token refresh refresh.ts, the fan-out tree (the
+ * ordering object and its fan-out objects, docs/fanout.md) fanout-tree.ts,
+ * the stats roll-up rollup.ts, a live table's loads rows.ts.
  *
  * By default one object per channel numbers its events (`seq`), keeps the
  * history for resume and holds every socket. For channels in
@@ -12,8 +13,6 @@
  * one of its fan-out objects, which hold the sockets and a copy of the events.
  */
 import { DurableObject } from "cloudflare:workers";
-import { verifyToken, AuthError } from "../shared/auth";
-import { channelAllowed } from "../shared/channels";
 import { closeReason, closeReplyCode } from "./closecodes";
 import { loadConfig, type Config } from "../shared/worker-config";
 import { CONNECT_HEADER, ConnectRequest, type ChannelStats, type Env, type EventRange, type IngestEvent, type IngestOutcome } from "../src/channel-contract";
@@ -25,6 +24,7 @@ import { decideMessage } from "./client-message";
 import { EventStore, RANGE_MAX_EVENTS } from "./event-store";
 import { FANOUT_RETRY_MS, FanoutTree } from "./fanout-tree";
 import type { ChannelParts } from "./parts";
+import { refreshSession } from "./refresh";
 import { Rollup } from "./rollup";
 import { RowsLoader, type RowsAnswer } from "./rows";
 import { Sockets, type SocketState } from "./sockets";
@@ -35,6 +35,7 @@ export class ChannelObject extends DurableObject<Env> {
   private readonly tree: FanoutTree;
   private readonly rollup: Rollup;
   private readonly rows: RowsLoader;
+  private readonly parts: ChannelParts;
   /** The alarm this object set, while known (not after a restart, not once it fired): spares a storage read per event. */
   private alarmAt: number | undefined;
 
@@ -46,18 +47,19 @@ export class ChannelObject extends DurableObject<Env> {
       () => this.store.counters,
       () => this.where(),
     );
-    const parts: ChannelParts = {
+    this.rows = new RowsLoader(this.store, () => this.config);
+    const parts: ChannelParts = (this.parts = {
       env,
       store: this.store,
       sockets: this.sockets,
+      rows: this.rows,
       config: () => this.config,
       armAlarm: (at) => this.armAlarm(at),
       noteChange: () => this.rollup.noteChange(),
       where: () => this.where(),
-    };
+    });
     this.tree = new FanoutTree(parts);
     this.rollup = new Rollup(parts);
-    this.rows = new RowsLoader(this.store, () => this.config);
     // Answered by the runtime without waking the object, so idle channels stay hibernated.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
   }
@@ -158,14 +160,12 @@ export class ChannelObject extends DurableObject<Env> {
     return { accepted: stored.bodies.length - (gap ? 1 : 0), duplicates: stored.duplicates, headSeq: this.store.counters.headSeq, replayed: false };
   }
 
-  /**
-   * The channel's rows for GET /v1/channels/:channel/rows, with the seq to
-   * subscribe from (rows.ts): concurrent loads share one database read.
-   * Called on the channel's ordering object, which numbers the events.
-   */
+  /** Ordering object: the channel's rows and the seq to subscribe from (rows.ts), for GET /v1/channels/:channel/rows. */
   async loadRows(channel: string): Promise<RowsAnswer> {
     this.store.bindChannel(channel);
-    return this.rows.load(channel);
+    const answer = await this.rows.load(channel);
+    this.rollup.noteChange();
+    return answer;
   }
 
   // The fan-out tree's calls between objects (fanout-tree.ts).
@@ -221,30 +221,11 @@ export class ChannelObject extends DurableObject<Env> {
           if (this.store.fanout) await this.tree.catchUp(action.since);
           return this.sockets.replay(ws, this.sockets.state(ws)!, this.store, action.since, this.config.MAX_FRAME_BYTES);
         case "refresh":
-          return await this.refresh(ws, action.token);
+          return await refreshSession(ws, action.token, this.parts);
       }
     } catch (err) {
       log("error", "webSocketMessage failed", { ...this.where(), ...errorFields(err) });
       this.sockets.close(ws, CloseCode.INTERNAL_ERROR, "internal error");
-    }
-  }
-
-  /** A new token must be valid, for the same subject, and still allow this channel. */
-  private async refresh(ws: WebSocket, token: string): Promise<void> {
-    try {
-      const claims = await verifyToken(token, this.config);
-      const state = this.sockets.state(ws);
-      if (!state) return;
-      if (claims.sub !== state.sub || !channelAllowed(this.store.channel ?? "", claims.channels, claims.sub)) {
-        this.sockets.close(ws, CloseCode.FORBIDDEN, "refresh token is not valid for this subject or channel");
-        return;
-      }
-      this.sockets.save(ws, { ...state, exp: claims.exp });
-      this.sockets.send(ws, { type: "refreshed", expiresAt: claims.exp });
-      await this.armAlarm(claims.exp * 1000);
-    } catch (err) {
-      if (!(err instanceof AuthError)) throw err;
-      this.sockets.close(ws, CloseCode.FORBIDDEN, `refresh rejected: ${err.code}`);
     }
   }
 

@@ -68,6 +68,8 @@ export class Rollup {
         uniqueUsers: users.size,
         ...c,
         historySize: Math.max(0, c.headSeq - store.oldestSeq() + 1),
+        rowsLoads: this.host.rows.loads,
+        rowsReads: this.host.rows.reads,
       },
       users: [...users].slice(0, MAX_ROLLUP_USERS),
       histograms: { commitToStored: this.commitToStored.toJSON(), batchEvents: this.batchEvents.toJSON() },

@@ -44,7 +44,8 @@ export class RowsLoader {
   private running: Promise<RowsAnswer> | undefined;
   /** The head when this object last stored a gap marker (0: none since it started). */
   private lastGapSeq = 0;
-  /** Database reads so far (reported in the channel's stats). */
+  /** Loads answered and database reads started since this object started (the channel's stats). */
+  loads = 0;
   reads = 0;
 
   constructor(
@@ -53,6 +54,7 @@ export class RowsLoader {
   ) {}
 
   async load(channel: string): Promise<RowsAnswer> {
+    this.loads++;
     const cfg = this.config();
     const now = Date.now();
     if (shareable(this.kept, now, cfg.ROWS_SHARE_SECONDS * 1000, this.store.oldestSeq(), this.lastGapSeq))

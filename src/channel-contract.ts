@@ -57,6 +57,10 @@ export interface ChannelStats {
   sendErrors: number;
   lastEventAt: number | null;
   historySize: number;
+  /** Loads of the channel's rows (GET /v1/channels/:channel/rows) this object answered since it started. */
+  rowsLoads: number;
+  /** Of those, the ones that read the database (the rest joined a read or got the latest one again). */
+  rowsReads: number;
 }
 
 /** A range of a channel's stored events, from the ordering object to a fan-out object. */

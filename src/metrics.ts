@@ -67,6 +67,8 @@ export interface StatsReport {
     duplicates: number;
     messagesSent: number;
     sendErrors: number;
+    rowsLoads: number;
+    rowsReads: number;
     lastEventAt: number | null;
   };
 }
@@ -82,6 +84,8 @@ export function statsReport(raw: readonly ChannelRecord[]): StatsReport {
     duplicates: 0,
     messagesSent: 0,
     sendErrors: 0,
+    rowsLoads: 0,
+    rowsReads: 0,
     lastEventAt: null,
   };
   const users = new Set<string>();
@@ -91,6 +95,8 @@ export function statsReport(raw: readonly ChannelRecord[]): StatsReport {
     totals.duplicates += s.duplicates;
     totals.messagesSent += s.messagesSent;
     totals.sendErrors += s.sendErrors;
+    totals.rowsLoads += s.rowsLoads;
+    totals.rowsReads += s.rowsReads;
     for (const [role, n] of Object.entries(s.connectionsByRole)) totals.connectionsByRole[role] = (totals.connectionsByRole[role] ?? 0) + n;
     for (const x of u) users.add(x);
     if (s.lastEventAt !== null && (totals.lastEventAt === null || s.lastEventAt > totals.lastEventAt)) totals.lastEventAt = s.lastEventAt;
@@ -128,6 +134,8 @@ export function renderMetrics(raw: readonly ChannelRecord[], top: number): strin
     ["notifiws_messages_sent_total", "counter", "WebSocket frames sent", (s) => s.messagesSent],
     ["notifiws_send_errors_total", "counter", "Failed sends (socket closed with 1011)", (s) => s.sendErrors],
     ["notifiws_history_events", "gauge", "Events retained for resume", (s) => s.historySize],
+    ["notifiws_rows_loads_total", "counter", "Loads of a live table's rows answered (since each object started)", (s) => s.rowsLoads],
+    ["notifiws_rows_reads_total", "counter", "Database reads for those loads (the rest were collapsed)", (s) => s.rowsReads],
   ];
   const lines: string[] = [];
   for (const [name, type, help, pick] of gauges) {

@@ -169,6 +169,20 @@ describe.each(["outbox", "wal"] as const)("live tables, %s capture", (mode) => {
     expect(fx.stack.bridge!.connections - readsBefore).toBeLessThanOrEqual(1);
     expect(new Set(answers.map((a) => a.body)).size).toBe(1);
     expect(answers.filter((a) => a.source === "read").length).toBeLessThanOrEqual(1);
+    // /stats counts the loads and the reads they cost (the channel's object reports within STATS_ROLLUP_MS).
+    const stats = await waitUntil(
+      "the rows counters in /stats",
+      async () => {
+        const res = await fetch(`${fx.stack.workerUrl}/stats`, { headers: { authorization: `Bearer ${fx.stack.secrets.ADMIN_TOKEN}` } });
+        const body = (await res.json()) as { channels: { channel: string; rowsLoads: number; rowsReads: number }[] };
+        const ch = body.channels.find((c) => c.channel === "tickets");
+        return ch && ch.rowsLoads >= 200 ? ch : undefined;
+      },
+      15_000,
+      200,
+    );
+    expect(stats.rowsReads).toBeGreaterThanOrEqual(1);
+    expect(stats.rowsReads).toBeLessThanOrEqual(stats.rowsLoads - 199);
   });
 
   it("never sends an unpublished column, refuses a token for another channel, and a table over the cap with TABLE_TOO_LARGE", async () => {

@@ -57,6 +57,8 @@ const entry = (channel: string, events: number, extra: Partial<ChannelRecord["st
       sendErrors: 0,
       lastEventAt: 5,
       historySize: events,
+      rowsLoads: 0,
+      rowsReads: 0,
       ...extra,
     },
     users,

@@ -166,7 +166,7 @@ describe.each(CAPTURE_MATRIX)("relay on %s Postgres, %s capture", (server, captu
 
     it("unwatch() stops publishing", async () => {
       startRelay();
-      await db.query("CREATE TABLE IF NOT EXISTS tmp_w (id int); SELECT notifiws.watch('tmp_w', 'tmp', ARRAY['*'])");
+      await db.query("CREATE TABLE IF NOT EXISTS tmp_w (id int PRIMARY KEY); SELECT notifiws.watch('tmp_w', 'tmp', ARRAY['*'])");
       await db.query("INSERT INTO tmp_w VALUES (1)");
       await db.query("SELECT notifiws.unwatch('tmp_w', 'tmp')");
       await db.query("INSERT INTO tmp_w VALUES (2)");

@@ -152,6 +152,8 @@ describe("GET /stats and /metrics", () => {
       sendErrors: 0,
       lastEventAt: 1,
       historySize: 3,
+      rowsLoads: 0,
+      rowsReads: 0,
     };
     const twoHoursAgo = Date.now() - 2 * 3600_000;
     await control.report({ source: "", stats, users: [], histograms: { commitToStored: hist, batchEvents: hist }, at: twoHoursAgo });
