@@ -36,12 +36,12 @@ export function afterRefusal(e: { status: number | undefined; canRefreshToken: b
 /**
  * What a refused rows load (GET /v1/channels/:channel/rows) means: 401 with a
  * token source that can mint a new token is worth one more try; 503
- * ROWS_DISABLED waits for a configuration change, as do the other 4xx (a
+ * ROWS_DISABLED and ROWS_MISCONFIGURED wait for a configuration change, as do the other 4xx (a
  * channel that is not a table, one over the cap); other 5xx are retried.
  */
 export function afterLoadRefusal(e: { status: number; code: string; canRefreshToken: boolean; refusalsBefore: number }): "stop" | "retry" {
   if (e.status === 401) return e.canRefreshToken && e.refusalsBefore < 1 ? "retry" : "stop";
-  if (e.code === "ROWS_DISABLED") return "stop";
+  if (e.code === "ROWS_DISABLED" || e.code === "ROWS_MISCONFIGURED") return "stop";
   if (e.status >= 400 && e.status < 500 && e.status !== 408 && e.status !== 429) return "stop";
   return "retry";
 }

@@ -9,8 +9,15 @@
 import type { Config } from "../shared/worker-config";
 import { useProxy } from "../shared/neon";
 
-/** Why a channel has no rows to serve (the function's refusals; HTTP statuses in shared/http-errors.ts). */
-export type TableRefusal = "CHANNEL_NOT_A_TABLE" | "TABLE_HAS_NO_KEY" | "TABLE_TOO_LARGE";
+/** Why a channel has no rows to serve (the function's refusals, and a role or schema that cannot serve them; HTTP statuses in shared/http-errors.ts). */
+export type TableRefusal = "CHANNEL_NOT_A_TABLE" | "TABLE_HAS_NO_KEY" | "TABLE_TOO_LARGE" | "ROWS_MISCONFIGURED";
+
+/**
+ * Postgres errors that retrying cannot fix (SQLSTATE): the role may not read a
+ * column or the schema (42501), or the database lacks notifiws.table_rows()
+ * (42883, 3F000: migrations not applied).
+ */
+const MISCONFIGURED = new Set(["42501", "42883", "3F000"]);
 
 export type TableRead = { ok: true; body: string } | { ok: false; code: TableRefusal; message: string };
 
@@ -50,6 +57,15 @@ export async function readTable(config: Config, channel: string): Promise<TableR
     if (!row) throw new Error("notifiws.table_rows() returned no row");
     if (row.code !== null) return { ok: false, code: row.code, message: row.message ?? row.code };
     return { ok: true, body: row.body! };
+  } catch (err) {
+    const sqlState = (err as { code?: unknown }).code;
+    if (typeof sqlState === "string" && MISCONFIGURED.has(sqlState))
+      return {
+        ok: false,
+        code: "ROWS_MISCONFIGURED",
+        message: `ROWS_DATABASE_URL's role cannot read channel ${channel}: ${(err as Error).message} (grant it SELECT on the published columns and those the condition reads, and apply the migrations: docs/live-tables.md)`,
+      };
+    throw err;
   } finally {
     clearTimeout(timer);
     void client.end().catch(() => undefined);

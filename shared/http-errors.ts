@@ -56,6 +56,7 @@ export const HTTP_ERRORS = {
   CHANNEL_NOT_A_TABLE: { status: 404, retry: "no" },
   TABLE_HAS_NO_KEY: { status: 409, retry: "no" },
   TABLE_TOO_LARGE: { status: 422, retry: "no" },
+  ROWS_MISCONFIGURED: { status: 503, retry: "no" },
 } as const satisfies Record<HttpErrorCode, { status: number; retry: Retry }>;
 
 export type HttpErrorStatus = (typeof HTTP_ERRORS)[HttpErrorCode]["status"];

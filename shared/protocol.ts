@@ -248,6 +248,7 @@ export const HttpErrorCode = z.enum([
   "CHANNEL_NOT_A_TABLE",
   "TABLE_HAS_NO_KEY",
   "TABLE_TOO_LARGE",
+  "ROWS_MISCONFIGURED",
 ]);
 export type HttpErrorCode = z.infer<typeof HttpErrorCode>;
 

@@ -40,12 +40,15 @@ describe.each(["outbox", "wal"] as const)("live tables, %s capture", (mode) => {
     await fx.db.query(`
       CREATE TABLE tickets (id bigint PRIMARY KEY, status text NOT NULL, title text, n int8 NOT NULL DEFAULT 0, secret text);
       CREATE TABLE big (id int PRIMARY KEY);
+      CREATE TABLE payroll (id int PRIMARY KEY, salary numeric);
+      INSERT INTO payroll VALUES (1, 100000);
       INSERT INTO tickets (id, status, title, n, secret)
         SELECT i, CASE WHEN i % 3 = 0 THEN 'urgent' ELSE 'open' END, 'ticket ' || i, 9007199254740993 + i, 'secret-' || i FROM generate_series(1, 40) i;
       INSERT INTO big SELECT generate_series(1, ${ROW_CAP + 1});
       SELECT notifiws.watch('tickets', 'tickets', ARRAY['id', 'status', 'title', 'n']);
       SELECT notifiws.watch('tickets', 'tickets.urgent', ARRAY['id', 'title', 'n'], condition => 'NEW.status = ''urgent''');
       SELECT notifiws.watch('big', 'big', ARRAY['id']);
+      SELECT notifiws.watch('payroll', 'payroll', ARRAY['id', 'salary']);
       DROP ROLE IF EXISTS ${READER.user};
       CREATE ROLE ${READER.user} LOGIN PASSWORD '${READER.password}';
       GRANT USAGE ON SCHEMA notifiws TO ${READER.user};
@@ -185,7 +188,7 @@ describe.each(["outbox", "wal"] as const)("live tables, %s capture", (mode) => {
     expect(stats.rowsReads).toBeLessThanOrEqual(stats.rowsLoads - 199);
   });
 
-  it("never sends an unpublished column, refuses a token for another channel, and a table over the cap with TABLE_TOO_LARGE", async () => {
+  it("never sends an unpublished column, refuses a token for another channel, a table the role may not read, and one over the cap", async () => {
     const res = await fetch(rowsUrl("tickets"), { headers: { authorization: `Bearer ${token}` } });
     const text = await res.text();
     expect(res.status).toBe(200);
@@ -205,6 +208,12 @@ describe.each(["outbox", "wal"] as const)("live tables, %s capture", (mode) => {
       code: "TABLE_TOO_LARGE",
       message: expect.stringContaining(`more than ${ROW_CAP} rows`),
     });
+    // A table the route's role may not read: refused with what Postgres said, never a value.
+    const payroll = await fetch(rowsUrl("payroll"), { headers: { authorization: `Bearer ${token}` } });
+    const refused = await payroll.text();
+    expect(payroll.status).toBe(503);
+    expect(JSON.parse(refused).error).toMatchObject({ code: "ROWS_MISCONFIGURED", message: expect.stringContaining("permission denied") });
+    expect(refused).not.toContain("100000");
     // The SDK reports it as a permanent error and closes.
     const t = open("big");
     await waitUntil("the refusal", () => t.status === "closed" && t.error);

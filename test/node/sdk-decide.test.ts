@@ -47,6 +47,7 @@ describe("afterLoadRefusal: a refused rows load", () => {
     [409, "TABLE_HAS_NO_KEY", true, 0, "stop"],
     [422, "TABLE_TOO_LARGE", true, 0, "stop"],
     [503, "ROWS_DISABLED", true, 0, "stop"], // waits for a configuration change
+    [503, "ROWS_MISCONFIGURED", true, 0, "stop"],
     [503, "DATABASE_UNAVAILABLE", true, 3, "retry"],
     [503, "CHANNEL_UNAVAILABLE", false, 0, "retry"],
     [500, "INTERNAL", false, 0, "retry"],
