@@ -102,6 +102,9 @@ export function liveTable<R extends Row = Row>(options: LiveTableOptions): LiveT
   let resolveReady!: () => void;
   const ready = new Promise<void>((r) => (resolveReady = r));
   let retry: ReturnType<typeof setTimeout> | undefined;
+  /** Events of the current task, applied to a copy of the rows; `generation` counts loads. */
+  let pending: { rows: Map<string, Row>; changed: boolean; generation: number } | undefined;
+  let generation = 0;
 
   const table: LiveTable<R> = {
     get rows() {
@@ -133,7 +136,7 @@ export function liveTable<R extends Row = Row>(options: LiveTableOptions): LiveT
     },
   };
 
-  /** The one setter. A new Map on every row change, so renders can compare by identity. */
+  /** The one setter. A new Map for every change of rows (one per frame of events), so renders can compare by identity. */
   function set(patch: Partial<State>): void {
     Object.assign(state, patch);
     onChange?.(table as LiveTable);
@@ -187,6 +190,8 @@ export function liveTable<R extends Row = Row>(options: LiveTableOptions): LiveT
     }
     snapshot = parseSnapshot(body.snapshot);
     const key = body.key;
+    generation++;
+    pending = undefined;
     set({ rows, key, loads: state.loads + 1, error: undefined });
     resolveReady();
     subscribe(body.fromSeq, key);
@@ -215,8 +220,17 @@ export function liveTable<R extends Row = Row>(options: LiveTableOptions): LiveT
       onEvent: (event) => {
         // Already part of the loaded rows: the snapshot saw its transaction.
         if (event.txid !== undefined && snapshot && visibleInSnapshot(event.txid, snapshot)) return;
-        const rows = new Map(state.rows);
-        if (applyChange(rows, key, event)) set({ rows });
+        // The events of one frame arrive in one task: they change one copy of the rows, shown once.
+        if (!pending) {
+          const batch = { rows: new Map(state.rows), changed: false, generation };
+          pending = batch;
+          queueMicrotask(() => {
+            pending = undefined;
+            // A load since then replaced the rows: this batch belongs to the old ones.
+            if (batch.changed && batch.generation === generation) set({ rows: batch.rows });
+          });
+        }
+        if (applyChange(pending.rows, key, event)) pending.changed = true;
       },
       // Events were missed: load the rows again (a new snapshot and fromSeq) and subscribe from there.
       onReset: () => {
