@@ -12,19 +12,19 @@
  *   ended()  the one path for every end: a server close, a failed handshake,
  *            a heartbeat timeout; afterClose() (decide.ts) chooses
  *            stop | diagnose (a refused handshake: afterRefusal) | reconnect-now | backoff,
- *            and reconnect() acts on it, resuming from `lastSeq`.
+ *            and reconnect() acts on it, resuming from `lastSeq`. Events are acknowledged (ack.ts).
  */
 import { fullJitter } from "../shared/backoff";
 import type { ServerMessage } from "../shared/types";
-// The zod-free half of the protocol, so the SDK stays dependency-free at runtime.
-import { BEARER_PROTOCOL_PREFIX, PING_FRAME, SUBPROTOCOL } from "../shared/wire";
+import { BEARER_PROTOCOL_PREFIX, PING_FRAME, SUBPROTOCOL } from "../shared/wire"; // zod-free: the SDK has no runtime dependency
 import { parseJsonExact } from "../shared/exact-json";
 import { askWhy } from "./ask-why";
-import { afterClose, afterRefusal, type CloseDecision } from "./decide";
+import { afterClose, afterDiagnosis, type CloseDecision } from "./decide";
 import { SdkErrorCode } from "./errors";
 import type { ConnectionState, ConnectOptions, Subscription, SubscriptionError } from "./types";
 import { decodeEvent } from "./values";
 import { tokenExpiry } from "./token-expiry";
+import { createAcker, type Acker } from "./ack";
 
 /** One WebSocket attempt: everything that belongs to it, dropped together when it ends. */
 interface Attempt {
@@ -33,6 +33,8 @@ interface Attempt {
   welcomed: boolean;
   lastFrameAt: number;
   heartbeat: ReturnType<typeof setTimeout> | undefined;
+  /** Flow control: acknowledges what onEvent was given (ack.ts). */
+  acker: Acker;
 }
 
 /** Everything a subscription knows. */
@@ -118,6 +120,7 @@ export function connect(options: ConnectOptions): Subscription {
     const url = new URL(channelPath, httpBase.replace(/^http/, "ws"));
     if (conn.lastSeq !== undefined) url.searchParams.set("since", String(conn.lastSeq));
     if (options.filter) url.searchParams.set("filter", JSON.stringify(options.filter));
+    url.searchParams.set("ack", "1");
     let socket: WebSocket;
     try {
       socket = new WS(url.toString(), [SUBPROTOCOL, `${BEARER_PROTOCOL_PREFIX}${token}`]);
@@ -125,7 +128,8 @@ export function connect(options: ConnectOptions): Subscription {
       report({ code: SdkErrorCode.CONNECT_FAILED, message: (err as Error).message, permanent: false });
       return reconnect({ action: "backoff" });
     }
-    const attempt: Attempt = { socket, token, welcomed: false, lastFrameAt: Date.now(), heartbeat: undefined };
+    const acker = createAcker((frame) => socket.send(frame), { everyEvents: options.ackEveryEvents ?? 32, everyMs: options.ackEveryMs ?? 250 });
+    const attempt: Attempt = { socket, token, welcomed: false, lastFrameAt: Date.now(), heartbeat: undefined, acker };
     set({ attempt });
 
     socket.onmessage = (e: MessageEvent) => {
@@ -157,14 +161,17 @@ export function connect(options: ConnectOptions): Subscription {
         beat(attempt);
         scheduleRefresh(attempt, msg.expiresAt);
         return;
-      case "events":
+      case "events": {
+        let delivered = 0;
         for (const ev of msg.events) {
           // Replays after a reconnect can overlap what was already delivered.
           if (conn.lastSeq !== undefined && ev.seq <= conn.lastSeq) continue;
           set({ lastSeq: ev.seq, lagMs: Date.now() - ev.committedAt });
           options.onEvent?.(decodeEvent(ev, valueOptions));
+          delivered++;
         }
-        return;
+        return attempt.acker.delivered(conn.lastSeq!, delivered);
+      }
       case "reset":
         await options.onReset?.({ reason: msg.reason, headSeq: msg.headSeq, oldestSeq: msg.oldestSeq });
         set({ lastSeq: msg.headSeq });
@@ -202,6 +209,7 @@ export function connect(options: ConnectOptions): Subscription {
     if (conn.attempt !== attempt) return;
     set({ attempt: undefined });
     if (attempt.heartbeat) clearTimeout(attempt.heartbeat);
+    attempt.acker.stop();
     const decision = afterClose({ code, reason, welcomed: attempt.welcomed, closedByUser: conn.closedByUser });
     if (decision.action === "diagnose") return void diagnose(attempt.token);
     reconnect(decision);
@@ -233,21 +241,13 @@ export function connect(options: ConnectOptions): Subscription {
     later(delay, () => void open());
   }
 
-  /** The browser hides the status of a failed handshake; ask the same URL over plain HTTP (ask-why.ts). */
+  /** The browser hides the status of a failed handshake; ask the same URL over plain HTTP (ask-why.ts, afterDiagnosis). */
   async function diagnose(token: string): Promise<void> {
     const why = await askWhy(doFetch, `${httpBase}${channelPath}`, token);
-    if (why.kind === "unreachable") report({ code: SdkErrorCode.UNREACHABLE, message: `could not reach ${httpBase}: ${why.message}`, permanent: false });
-    if (why.kind !== "answered" || why.status < 400) return reconnect({ action: "backoff" });
-    const { status } = why;
-    if (status >= 500) {
-      report({ status, code: why.code ?? SdkErrorCode.SERVER_ERROR, message: why.message ?? `HTTP ${status}`, permanent: false });
-      return reconnect({ action: "backoff" });
-    }
-    const verdict = afterRefusal({ status, canRefreshToken: options.getToken !== undefined, refusalsBefore: conn.refusals });
-    set({ refusals: conn.refusals + 1 });
-    const err = { status, code: why.code ?? `HTTP_${status}`, message: why.message ?? "refused", permanent: verdict === "stop" };
-    if (verdict === "stop") return reconnect({ action: "stop", permanent: err });
-    report(err);
+    const d = afterDiagnosis(why, { base: httpBase, canRefreshToken: options.getToken !== undefined, refusalsBefore: conn.refusals });
+    if (d.refused) set({ refusals: conn.refusals + 1 });
+    if (d.action === "stop") return reconnect({ action: "stop", permanent: d.error });
+    if (d.error) report(d.error);
     reconnect({ action: "backoff" });
   }
 

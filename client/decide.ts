@@ -3,6 +3,8 @@
  * (table-tested in test/node/sdk-decide.test.ts).
  */
 import { CloseCode } from "../shared/wire";
+import type { Answer } from "./ask-why";
+import { SdkErrorCode } from "./errors";
 
 export type CloseDecision =
   /** The user closed the subscription, or the server refused it for good. */
@@ -44,4 +46,35 @@ export function afterLoadRefusal(e: { status: number; code: string; canRefreshTo
   if (e.code === "ROWS_DISABLED" || e.code === "ROWS_MISCONFIGURED") return "stop";
   if (e.status >= 400 && e.status < 500 && e.status !== 408 && e.status !== 429) return "stop";
   return "retry";
+}
+
+/**
+ * What the answer to "why did the handshake fail?" (ask-why.ts) means: the
+ * error to report, if any, and what to do. Unreachable or not refused: back
+ * off and retry; 5xx: report and retry; a refusal: afterRefusal decides.
+ */
+export function afterDiagnosis(
+  why: Answer,
+  e: { base: string; canRefreshToken: boolean; refusalsBefore: number },
+): { error?: { status?: number; code: string; message: string; permanent: boolean }; action: "stop" | "backoff"; refused: boolean } {
+  if (why.kind === "unreachable")
+    return {
+      error: { code: SdkErrorCode.UNREACHABLE, message: `could not reach ${e.base}: ${why.message}`, permanent: false },
+      action: "backoff",
+      refused: false,
+    };
+  if (why.kind !== "answered" || why.status < 400) return { action: "backoff", refused: false };
+  const { status } = why;
+  if (status >= 500)
+    return {
+      error: { status, code: why.code ?? SdkErrorCode.SERVER_ERROR, message: why.message ?? `HTTP ${status}`, permanent: false },
+      action: "backoff",
+      refused: false,
+    };
+  const verdict = afterRefusal({ status, canRefreshToken: e.canRefreshToken, refusalsBefore: e.refusalsBefore });
+  return {
+    error: { status, code: why.code ?? `HTTP_${status}`, message: why.message ?? "refused", permanent: verdict === "stop" },
+    action: verdict === "stop" ? "stop" : "backoff",
+    refused: true,
+  };
 }

@@ -47,6 +47,10 @@ export interface ConnectOptions {
   heartbeatTimeoutMs?: number;
   /** Refresh the token this many seconds before it expires (needs getToken). Default 60. */
   refreshBeforeSeconds?: number;
+  /** Flow control: acknowledge after this many events (docs/protocol.md, "Flow control"). Default 32. */
+  ackEveryEvents?: number;
+  /** ...or this long after the first unacknowledged event, ms. Default 250. */
+  ackEveryMs?: number;
   /** WebSocket implementation. Default globalThis.WebSocket. */
   WebSocket?: typeof WebSocket;
   /** fetch implementation for diagnosing refused handshakes. Default globalThis.fetch. */

@@ -46,6 +46,7 @@ export class ChannelObject extends DurableObject<Env> {
       ctx,
       () => this.store.counters,
       () => this.where(),
+      () => ({ socketBytes: this.config.FLOW_SOCKET_BYTES, objectBytes: this.config.FLOW_OBJECT_BYTES, graceMs: this.config.FLOW_GRACE_MS }),
     );
     this.rows = new RowsLoader(this.store, () => this.config);
     const parts: ChannelParts = (this.parts = {
@@ -108,6 +109,7 @@ export class ChannelObject extends DurableObject<Env> {
       filterKey: req.filter ? JSON.stringify(req.filter) : "",
       bucket: { tokens: this.config.CLIENT_RATE_BURST, at: Date.now() },
       connectedAt: Date.now(),
+      ...(req.ack ? { ack: true } : {}),
     };
     if (Sockets.attachmentBytes(state) > ATTACHMENT_MAX_BYTES)
       return errorResponse("SESSION_TOO_LARGE", `the token's subject, role and the filter exceed ${ATTACHMENT_MAX_BYTES} bytes`);
@@ -204,7 +206,7 @@ export class ChannelObject extends DurableObject<Env> {
       const state = this.sockets.state(ws);
       if (!state) return;
       const cfg = this.config;
-      const { bucket, action } = decideMessage(message, state, Date.now(), {
+      const { bucket, action } = decideMessage(message, { ...state, acked: this.sockets.acked(ws) }, Date.now(), {
         maxBytes: cfg.MAX_CLIENT_MESSAGE_BYTES,
         ratePerSec: cfg.CLIENT_RATE_PER_SEC,
         burst: cfg.CLIENT_RATE_BURST,
@@ -222,6 +224,8 @@ export class ChannelObject extends DurableObject<Env> {
           return this.sockets.replay(ws, this.sockets.state(ws)!, this.store, action.since, this.config.MAX_FRAME_BYTES);
         case "refresh":
           return await refreshSession(ws, action.token, this.parts);
+        case "ack":
+          return void this.sockets.ack(ws, action.seq);
       }
     } catch (err) {
       log("error", "webSocketMessage failed", { ...this.where(), ...errorFields(err) });

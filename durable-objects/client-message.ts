@@ -5,7 +5,11 @@
  * hook only acts on the answer. In order: the size cap (close 1009; the
  * platform takes frames up to 32 MiB, we read far less), the rate limit
  * (close 4008), token expiry (close 4001), then the message itself; a bad
- * message gets an error frame and the connection stays open.
+ * message gets an error frame and the connection stays open. An `ack` that
+ * moves the socket's acknowledged seq forward is not counted against the
+ * rate limit (flow control must never close a healthy client: the SDK acks
+ * only news, at most a few times a second while events arrive); any other
+ * ack is counted like every other message.
  */
 import { ClientMessage, CloseCode, type ServerMessage } from "../shared/protocol";
 import { utf8Length } from "../shared/limits";
@@ -22,20 +26,34 @@ export type MessageAction =
   | { kind: "refuse"; error: Extract<ServerMessage, { type: "error" }> }
   | { kind: "pong" }
   | { kind: "resume"; since: number }
-  | { kind: "refresh"; token: string };
+  | { kind: "refresh"; token: string }
+  | { kind: "ack"; seq: number };
 
-const KNOWN_TYPES: readonly string[] = ["ping", "resume", "refresh"];
+const KNOWN_TYPES: readonly string[] = ["ping", "resume", "refresh", "ack"];
+
+/** An ack that moves `acked` forward, or undefined (cheap prefix test first: acks are the frequent message). */
+function freshAck(message: string, acked: number): number | undefined {
+  if (!message.startsWith('{"type":"ack"')) return undefined;
+  try {
+    const parsed = ClientMessage.safeParse(JSON.parse(message));
+    return parsed.success && parsed.data.type === "ack" && parsed.data.seq > acked ? parsed.data.seq : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** The action, and the socket's bucket after this message (store it when it changed). */
 export function decideMessage(
   message: string | ArrayBuffer,
-  socket: { bucket: Bucket; exp: number },
+  socket: { bucket: Bucket; exp: number; acked: number },
   now: number,
   limits: MessageLimits,
 ): { bucket: Bucket; action: MessageAction } {
   const size = typeof message === "string" ? utf8Length(message) : message.byteLength;
   if (size > limits.maxBytes)
     return { bucket: socket.bucket, action: { kind: "close", code: CloseCode.MESSAGE_TOO_BIG, reason: `message exceeds ${limits.maxBytes} bytes` } };
+  const ack = typeof message === "string" ? freshAck(message, socket.acked) : undefined;
+  if (ack !== undefined && socket.exp * 1000 > now) return { bucket: socket.bucket, action: { kind: "ack", seq: ack } };
   const { allowed, bucket } = take(socket.bucket, now, limits.ratePerSec, limits.burst);
   if (!allowed) return { bucket, action: { kind: "close", code: CloseCode.RATE_LIMITED, reason: `more than ${limits.ratePerSec} messages/s` } };
   if (socket.exp * 1000 <= now) return { bucket, action: { kind: "close", code: CloseCode.TOKEN_EXPIRED, reason: "token expired" } };
@@ -56,6 +74,8 @@ export function decideMessage(
       return { bucket, action: { kind: "resume", since: msg.since } };
     case "refresh":
       return { bucket, action: { kind: "refresh", token: msg.token } };
+    case "ack":
+      return { bucket, action: { kind: "ack", seq: msg.seq } };
   }
 }
 

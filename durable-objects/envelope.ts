@@ -24,3 +24,8 @@ export function gapSeq(body: string): number | undefined {
   const m = GAP.exec(body);
   return m ? Number(m[1]) : undefined;
 }
+
+/** The seq of a history entry, read off its text (envelopes start with it: envelopeJson). */
+export function seqOf(body: string): number {
+  return Number(body.slice(7, body.indexOf(",")));
+}

@@ -1,7 +1,8 @@
 /**
  * Socket bookkeeping for an object that holds hibernatable WebSockets: the
  * per-socket state (its hibernation attachment), sending with failure
- * isolation, frame packing, fan-out by filter, and the census /stats needs.
+ * isolation, frame packing, fan-out by filter, flow control (flow.ts), and
+ * the census /stats needs.
  */
 import type { Filter, Envelope, ServerMessage } from "../shared/protocol";
 import { CloseCode } from "../shared/protocol";
@@ -11,7 +12,8 @@ import { utf8Length } from "../shared/limits";
 import type { EventStore } from "./event-store";
 import { errorFields, log } from "../shared/log";
 import { closeReason } from "./closecodes";
-import { gapSeq } from "./envelope";
+import { gapSeq, seqOf } from "./envelope";
+import { SocketFlow, slowest } from "./flow";
 import type { Bucket } from "./ratelimit";
 
 /** Per-socket state; serialized as the hibernation attachment (our cap ATTACHMENT_MAX_BYTES, 8 KiB; the platform's 16 KiB). */
@@ -26,6 +28,22 @@ export interface SocketState {
   filterKey: string;
   bucket: Bucket;
   connectedAt: number;
+  /** The client acknowledges what it processed (connected with `ack=1`): flow control applies (flow.ts). */
+  ack?: boolean;
+}
+
+/** One `events` frame: its text, its UTF-8 bytes and the seq of its last event. */
+export interface Frame {
+  text: string;
+  bytes: number;
+  lastSeq: number;
+}
+
+/** The flow-control budgets (FLOW_* in shared/worker-config.ts). */
+export interface FlowLimits {
+  socketBytes: number;
+  objectBytes: number;
+  graceMs: number;
 }
 
 /** A stored envelope, for evaluating filters: parsed exactly, so int8 and numeric comparisons do not round. */
@@ -39,23 +57,24 @@ const FRAME_OVERHEAD_BYTES = 30;
  * frames of at most `maxFrameBytes`; an event larger than that gets a frame
  * of its own.
  */
-export function packFrames(bodies: readonly string[], sizes: readonly number[], maxFrameBytes: number): string[] {
+export function packFrames(bodies: readonly string[], sizes: readonly number[], maxFrameBytes: number): Frame[] {
   if (bodies.length === 0) return [];
   const max = maxFrameBytes - FRAME_OVERHEAD_BYTES;
-  const out: string[] = [];
+  const out: Frame[] = [];
   let chunk: string[] = [];
   let size = 0;
+  const flush = () => out.push({ text: `{"type":"events","events":[${chunk.join(",")}]}`, bytes: size + FRAME_OVERHEAD_BYTES, lastSeq: seqOf(chunk.at(-1)!) });
   bodies.forEach((b, i) => {
     const bytes = sizes[i]!;
     if (chunk.length > 0 && size + bytes + 1 > max) {
-      out.push(`{"type":"events","events":[${chunk.join(",")}]}`);
+      flush();
       chunk = [];
       size = 0;
     }
     chunk.push(b);
     size += bytes + 1;
   });
-  out.push(`{"type":"events","events":[${chunk.join(",")}]}`);
+  flush();
   return out;
 }
 
@@ -63,12 +82,16 @@ export class Sockets {
   /** In-memory mirror of attachments, rebuilt lazily after hibernation. */
   private readonly states = new Map<WebSocket, SocketState>();
 
+  /** Unacknowledged frames of the sockets that acknowledge (flow.ts). */
+  private readonly flows = new Map<WebSocket, SocketFlow>();
+
   constructor(
     private readonly ctx: DurableObjectState,
     /** Where sends are counted (the object's persisted counters). */
     private readonly counters: () => { messagesSent: number; sendErrors: number },
     /** Fields that identify the object in logs. */
     private readonly where: () => Record<string, unknown>,
+    private readonly flowLimits: () => FlowLimits,
   ) {}
 
   /**
@@ -117,6 +140,43 @@ export class Sockets {
   forget(ws: WebSocket): void {
     this.states.delete(ws);
     this.live?.delete(ws);
+    this.flows.delete(ws);
+  }
+
+  /** The client processed every event up to `seq`; false when that is not news (flow.ts). */
+  ack(ws: WebSocket, seq: number): boolean {
+    return this.flows.get(ws)?.ack(seq) ?? false;
+  }
+
+  /** The highest seq this socket acknowledged (0 when it never did or is not tracked). */
+  acked(ws: WebSocket): number {
+    return this.flows.get(ws)?.acked ?? 0;
+  }
+
+  /** Sends one events frame; for a socket that acknowledges, counts it and closes the socket (4009) past its budget. */
+  private sendFrame(ws: WebSocket, state: SocketState, frame: Frame, now: number): boolean {
+    if (!this.sendRaw(ws, frame.text)) return false;
+    if (!state.ack) return true;
+    let flow = this.flows.get(ws);
+    if (!flow) this.flows.set(ws, (flow = new SocketFlow()));
+    flow.sent(frame.lastSeq, frame.bytes, now);
+    const { socketBytes, graceMs } = this.flowLimits();
+    const stale = flow.stale(now, graceMs);
+    if (stale <= socketBytes) return true;
+    this.slow(ws, stale, graceMs);
+    return false;
+  }
+
+  /** While the stale bytes of every socket pass the object's budget, closes the slowest (flow.ts). */
+  private trimSlowest(now: number): void {
+    const { objectBytes, graceMs } = this.flowLimits();
+    const stale = [...this.flows].map(([ws, f]) => [ws, f.stale(now, graceMs)] as const);
+    const bytes = new Map(stale);
+    for (const ws of slowest(stale, objectBytes)) this.slow(ws, bytes.get(ws)!, graceMs);
+  }
+
+  private slow(ws: WebSocket, stale: number, graceMs: number): void {
+    this.close(ws, CloseCode.SLOW_CONSUMER, `slow consumer: ${stale} bytes unacknowledged for over ${graceMs} ms; resume from your last seq`);
   }
 
   /** Bytes of a state as an attachment. */
@@ -169,12 +229,13 @@ export class Sockets {
   /** Sends events to one socket, filtered by its state. */
   sendEvents(ws: WebSocket, state: SocketState, bodies: readonly string[], maxFrameBytes: number): void {
     const kept = state.filter ? bodies.filter((b) => matchesFilter(parseEnvelope(b), state.filter)) : bodies;
+    const now = Date.now();
     for (const frame of packFrames(
       kept,
       kept.map((b) => utf8Length(b)),
       maxFrameBytes,
     ))
-      this.sendRaw(ws, frame);
+      if (!this.sendFrame(ws, state, frame, now)) return;
   }
 
   /**
@@ -192,7 +253,7 @@ export class Sockets {
       if (cut + 1 < bodies.length) this.fanOut(bodies.slice(cut + 1), sizes.slice(cut + 1), now, maxFrameBytes);
       return;
     }
-    const byFilter = new Map<string, string[]>();
+    const byFilter = new Map<string, Frame[]>();
     let events: Envelope[] | undefined;
     for (const ws of this.ctx.getWebSockets()) {
       const state = this.state(ws);
@@ -215,8 +276,9 @@ export class Sockets {
         } else frames = packFrames(bodies, sizes, maxFrameBytes);
         byFilter.set(state.filterKey, frames);
       }
-      for (const frame of frames) if (!this.sendRaw(ws, frame)) break;
+      for (const frame of frames) if (!this.sendFrame(ws, state, frame, now)) break;
     }
+    if (this.flows.size > 0) this.trimSlowest(now);
   }
 
   /** Closes sockets whose token expired; returns the earliest expiry still ahead (ms) and whether any closed. */

@@ -158,6 +158,8 @@ export const ClientMessage = z.discriminatedUnion("type", [
   z.object({ type: z.literal("resume"), since: z.number().int().nonnegative() }),
   /** Extend the connection with a fresh token for the same subject. */
   z.object({ type: z.literal("refresh"), token: z.string().min(1).max(8192) }),
+  /** Flow control: every event up to `seq` was processed (connections opened with `ack=1`; docs/protocol.md). */
+  z.object({ type: z.literal("ack"), seq: z.number().int().nonnegative() }),
 ]);
 export type ClientMessage = T.ClientMessage;
 const _clientMessage: Same<z.infer<typeof ClientMessage>, T.ClientMessage> = true;

@@ -51,7 +51,12 @@ export interface Filter {
   where?: Condition[] | undefined;
 }
 
-export type ClientMessage = { type: "ping" } | { type: "resume"; since: number } | { type: "refresh"; token: string };
+export type ClientMessage =
+  | { type: "ping" }
+  | { type: "resume"; since: number }
+  | { type: "refresh"; token: string }
+  /** Flow control: every event up to `seq` was processed (docs/protocol.md, "Flow control"). */
+  | { type: "ack"; seq: number };
 
 export type ErrorCode = "BAD_JSON" | "BAD_MESSAGE" | "UNKNOWN_TYPE";
 

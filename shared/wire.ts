@@ -35,6 +35,11 @@ export const CloseCode = {
   FORBIDDEN: 4003,
   /** The client sent messages faster than the per-connection rate limit. */
   RATE_LIMITED: 4008,
+  /**
+   * The client (connected with `ack=1`) left more than its flow-control budget of events
+   * unacknowledged for longer than the grace period. Reconnect and resume from the last seq.
+   */
+  SLOW_CONSUMER: 4009,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 

@@ -97,6 +97,19 @@ export const ConfigSchema = z.object({
   STATS_RETENTION_SECONDS: int(7 * 86_400, 60, 365 * 86_400),
   /** /metrics labels the busiest channels (by events) by name and folds the rest into channel="_other". Default 20. */
   METRICS_TOP_CHANNELS: int(20, 1, 1000),
+  /**
+   * Flow control (docs/protocol.md, "Flow control"; durable-objects/flow.ts): bytes a socket that
+   * acknowledges may leave unacknowledged for longer than FLOW_GRACE_MS before it is closed with 4009.
+   * Default 1 MiB.
+   */
+  FLOW_SOCKET_BYTES: int(1024 * 1024, 16 * 1024, 64 * 1024 * 1024),
+  /**
+   * The same, summed over one object's sockets: past it the slowest are closed first. Default 32 MiB,
+   * a quarter of the 128 MB an isolate has in production.
+   */
+  FLOW_OBJECT_BYTES: int(32 * 1024 * 1024, 64 * 1024, 96 * 1024 * 1024),
+  /** How long sent bytes may stay unacknowledged before they count against the budgets, ms. Default 5000. */
+  FLOW_GRACE_MS: int(5000, 0, 600_000),
   /** Max outgoing frame size before a batch is split, bytes. Default 512 KiB (Workers cap messages at 1 MiB). */
   MAX_FRAME_BYTES: int(512 * 1024, 1024, 1_000_000),
   /** Postgres URL the demo dashboard reads its initial state from (@neondatabase/serverless). Unset: /api/demo/state answers 503. */

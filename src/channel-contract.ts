@@ -19,6 +19,8 @@ export const ConnectRequest = z.object({
   exp: z.number().int(),
   filter: Filter.optional(),
   since: z.number().int().nonnegative().optional(),
+  /** The client acknowledges what it processed (`ack=1`): flow control applies (durable-objects/flow.ts). */
+  ack: z.boolean().optional(),
   echoProtocol: z.string().optional(),
   /** Set when the channel uses the fan-out tree: this connection lands on a fan-out object. */
   fanout: z

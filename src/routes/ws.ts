@@ -80,6 +80,9 @@ wsRoutes.get("/ws/:channel", channelParam(), originAndSubprotocol, clientAuth(),
     filter = parsed.data;
   }
 
+  const ackRaw = c.req.query("ack");
+  if (ackRaw !== undefined && ackRaw !== "1" && ackRaw !== "0") throw new ApiError("BAD_REQUEST", "ack must be 1 (the client acknowledges events) or 0");
+
   const offered = offeredProtocols(c.req.header("sec-websocket-protocol"));
   const connect: ConnectRequest = {
     channel,
@@ -88,6 +91,7 @@ wsRoutes.get("/ws/:channel", channelParam(), originAndSubprotocol, clientAuth(),
     exp: claims.exp,
     filter,
     since,
+    ack: ackRaw === "1" || undefined,
     echoProtocol: offered.includes(SUBPROTOCOL) ? SUBPROTOCOL : undefined,
   };
   const headers = new Headers(c.req.raw.headers);

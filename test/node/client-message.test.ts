@@ -5,7 +5,8 @@ import { CloseCode } from "../../shared/protocol";
 
 const limits = { maxBytes: 64, ratePerSec: 10, burst: 2 };
 const NOW = 1_000_000;
-const fresh = { bucket: { tokens: 2, at: NOW }, exp: NOW / 1000 + 60 };
+const fresh = { bucket: { tokens: 2, at: NOW }, exp: NOW / 1000 + 60, acked: 10 };
+const empty = { ...fresh, bucket: { tokens: 0.5, at: NOW } };
 
 describe("decideMessage", () => {
   const cases: [string, string | ArrayBuffer, typeof fresh, MessageAction["kind"], unknown][] = [
@@ -20,6 +21,12 @@ describe("decideMessage", () => {
     ["a known type with bad fields", '{"type":"resume","since":"x"}', fresh, "refuse", { error: { code: "BAD_MESSAGE" } }],
     ["an unknown type", '{"type":"launch"}', fresh, "refuse", { error: { code: "UNKNOWN_TYPE" } }],
     ["a type whose toString is not a function", '{"type":{"toString":1}}', fresh, "refuse", { error: { code: "UNKNOWN_TYPE" } }],
+    ["an ack that moves forward", '{"type":"ack","seq":11}', fresh, "ack", { seq: 11 }],
+    ["an ack that moves forward, with no token left: not rate limited", '{"type":"ack","seq":40}', empty, "ack", { seq: 40 }],
+    ["an ack that is not news, with no token left: rate limited", '{"type":"ack","seq":10}', empty, "close", { code: CloseCode.RATE_LIMITED }],
+    ["an ack written another way, with no token left: counted", '{ "type": "ack", "seq": 12 }', empty, "close", { code: CloseCode.RATE_LIMITED }],
+    ["an ack with an expired token", '{"type":"ack","seq":11}', { ...fresh, exp: NOW / 1000 }, "close", { code: CloseCode.TOKEN_EXPIRED }],
+    ["an ack with a bad seq", '{"type":"ack","seq":-1}', fresh, "refuse", { error: { code: "BAD_MESSAGE" } }],
   ];
   it.each(cases)("%s → %s", (_name, message, socket, kind, fields) => {
     const { action } = decideMessage(message, socket, NOW, limits);
@@ -27,11 +34,21 @@ describe("decideMessage", () => {
     if (fields) expect(action).toMatchObject(fields as object);
   });
 
+  it("acks that move forward never cost a token", () => {
+    let bucket = { tokens: 1, at: NOW };
+    for (let seq = 11; seq < 1000; seq++) {
+      const r = decideMessage(`{"type":"ack","seq":${seq}}`, { bucket, exp: fresh.exp, acked: seq - 1 }, NOW, limits);
+      expect(r.action.kind).toBe("ack");
+      bucket = r.bucket;
+    }
+    expect(bucket.tokens).toBe(1);
+  });
+
   it("takes a token per message that passes the size cap, refilling at the rate", () => {
     let bucket = { tokens: 2, at: NOW };
     const kinds: string[] = [];
     for (const at of [NOW, NOW, NOW, NOW + 100]) {
-      const r = decideMessage('{"type":"ping"}', { bucket, exp: fresh.exp }, at, limits);
+      const r = decideMessage('{"type":"ping"}', { bucket, exp: fresh.exp, acked: 0 }, at, limits);
       bucket = r.bucket;
       kinds.push(r.action.kind);
     }

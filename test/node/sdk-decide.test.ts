@@ -1,5 +1,6 @@
-import { describe, expect, it } from "vitest";
-import { afterClose, afterLoadRefusal, afterRefusal } from "../../client/decide";
+import { describe, expect, it, vi } from "vitest";
+import { createAcker } from "../../client/ack";
+import { afterClose, afterDiagnosis, afterLoadRefusal, afterRefusal } from "../../client/decide";
 
 describe("afterClose: what a subscription does when its socket ends", () => {
   it.each([
@@ -54,5 +55,54 @@ describe("afterLoadRefusal: a refused rows load", () => {
     [429, "SERVER_ERROR", false, 0, "retry"],
   ])("%i %s, can refresh %s, refused %i times before → %s", (status, code, canRefreshToken, refusalsBefore, verdict) => {
     expect(afterLoadRefusal({ status, code, canRefreshToken, refusalsBefore })).toBe(verdict);
+  });
+});
+
+describe("afterDiagnosis: why a handshake failed, asked over HTTP", () => {
+  const e = { base: "https://rt.example", canRefreshToken: true, refusalsBefore: 0 };
+  it.each([
+    ["unreachable: report, back off", { kind: "unreachable", message: "ECONNREFUSED" }, e, "backoff", "UNREACHABLE", false],
+    ["no fetch here: back off quietly", { kind: "unknown" }, e, "backoff", undefined, false],
+    ["426 (credentials fine, not upgraded): report, back off", { kind: "answered", status: 426 }, e, "backoff", "HTTP_426", true],
+    ["503 CHANNEL_FULL: report, back off", { kind: "answered", status: 503, code: "CHANNEL_FULL" }, e, "backoff", "CHANNEL_FULL", false],
+    ["401 with a token source, first time: report, back off", { kind: "answered", status: 401, code: "TOKEN_EXPIRED" }, e, "backoff", "TOKEN_EXPIRED", true],
+    ["401 again: stop", { kind: "answered", status: 401, code: "TOKEN_EXPIRED" }, { ...e, refusalsBefore: 1 }, "stop", "TOKEN_EXPIRED", true],
+    ["403: stop", { kind: "answered", status: 403, code: "CHANNEL_FORBIDDEN" }, e, "stop", "CHANNEL_FORBIDDEN", true],
+  ] as const)("%s", (_what, why, ctx, action, code, refused) => {
+    const d = afterDiagnosis(why as Parameters<typeof afterDiagnosis>[0], ctx);
+    expect(d.action).toBe(action);
+    expect(d.error?.code).toBe(code);
+    expect(d.refused).toBe(refused);
+    if (d.action === "stop") expect(d.error?.permanent).toBe(true);
+  });
+});
+
+describe("createAcker: the SDK's acknowledgements", () => {
+  it("acks at once after everyEvents, else everyMs after the first waiting event, and never while idle", () => {
+    vi.useFakeTimers();
+    try {
+      const sent: string[] = [];
+      const acker = createAcker((f) => sent.push(f), { everyEvents: 10, everyMs: 250 });
+      acker.delivered(4, 4);
+      expect(sent).toEqual([]);
+      acker.delivered(12, 8); // 12 waiting: at once
+      expect(sent).toEqual(['{"type":"ack","seq":12}']);
+      acker.delivered(13, 1);
+      vi.advanceTimersByTime(249);
+      expect(sent).toHaveLength(1);
+      vi.advanceTimersByTime(1);
+      expect(sent.at(-1)).toBe('{"type":"ack","seq":13}');
+      vi.advanceTimersByTime(60_000); // idle: nothing more
+      expect(sent).toHaveLength(2);
+      acker.delivered(14, 0); // all duplicates (a replay overlap): not news
+      vi.advanceTimersByTime(1000);
+      expect(sent).toHaveLength(2);
+      acker.delivered(15, 1);
+      acker.stop(); // the connection ended before the timer
+      vi.advanceTimersByTime(1000);
+      expect(sent).toHaveLength(2);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

@@ -15,6 +15,10 @@ export const TEST_BINDINGS = {
   // Channels under tree.* use fan-out objects of 2 sockets each.
   FANOUT_CHANNELS: "tree.*",
   FANOUT_OBJECT_CAPACITY: "2",
+  // Flow control at test scale: 16 KiB unacknowledged for over 200 ms closes a socket (1 MiB and 5 s in production).
+  FLOW_SOCKET_BYTES: "16384",
+  FLOW_OBJECT_BYTES: "65536",
+  FLOW_GRACE_MS: "200",
   // One object takes 45 sockets here (30,000 in production, under the platform's 32,768).
   MAX_SOCKETS_PER_OBJECT: "45",
   // Ingest into this channel fails inside the object's storage transaction (partial-failure tests).

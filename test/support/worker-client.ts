@@ -101,10 +101,19 @@ export class Client {
 
 export async function connect(
   channel: string,
-  opts: { token?: string | null; since?: number; filter?: unknown; via?: "protocol" | "header" | "query"; origin?: string; continent?: string } = {},
+  opts: {
+    token?: string | null;
+    since?: number;
+    filter?: unknown;
+    via?: "protocol" | "header" | "query";
+    origin?: string;
+    continent?: string;
+    ack?: boolean;
+  } = {},
 ): Promise<Client> {
   const t = opts.token === undefined ? await token() : opts.token;
   const params = new URLSearchParams();
+  if (opts.ack) params.set("ack", "1");
   if (opts.since !== undefined) params.set("since", String(opts.since));
   if (opts.filter !== undefined) params.set("filter", JSON.stringify(opts.filter));
   const headers: Record<string, string> = { upgrade: "websocket" };
