@@ -35,6 +35,7 @@ import pg from "pg";
 import { freePort } from "../scripts/embedded-pg";
 import { devToken, Stack, type Proc } from "../scripts/stack";
 import { percentile } from "./histogram";
+import { groupPids, pidRss } from "./proc";
 import { forkTs, killChildren, nextMessage, runBench } from "./ipc";
 import { startPartyServerPeer } from "./peer";
 import { Swarm } from "./swarm-group";
@@ -90,25 +91,6 @@ function openFiles(pids: number[]): number {
   }
   return n;
 }
-function groupPids(pgid: number | undefined, match: RegExp): number[] {
-  if (!pgid) return [];
-  try {
-    return execFileSync("ps", ["-o", "pid=,comm=", "-g", String(pgid)], { encoding: "utf8" })
-      .split("\n")
-      .filter((l) => match.test(l))
-      .map((l) => Number(l.trim().split(/\s+/)[0]));
-  } catch {
-    return [];
-  }
-}
-const pidRss = (pid: number | undefined) => {
-  try {
-    return Number(execFileSync("ps", ["-o", "rss=", "-p", String(pid)], { encoding: "utf8" }).trim()) / 1024;
-  } catch {
-    return NaN;
-  }
-};
-
 interface W6Row {
   objects: number;
   held: number;

@@ -206,7 +206,7 @@ export class ChannelObject extends DurableObject<Env> {
       const state = this.sockets.state(ws);
       if (!state) return;
       const cfg = this.config;
-      const { bucket, action } = decideMessage(message, { ...state, acked: this.sockets.acked(ws) }, Date.now(), {
+      const { bucket, action } = decideMessage(message, { ...state, acked: this.sockets.acked(ws), head: this.store.counters.headSeq }, Date.now(), {
         maxBytes: cfg.MAX_CLIENT_MESSAGE_BYTES,
         ratePerSec: cfg.CLIENT_RATE_PER_SEC,
         burst: cfg.CLIENT_RATE_BURST,

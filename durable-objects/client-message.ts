@@ -31,12 +31,16 @@ export type MessageAction =
 
 const KNOWN_TYPES: readonly string[] = ["ping", "resume", "refresh", "ack"];
 
-/** An ack that moves `acked` forward, or undefined (cheap prefix test first: acks are the frequent message). */
-function freshAck(message: string, acked: number): number | undefined {
+/**
+ * An ack that moves `acked` forward without passing `head` (nothing beyond
+ * the channel's head was sent, so a client cannot mint exempt acks), or
+ * undefined. A cheap prefix test first: acks are the frequent message.
+ */
+function freshAck(message: string, acked: number, head: number): number | undefined {
   if (!message.startsWith('{"type":"ack"')) return undefined;
   try {
     const parsed = ClientMessage.safeParse(JSON.parse(message));
-    return parsed.success && parsed.data.type === "ack" && parsed.data.seq > acked ? parsed.data.seq : undefined;
+    return parsed.success && parsed.data.type === "ack" && parsed.data.seq > acked && parsed.data.seq <= head ? parsed.data.seq : undefined;
   } catch {
     return undefined;
   }
@@ -45,14 +49,15 @@ function freshAck(message: string, acked: number): number | undefined {
 /** The action, and the socket's bucket after this message (store it when it changed). */
 export function decideMessage(
   message: string | ArrayBuffer,
-  socket: { bucket: Bucket; exp: number; acked: number },
+  /** `acked`: the socket's acknowledged seq (Infinity without `ack=1`); `head`: the channel's head seq. */
+  socket: { bucket: Bucket; exp: number; acked: number; head: number },
   now: number,
   limits: MessageLimits,
 ): { bucket: Bucket; action: MessageAction } {
   const size = typeof message === "string" ? utf8Length(message) : message.byteLength;
   if (size > limits.maxBytes)
     return { bucket: socket.bucket, action: { kind: "close", code: CloseCode.MESSAGE_TOO_BIG, reason: `message exceeds ${limits.maxBytes} bytes` } };
-  const ack = typeof message === "string" ? freshAck(message, socket.acked) : undefined;
+  const ack = typeof message === "string" ? freshAck(message, socket.acked, socket.head) : undefined;
   if (ack !== undefined && socket.exp * 1000 > now) return { bucket: socket.bucket, action: { kind: "ack", seq: ack } };
   const { allowed, bucket } = take(socket.bucket, now, limits.ratePerSec, limits.burst);
   if (!allowed) return { bucket, action: { kind: "close", code: CloseCode.RATE_LIMITED, reason: `more than ${limits.ratePerSec} messages/s` } };

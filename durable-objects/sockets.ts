@@ -143,22 +143,28 @@ export class Sockets {
     this.flows.delete(ws);
   }
 
-  /** The client processed every event up to `seq`; false when that is not news (flow.ts). */
+  /** The client processed every event up to `seq`; false when that is not news or the socket did not opt in (flow.ts). */
   ack(ws: WebSocket, seq: number): boolean {
-    return this.flows.get(ws)?.ack(seq) ?? false;
+    return this.flow(ws)?.ack(seq) ?? false;
   }
 
-  /** The highest seq this socket acknowledged (0 when it never did or is not tracked). */
+  /** The highest seq this socket acknowledged; Infinity for a socket without `ack=1` (no ack of its is news). */
   acked(ws: WebSocket): number {
-    return this.flows.get(ws)?.acked ?? 0;
+    return this.flow(ws)?.acked ?? Infinity;
+  }
+
+  /** The flow accounting of a socket that opted in (created on first use, also after hibernation). */
+  private flow(ws: WebSocket): SocketFlow | undefined {
+    let flow = this.flows.get(ws);
+    if (!flow && this.state(ws)?.ack) this.flows.set(ws, (flow = new SocketFlow()));
+    return flow;
   }
 
   /** Sends one events frame; for a socket that acknowledges, counts it and closes the socket (4009) past its budget. */
   private sendFrame(ws: WebSocket, state: SocketState, frame: Frame, now: number): boolean {
     if (!this.sendRaw(ws, frame.text)) return false;
-    if (!state.ack) return true;
-    let flow = this.flows.get(ws);
-    if (!flow) this.flows.set(ws, (flow = new SocketFlow()));
+    const flow = state.ack ? this.flow(ws) : undefined;
+    if (!flow) return true;
     flow.sent(frame.lastSeq, frame.bytes, now);
     const { socketBytes, graceMs } = this.flowLimits();
     const stale = flow.stale(now, graceMs);

@@ -5,7 +5,7 @@ import { CloseCode } from "../../shared/protocol";
 
 const limits = { maxBytes: 64, ratePerSec: 10, burst: 2 };
 const NOW = 1_000_000;
-const fresh = { bucket: { tokens: 2, at: NOW }, exp: NOW / 1000 + 60, acked: 10 };
+const fresh = { bucket: { tokens: 2, at: NOW }, exp: NOW / 1000 + 60, acked: 10, head: 50 };
 const empty = { ...fresh, bucket: { tokens: 0.5, at: NOW } };
 
 describe("decideMessage", () => {
@@ -25,6 +25,14 @@ describe("decideMessage", () => {
     ["an ack that moves forward, with no token left: not rate limited", '{"type":"ack","seq":40}', empty, "ack", { seq: 40 }],
     ["an ack that is not news, with no token left: rate limited", '{"type":"ack","seq":10}', empty, "close", { code: CloseCode.RATE_LIMITED }],
     ["an ack written another way, with no token left: counted", '{ "type": "ack", "seq": 12 }', empty, "close", { code: CloseCode.RATE_LIMITED }],
+    ["an ack beyond the channel's head, with no token left: counted", '{"type":"ack","seq":51}', empty, "close", { code: CloseCode.RATE_LIMITED }],
+    [
+      "an ack from a socket without ack=1, with no token left: counted",
+      '{"type":"ack","seq":11}',
+      { ...empty, acked: Infinity },
+      "close",
+      { code: CloseCode.RATE_LIMITED },
+    ],
     ["an ack with an expired token", '{"type":"ack","seq":11}', { ...fresh, exp: NOW / 1000 }, "close", { code: CloseCode.TOKEN_EXPIRED }],
     ["an ack with a bad seq", '{"type":"ack","seq":-1}', fresh, "refuse", { error: { code: "BAD_MESSAGE" } }],
   ];
@@ -37,7 +45,7 @@ describe("decideMessage", () => {
   it("acks that move forward never cost a token", () => {
     let bucket = { tokens: 1, at: NOW };
     for (let seq = 11; seq < 1000; seq++) {
-      const r = decideMessage(`{"type":"ack","seq":${seq}}`, { bucket, exp: fresh.exp, acked: seq - 1 }, NOW, limits);
+      const r = decideMessage(`{"type":"ack","seq":${seq}}`, { bucket, exp: fresh.exp, acked: seq - 1, head: 1000 }, NOW, limits);
       expect(r.action.kind).toBe("ack");
       bucket = r.bucket;
     }
@@ -48,7 +56,7 @@ describe("decideMessage", () => {
     let bucket = { tokens: 2, at: NOW };
     const kinds: string[] = [];
     for (const at of [NOW, NOW, NOW, NOW + 100]) {
-      const r = decideMessage('{"type":"ping"}', { bucket, exp: fresh.exp, acked: 0 }, at, limits);
+      const r = decideMessage('{"type":"ping"}', { bucket, exp: fresh.exp, acked: 0, head: 0 }, at, limits);
       bucket = r.bucket;
       kinds.push(r.action.kind);
     }

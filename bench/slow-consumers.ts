@@ -1,0 +1,174 @@
+/**
+ * W7, slow consumers: S subscribers on one channel (every one connected with
+ * ack=1 and acknowledging each frame, as the SDK does), P of them with their
+ * TCP reading paused for the whole run, while Postgres commits R rows/s of
+ * B bytes of incompressible data (random hex) through the relay. Reported,
+ * for a run with the paused readers and the same run without them:
+ * workerd's RSS sampled every 2 s (the curve), the bystanders' commit →
+ * client latency p50/p99, and whether the paused clients, once they read
+ * again (4009, then a resume from their last seq), got every event exactly
+ * once. The Worker runs on Miniflare with the production flow-control
+ * defaults (FLOW_SOCKET_BYTES 1 MiB, FLOW_GRACE_MS 5 s, FLOW_OBJECT_BYTES 32 MiB).
+ *
+ * `npm run bench:slow [-- --quick] [-- --subscribers S --paused P --rate R --bytes B --seconds T]`;
+ * `npm run bench` does not run it. --quick: 200 subscribers, 30 s.
+ */
+import { randomBytes } from "node:crypto";
+import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import WebSocket from "ws";
+import { devToken, Stack } from "../scripts/stack";
+import { Histogram } from "./histogram";
+import { paced } from "./pace";
+import { groupPids, pidRss } from "./proc";
+
+const arg = (name: string, def: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : def;
+};
+const quick = process.argv.includes("--quick");
+const SUBSCRIBERS = arg("subscribers", quick ? 200 : 1000);
+const PAUSED = arg("paused", 10);
+const RATE = arg("rate", 100);
+const BYTES = arg("bytes", 10_000);
+const SECONDS = arg("seconds", quick ? 30 : 60);
+const log = (msg: string, fields: Record<string, unknown> = {}) => process.stderr.write(JSON.stringify({ level: "info", msg, ...fields }) + "\n");
+
+interface Sub {
+  ws: WebSocket;
+  seqs: number[];
+  closeCode?: number;
+}
+
+/** A subscriber that acknowledges every events frame; `onEvent` sees each event's commit time. */
+function subscribe(url: string, token: string, since: number | undefined, onEvent: (committedAt: number) => void): Promise<Sub> {
+  const q = new URLSearchParams({ ack: "1", ...(since !== undefined ? { since: String(since) } : {}) });
+  const ws = new WebSocket(`${url.replace(/^http/, "ws")}/ws/w7?${q}`, ["notifiws.v1", `bearer.${token}`]);
+  const sub: Sub = { ws, seqs: [] };
+  ws.on("message", (data) => {
+    const m = JSON.parse(String(data)) as { type: string; events?: { seq: number; committedAt: number }[] };
+    if (m.type !== "events") return;
+    for (const e of m.events!) {
+      sub.seqs.push(e.seq);
+      onEvent(e.committedAt);
+    }
+    ws.send(`{"type":"ack","seq":${m.events!.at(-1)!.seq}}`);
+  });
+  ws.on("close", (code) => (sub.closeCode = code));
+  return new Promise((resolve, reject) => {
+    ws.once("message", () => resolve(sub)); // the welcome
+    ws.once("error", reject);
+  });
+}
+
+const tcp = (ws: WebSocket) => (ws as unknown as { _socket: import("node:net").Socket })._socket;
+
+async function run(stack: Stack, db: pg.Pool, token: string, paused: number) {
+  const latency = new Histogram();
+  const subs: Sub[] = [];
+  for (let i = 0; i < SUBSCRIBERS; i++) {
+    const slow = i < paused;
+    subs.push(await subscribe(stack.workerUrl, token, undefined, (at) => !slow && latency.add(Date.now() - at)));
+  }
+  for (const s of subs.slice(0, paused)) tcp(s.ws).pause();
+  const workerd = groupPids(stack.worker!.child.pid, /workerd/);
+  const curve: number[] = [];
+  const sampler = setInterval(() => curve.push(Math.round(workerd.reduce((n, pid) => n + pidRss(pid), 0))), 2000);
+  const head0 = Number((await db.query("SELECT coalesce(max(id), 0) AS n FROM w7")).rows[0].n);
+  await paced(RATE, SECONDS, async (n) => {
+    const rows = Array.from({ length: n }, () => randomBytes(BYTES / 2).toString("hex"));
+    await db.query("INSERT INTO w7 (payload) SELECT unnest($1::text[])", [rows]);
+  });
+  const total = Number((await db.query("SELECT max(id) AS n FROM w7")).rows[0].n) - head0;
+  const bystanders = subs.slice(paused);
+  const deadline = Date.now() + 60_000;
+  while (bystanders.some((s) => s.seqs.length < total) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  clearInterval(sampler);
+  // The paused clients read again: what they got, then (closed with 4009) a resume from their last seq.
+  let complete = 0;
+  const codes: number[] = [];
+  for (const s of subs.slice(0, paused)) {
+    tcp(s.ws).resume();
+    const until = Date.now() + 30_000;
+    while (s.closeCode === undefined && s.seqs.length < total && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    if (s.closeCode !== undefined) {
+      codes.push(s.closeCode);
+      const again = await subscribe(stack.workerUrl, token, s.seqs.at(-1) ?? 0, () => {});
+      while (s.seqs.length + again.seqs.length < total && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      s.seqs.push(...again.seqs);
+      again.ws.close();
+    }
+    const first = s.seqs[0] ?? 0;
+    if (s.seqs.length === total && s.seqs.every((q, i) => q === first + i)) complete++;
+  }
+  for (const s of subs) s.ws.terminate();
+  const [p50, p99] = latency.percentiles([0.5, 0.99]);
+  const missing = bystanders.filter((s) => s.seqs.length < total).length;
+  return {
+    paused,
+    events: total,
+    p50: p50!,
+    p99: p99!,
+    rssMaxMiB: Math.max(...curve),
+    curve,
+    pausedComplete: complete,
+    pausedCloseCodes: codes,
+    bystandersMissing: missing,
+  };
+}
+
+async function main(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "notifiws-w7-"));
+  await chmod(dir, 0o755); // the postgres user traverses it to its data directory
+  let stack: Stack | undefined;
+  let db: pg.Pool | undefined;
+  const results = [];
+  try {
+    for (const paused of [0, PAUSED]) {
+      stack = await new Stack({
+        stateDir: join(dir, `p${paused}`),
+        runtime: "miniflare",
+        demo: false,
+        workerVars: { LOG_LEVEL: "warn", MAX_FRAME_BYTES: String(512 * 1024) },
+        relayEnv: { LOG_LEVEL: "warn" },
+      }).start();
+      db = new pg.Pool({ connectionString: stack.databaseUrl, max: 4 });
+      await db.query("CREATE TABLE w7 (id bigserial PRIMARY KEY, payload text); SELECT notifiws.watch('w7', 'w7', ARRAY['id', 'payload'])");
+      const token = await devToken(stack.secrets);
+      const r = await run(stack, db, token, paused);
+      log("run", r);
+      results.push(r);
+      await db.end();
+      db = undefined;
+      await stack.stop();
+      stack = undefined;
+    }
+  } finally {
+    await db?.end().catch(() => undefined);
+    await stack?.stop().catch(() => undefined);
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+  const [base, slow] = results as [(typeof results)[0], (typeof results)[0]];
+  console.log(
+    [
+      `W7 slow consumers: ${SUBSCRIBERS} subscribers, ${RATE} rows/s of ${BYTES} B for ${SECONDS} s`,
+      "",
+      "| run | events | bystander p50 ms | bystander p99 ms | workerd RSS max MiB | paused clients complete | bystanders missing events |",
+      "| --- | --- | --- | --- | --- | --- | --- |",
+      ...[base, slow].map(
+        (r) =>
+          `| ${r.paused} paused | ${r.events} | ${r.p50} | ${r.p99} | ${r.rssMaxMiB} | ${r.paused ? `${r.pausedComplete}/${r.paused} (closes: ${r.pausedCloseCodes.join(",") || "none"})` : "–"} | ${r.bystandersMissing} |`,
+      ),
+      "",
+      `p99 with paused readers / without: ${(slow.p99 / base.p99).toFixed(2)}x`,
+      `workerd RSS every 2 s, MiB: without ${base.curve.join(" ")}; with ${slow.curve.join(" ")}`,
+    ].join("\n"),
+  );
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
