@@ -128,7 +128,7 @@ export function connect(options: ConnectOptions): Subscription {
       report({ code: SdkErrorCode.CONNECT_FAILED, message: (err as Error).message, permanent: false });
       return reconnect({ action: "backoff" });
     }
-    const acker = createAcker((frame) => socket.send(frame), { everyEvents: options.ackEveryEvents ?? 32, everyMs: options.ackEveryMs ?? 250 });
+    const acker = createAcker((frame) => socket.send(frame), { everyEvents: options.ackEveryEvents ?? 500, everyMs: options.ackEveryMs ?? 1000 });
     const attempt: Attempt = { socket, token, welcomed: false, lastFrameAt: Date.now(), heartbeat: undefined, acker };
     set({ attempt });
 

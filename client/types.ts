@@ -47,9 +47,12 @@ export interface ConnectOptions {
   heartbeatTimeoutMs?: number;
   /** Refresh the token this many seconds before it expires (needs getToken). Default 60. */
   refreshBeforeSeconds?: number;
-  /** Flow control: acknowledge after this many events (docs/protocol.md, "Flow control"). Default 32. */
+  /**
+   * Flow control: acknowledge after this many events (docs/protocol.md, "Flow control"). Default 500.
+   * Each ack is a message to the channel's object (billed as 1/20 of a request): keep them rare.
+   */
   ackEveryEvents?: number;
-  /** ...or this long after the first unacknowledged event, ms. Default 250. */
+  /** ...or this long after the first unacknowledged event, ms (well under FLOW_GRACE_MS, 5 s by default). Default 1000. */
   ackEveryMs?: number;
   /** WebSocket implementation. Default globalThis.WebSocket. */
   WebSocket?: typeof WebSocket;

@@ -40,8 +40,10 @@ class PausableSocket extends WS {
 }
 
 const subs: Subscription[] = [];
-const fx = useStack("flow", { workerVars: { FLOW_SOCKET_BYTES: String(256 * 1024), FLOW_GRACE_MS: "300" }, relayEnv: { RELAY_BACKOFF_MAX_MS: "300" } }, () =>
-  subs.forEach((s) => s.close()),
+const fx = useStack(
+  "flow", // The SDK acks 1 s after the first unacknowledged event: a 2 s grace keeps a reading client clear of the budget.
+  { workerVars: { FLOW_SOCKET_BYTES: String(256 * 1024), FLOW_GRACE_MS: "2000" }, relayEnv: { RELAY_BACKOFF_MAX_MS: "300" } },
+  () => subs.forEach((s) => s.close()),
 );
 
 function subscribe(channel: string, WebSocket?: typeof globalThis.WebSocket) {
@@ -75,12 +77,13 @@ describe("slow consumers", () => {
     for (let i = 1; i <= N; i++) {
       // 64 KB of random hex per event: ~3.8 MB in all, incompressible enough that no layer shrinks it below the budget.
       await publisher.publish(channel, { id: `blob-${i}`, data: { i, blob: randomBytes(32 * 1024).toString("hex") } });
-      if (i % 10 === 0) await new Promise((r) => setTimeout(r, 350)); // past the grace period, so what waits counts
+      if (i % 10 === 0) await new Promise((r) => setTimeout(r, 500)); // 3 s in all: past the grace period, so what waits counts
     }
     // The bystander got everything while the other client was still not reading.
     await waitUntil("the bystander's events", () => bystander.events.length >= N, 30_000);
     expectContiguous(bystander.events.map((e) => e.seq));
     expect(socket.closeCode).toBeUndefined(); // it has not read the close yet: it reads nothing
+    expect(bystander.sub.attempts).toBe(1); // never closed: it read and acknowledged
 
     socket.reading(true);
     await waitUntil("the paused client's close", () => socket.closeCode !== undefined, 30_000);
