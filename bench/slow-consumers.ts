@@ -149,19 +149,28 @@ async function main(): Promise<void> {
   let db: pg.Pool | undefined;
   const results = [];
   try {
-    for (const paused of [0, PAUSED]) {
+    // Without paused readers; with them; with them and the budgets at their maximum (as good as no flow control here).
+    for (const [paused, off] of [
+      [0, false],
+      [PAUSED, false],
+      [PAUSED, true],
+    ] as const) {
       stack = await new Stack({
-        stateDir: join(dir, `p${paused}`),
+        stateDir: join(dir, `p${paused}${off ? "off" : ""}`),
         runtime: "miniflare",
         demo: false,
         // The history holds the whole run, so the paused clients can resume from wherever they were closed.
-        workerVars: { LOG_LEVEL: "warn", HISTORY_MAX_EVENTS: String(Math.max(1000, RATE * SECONDS * 2)) },
+        workerVars: {
+          LOG_LEVEL: "warn",
+          HISTORY_MAX_EVENTS: String(Math.max(1000, RATE * SECONDS * 2)),
+          ...(off ? { FLOW_SOCKET_BYTES: String(64 * 1024 * 1024), FLOW_OBJECT_BYTES: String(96 * 1024 * 1024) } : {}),
+        },
         relayEnv: { LOG_LEVEL: "warn" },
       }).start();
       db = new pg.Pool({ connectionString: stack.databaseUrl, max: 4 });
       await db.query("CREATE TABLE w7 (id bigserial PRIMARY KEY, payload text); SELECT notifiws.watch('w7', 'w7', ARRAY['id', 'payload'])");
       const token = await devToken(stack.secrets);
-      const r = await run(stack, db, token, paused);
+      const r = { ...(await run(stack, db, token, paused)), flowControl: !off };
       log("run", r);
       results.push(r);
       await db.end();
@@ -174,20 +183,20 @@ async function main(): Promise<void> {
     await stack?.stop().catch(() => undefined);
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }
-  const [base, slow] = results as [(typeof results)[0], (typeof results)[0]];
+  const [base, slow, off] = results as [(typeof results)[0], (typeof results)[0], (typeof results)[0]];
   console.log(
     [
       `W7 slow consumers: ${SUBSCRIBERS} subscribers, ${RATE} rows/s of ${BYTES} B for ${SECONDS} s`,
       "",
       "| run | events | bystander p50 ms | bystander p99 ms | workerd RSS max MiB | paused clients complete | bystanders missing events |",
       "| --- | --- | --- | --- | --- | --- | --- |",
-      ...[base, slow].map(
+      ...[base, slow, off].map(
         (r) =>
-          `| ${r.paused} paused | ${r.events} | ${r.p50} | ${r.p99} | ${r.rssMaxMiB} | ${r.paused ? `${r.pausedComplete}/${r.paused} (4009 seen: ${r.pausedCloseCodes.filter((c) => c === 4009).length}; no close frame, resumed after the heartbeat timeout: ${r.pausedSilent})` : "–"} | ${r.bystandersMissing} |`,
+          `| ${r.paused} paused${r.flowControl ? "" : ", budgets at their maximum"} | ${r.events} | ${r.p50} | ${r.p99} | ${r.rssMaxMiB} | ${r.paused ? `${r.pausedComplete}/${r.paused} (4009 seen: ${r.pausedCloseCodes.filter((c) => c === 4009).length}; no close frame, resumed after the heartbeat timeout: ${r.pausedSilent})` : "–"} | ${r.bystandersMissing} |`,
       ),
       "",
       `p99 with paused readers / without: ${(slow.p99 / base.p99).toFixed(2)}x`,
-      `workerd RSS every 2 s, MiB: without ${base.curve.join(" ")}; with ${slow.curve.join(" ")}`,
+      `workerd RSS every 2 s, MiB: without ${base.curve.join(" ")}; with ${slow.curve.join(" ")}; with, budgets at their maximum ${off.curve.join(" ")}`,
     ].join("\n"),
   );
 }

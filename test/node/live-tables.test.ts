@@ -83,6 +83,16 @@ describe.each(["outbox", "wal"] as const)("live tables, %s capture", (mode) => {
     );
   };
 
+  /** `n` connections of their own, one per concurrent writer. */
+  const writerClients = (n: number) =>
+    Promise.all(
+      Array.from({ length: n }, async () => {
+        const c = new pg.Client({ connectionString: fx.stack.databaseUrl });
+        await c.connect();
+        return c;
+      }),
+    );
+
   /**
    * Writers whose transactions overlap and commit out of order: each takes a
    * row, holds its transaction open a random while, then commits, so later
@@ -109,13 +119,7 @@ describe.each(["outbox", "wal"] as const)("live tables, %s capture", (mode) => {
   }
 
   it("rows from the edge plus live events equal the database after 8 loads during out-of-order commits, shared loads included", async () => {
-    const writers = await Promise.all(
-      Array.from({ length: 4 }, async () => {
-        const c = new pg.Client({ connectionString: fx.stack.databaseUrl });
-        await c.connect();
-        return c;
-      }),
-    );
+    const writers = await writerClients(4);
     try {
       const readsBefore = fx.stack.bridge!.connections;
       const writing = overlappingWrites(writers, 25);
@@ -141,13 +145,7 @@ describe.each(["outbox", "wal"] as const)("live tables, %s capture", (mode) => {
   it("keeps a derived channel's list equal while concurrent updates flip rows in and out", async () => {
     const t = open("tickets.urgent");
     await t.ready;
-    const writers = await Promise.all(
-      Array.from({ length: 3 }, async () => {
-        const c = new pg.Client({ connectionString: fx.stack.databaseUrl });
-        await c.connect();
-        return c;
-      }),
-    );
+    const writers = await writerClients(3);
     try {
       await overlappingWrites(writers, 30);
     } finally {
