@@ -225,7 +225,9 @@ export class ChannelObject extends DurableObject<Env> {
         case "refresh":
           return await refreshSession(ws, action.token, this.parts);
         case "ack":
-          return void this.sockets.ack(ws, action.seq);
+          // Nothing past the head was sent: such an ack is ignored (it was counted against the rate limit).
+          if (action.seq <= this.store.counters.headSeq) this.sockets.ack(ws, action.seq);
+          return;
       }
     } catch (err) {
       log("error", "webSocketMessage failed", { ...this.where(), ...errorFields(err) });

@@ -85,6 +85,19 @@ describe("flow control", () => {
     expect((await c.waitForClose()).code).toBe(CloseCode.RATE_LIMITED);
   });
 
+  it("an ack beyond the channel's head releases nothing: a client that acks what was never sent is still closed once over budget", async () => {
+    const ch = freshChannel("flow");
+    const liar = await connect(ch, { ack: true });
+    for (let round = 0; round < 3; round++) {
+      expect((await ingest(big(ch, 1 + round * 3, 3))).status).toBe(200);
+      await liar.waitForEvents(3 * (round + 1));
+      liar.send(JSON.stringify({ type: "ack", seq: 1_000_000 + round })); // ahead of anything sent
+      await pause(300);
+    }
+    expect((await ingest(big(ch, 10, 3))).status).toBe(200);
+    expect((await liar.waitForClose()).code).toBe(CloseCode.SLOW_CONSUMER);
+  });
+
   it("fan-out objects apply the same rule", async () => {
     const ch = `tree.${freshChannel("flow")}`;
     const stuck = await connect(ch, { ack: true });
