@@ -206,7 +206,7 @@ export class ChannelObject extends DurableObject<Env> {
       const state = this.sockets.state(ws);
       if (!state) return;
       const cfg = this.config;
-      const { bucket, action } = decideMessage(message, { ...state, acked: this.sockets.acked(ws), head: this.store.counters.headSeq }, Date.now(), {
+      const { bucket, action } = decideMessage(message, { ...state, acked: this.sockets.flows.acked(ws), head: this.store.counters.headSeq }, Date.now(), {
         maxBytes: cfg.MAX_CLIENT_MESSAGE_BYTES,
         ratePerSec: cfg.CLIENT_RATE_PER_SEC,
         burst: cfg.CLIENT_RATE_BURST,
@@ -226,7 +226,7 @@ export class ChannelObject extends DurableObject<Env> {
           return await refreshSession(ws, action.token, this.parts);
         case "ack":
           // Nothing past the head was sent: such an ack is ignored (it was counted against the rate limit).
-          if (action.seq <= this.store.counters.headSeq) this.sockets.ack(ws, action.seq);
+          if (action.seq <= this.store.counters.headSeq) this.sockets.flows.ack(ws, action.seq);
           return;
       }
     } catch (err) {

@@ -82,3 +82,64 @@ export function slowest<K>(stale: readonly (readonly [K, number])[], objectBytes
   }
   return out;
 }
+
+/** The flow-control budgets (FLOW_* in shared/worker-config.ts). */
+export interface FlowLimits {
+  socketBytes: number;
+  objectBytes: number;
+  graceMs: number;
+}
+
+/** The accounting of one object's sockets that opted in (`ack=1`), kept by sockets.ts. */
+export class Flows {
+  private readonly flows = new Map<WebSocket, SocketFlow>();
+
+  constructor(
+    /** Whether the socket connected with `ack=1` (its attachment says so, also after hibernation). */
+    private readonly optedIn: (ws: WebSocket) => boolean,
+    readonly limits: () => FlowLimits,
+  ) {}
+
+  get size(): number {
+    return this.flows.size;
+  }
+
+  forget(ws: WebSocket): void {
+    this.flows.delete(ws);
+  }
+
+  /** The client processed every event up to `seq`; false when that is not news or the socket did not opt in. */
+  ack(ws: WebSocket, seq: number): boolean {
+    return this.flow(ws)?.ack(seq) ?? false;
+  }
+
+  /** The highest seq this socket acknowledged; Infinity for a socket without `ack=1` (no ack of its is news). */
+  acked(ws: WebSocket): number {
+    return this.flow(ws)?.acked ?? Infinity;
+  }
+
+  /** Counts a frame sent to an opted-in socket; returns its stale bytes when they pass its budget (close it), else undefined. */
+  sent(ws: WebSocket, lastSeq: number, bytes: number, now: number): number | undefined {
+    const flow = this.flow(ws);
+    if (!flow) return undefined;
+    flow.sent(lastSeq, bytes, now);
+    const { socketBytes, graceMs } = this.limits();
+    const stale = flow.stale(now, graceMs);
+    return stale > socketBytes ? stale : undefined;
+  }
+
+  /** The sockets to close, slowest first, while the object's stale bytes pass its budget, with their stale bytes. */
+  overObjectBudget(now: number): (readonly [WebSocket, number])[] {
+    const { objectBytes, graceMs } = this.limits();
+    const stale = [...this.flows].map(([ws, f]) => [ws, f.stale(now, graceMs)] as const);
+    const bytes = new Map(stale);
+    return slowest(stale, objectBytes).map((ws) => [ws, bytes.get(ws)!] as const);
+  }
+
+  /** The accounting of a socket that opted in (created on first use, also after hibernation). */
+  private flow(ws: WebSocket): SocketFlow | undefined {
+    let flow = this.flows.get(ws);
+    if (!flow && this.optedIn(ws)) this.flows.set(ws, (flow = new SocketFlow()));
+    return flow;
+  }
+}

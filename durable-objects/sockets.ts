@@ -13,7 +13,7 @@ import type { EventStore } from "./event-store";
 import { errorFields, log } from "../shared/log";
 import { closeReason } from "./closecodes";
 import { gapSeq, seqOf } from "./envelope";
-import { SocketFlow, slowest } from "./flow";
+import { Flows, type FlowLimits } from "./flow";
 import type { Bucket } from "./ratelimit";
 
 /** Per-socket state; serialized as the hibernation attachment (our cap ATTACHMENT_MAX_BYTES, 8 KiB; the platform's 16 KiB). */
@@ -37,13 +37,6 @@ export interface Frame {
   text: string;
   bytes: number;
   lastSeq: number;
-}
-
-/** The flow-control budgets (FLOW_* in shared/worker-config.ts). */
-export interface FlowLimits {
-  socketBytes: number;
-  objectBytes: number;
-  graceMs: number;
 }
 
 /** A stored envelope, for evaluating filters: parsed exactly, so int8 and numeric comparisons do not round. */
@@ -82,8 +75,8 @@ export class Sockets {
   /** In-memory mirror of attachments, rebuilt lazily after hibernation. */
   private readonly states = new Map<WebSocket, SocketState>();
 
-  /** Unacknowledged frames of the sockets that acknowledge (flow.ts). */
-  private readonly flows = new Map<WebSocket, SocketFlow>();
+  /** Flow control: unacknowledged frames of the sockets that acknowledge (flow.ts). */
+  readonly flows: Flows;
 
   constructor(
     private readonly ctx: DurableObjectState,
@@ -91,8 +84,10 @@ export class Sockets {
     private readonly counters: () => { messagesSent: number; sendErrors: number },
     /** Fields that identify the object in logs. */
     private readonly where: () => Record<string, unknown>,
-    private readonly flowLimits: () => FlowLimits,
-  ) {}
+    flowLimits: () => FlowLimits,
+  ) {
+    this.flows = new Flows((ws) => this.state(ws)?.ack === true, flowLimits);
+  }
 
   /**
    * Open sockets, kept as a set so the capacity checks on every connect are
@@ -140,49 +135,21 @@ export class Sockets {
   forget(ws: WebSocket): void {
     this.states.delete(ws);
     this.live?.delete(ws);
-    this.flows.delete(ws);
+    this.flows.forget(ws);
   }
 
-  /** The client processed every event up to `seq`; false when that is not news or the socket did not opt in (flow.ts). */
-  ack(ws: WebSocket, seq: number): boolean {
-    return this.flow(ws)?.ack(seq) ?? false;
-  }
-
-  /** The highest seq this socket acknowledged; Infinity for a socket without `ack=1` (no ack of its is news). */
-  acked(ws: WebSocket): number {
-    return this.flow(ws)?.acked ?? Infinity;
-  }
-
-  /** The flow accounting of a socket that opted in (created on first use, also after hibernation). */
-  private flow(ws: WebSocket): SocketFlow | undefined {
-    let flow = this.flows.get(ws);
-    if (!flow && this.state(ws)?.ack) this.flows.set(ws, (flow = new SocketFlow()));
-    return flow;
-  }
-
-  /** Sends one events frame; for a socket that acknowledges, counts it and closes the socket (4009) past its budget. */
+  /** Sends one events frame; for a socket that acknowledges, counts it and closes the socket (4009) past its budget (flow.ts). */
   private sendFrame(ws: WebSocket, state: SocketState, frame: Frame, now: number): boolean {
     if (!this.sendRaw(ws, frame.text)) return false;
-    const flow = state.ack ? this.flow(ws) : undefined;
-    if (!flow) return true;
-    flow.sent(frame.lastSeq, frame.bytes, now);
-    const { socketBytes, graceMs } = this.flowLimits();
-    const stale = flow.stale(now, graceMs);
-    if (stale <= socketBytes) return true;
-    this.slow(ws, stale, graceMs);
+    const over = state.ack ? this.flows.sent(ws, frame.lastSeq, frame.bytes, now) : undefined;
+    if (over === undefined) return true;
+    this.slow(ws, over);
     return false;
   }
 
-  /** While the stale bytes of every socket pass the object's budget, closes the slowest (flow.ts). */
-  private trimSlowest(now: number): void {
-    const { objectBytes, graceMs } = this.flowLimits();
-    const stale = [...this.flows].map(([ws, f]) => [ws, f.stale(now, graceMs)] as const);
-    const bytes = new Map(stale);
-    for (const ws of slowest(stale, objectBytes)) this.slow(ws, bytes.get(ws)!, graceMs);
-  }
-
-  private slow(ws: WebSocket, stale: number, graceMs: number): void {
-    this.close(ws, CloseCode.SLOW_CONSUMER, `slow consumer: ${stale} bytes unacknowledged for over ${graceMs} ms; resume from your last seq`);
+  private slow(ws: WebSocket, stale: number): void {
+    const grace = this.flows.limits().graceMs;
+    this.close(ws, CloseCode.SLOW_CONSUMER, `slow consumer: ${stale} bytes unacknowledged for over ${grace} ms; resume from your last seq`);
   }
 
   /** Bytes of a state as an attachment. */
@@ -284,7 +251,7 @@ export class Sockets {
       }
       for (const frame of frames) if (!this.sendFrame(ws, state, frame, now)) break;
     }
-    if (this.flows.size > 0) this.trimSlowest(now);
+    if (this.flows.size > 0) for (const [ws, stale] of this.flows.overObjectBudget(now)) this.slow(ws, stale);
   }
 
   /** Closes sockets whose token expired; returns the earliest expiry still ahead (ms) and whether any closed. */
