@@ -93,12 +93,18 @@ export interface FlowLimits {
 /** The accounting of one object's sockets that opted in (`ack=1`), kept by sockets.ts. */
 export class Flows {
   private readonly flows = new Map<WebSocket, SocketFlow>();
+  private budgets: FlowLimits | undefined;
 
   constructor(
     /** Whether the socket connected with `ack=1` (its attachment says so, also after hibernation). */
     private readonly optedIn: (ws: WebSocket) => boolean,
-    readonly limits: () => FlowLimits,
+    private readonly readLimits: () => FlowLimits,
   ) {}
+
+  /** The budgets, read once: the configuration cannot change while the object lives, and this runs per frame per socket. */
+  limits(): FlowLimits {
+    return (this.budgets ??= this.readLimits());
+  }
 
   get size(): number {
     return this.flows.size;

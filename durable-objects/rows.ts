@@ -57,7 +57,8 @@ export class RowsLoader {
     this.loads++;
     const cfg = this.config();
     const now = Date.now();
-    if (shareable(this.kept, now, cfg.ROWS_SHARE_SECONDS * 1000, this.store.oldestSeq(), this.lastGapSeq))
+    // The history's start (one SQLite read) is asked only when there is a read to hand out.
+    if (this.kept && shareable(this.kept, now, cfg.ROWS_SHARE_SECONDS * 1000, this.store.oldestSeq(), this.lastGapSeq))
       return { ok: true, body: this.kept.body, fromSeq: this.kept.fromSeq, source: "shared" };
     if (this.running) {
       const answer = await this.running;
