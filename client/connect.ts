@@ -2,17 +2,13 @@
  * One subscription to one channel: reconnects with backoff and full jitter,
  * resumes from the last seq it delivered (every event once and in order across
  * reconnects), detects dead connections by heartbeat, refreshes the token.
- *
- * Everything the subscription knows is one `Connection` value changed only
- * through `set` (which reports status changes), as in centrifuge-js and
- * Electric's client. The attempt lifecycle:
- *
- *   open()   a token and a socket; `attempt` is set      status connecting | reconnecting
- *   welcome  the attempt is live; failures reset         status open
- *   ended()  the one path for every end: a server close, a failed handshake,
- *            a heartbeat timeout; afterClose() (decide.ts) chooses
- *            stop | diagnose (a refused handshake: afterRefusal) | reconnect-now | backoff,
- *            and reconnect() acts on it, resuming from `lastSeq`. Events are acknowledged (ack.ts).
+ * Everything it knows is one `Connection` value changed only through `set`
+ * (centrifuge-js and Electric's client do the same). An attempt: open() (a
+ * token and a socket; status connecting | reconnecting), welcome (status
+ * open; failures reset), ended(): the one path for every end (a server close,
+ * a failed handshake, a heartbeat timeout), where afterClose() (decide.ts)
+ * chooses stop | diagnose | reconnect-now | backoff and reconnect() acts on
+ * it, resuming from `lastSeq`. Acks: ack.ts; presence: presence.ts.
  */
 import { fullJitter } from "../shared/backoff";
 import type { ServerMessage } from "../shared/types";
@@ -25,6 +21,7 @@ import type { ConnectionState, ConnectOptions, Subscription, SubscriptionError }
 import { decodeEvent } from "./values";
 import { tokenExpiry } from "./token-expiry";
 import { createAcker, type Acker } from "./ack";
+import { createPresence } from "./presence";
 
 /** One WebSocket attempt: everything that belongs to it, dropped together when it ends. */
 interface Attempt {
@@ -70,6 +67,7 @@ export function connect(options: ConnectOptions): Subscription {
   const httpBase = options.url.replace(/^ws/, "http").replace(/\/$/, "");
   const channelPath = `/ws/${encodeURIComponent(options.channel)}`;
 
+  const presence = createPresence(options.onPresence);
   const conn: Connection = {
     status: "connecting",
     lastSeq: options.since,
@@ -100,7 +98,6 @@ export function connect(options: ConnectOptions): Subscription {
   // Messages are handled one at a time so an async onReset holds later events back.
   let queue: Promise<void> = Promise.resolve();
   const report = (err: SubscriptionError) => options.onError?.(err);
-
   async function nextToken(): Promise<string> {
     if (options.getToken) set({ token: await options.getToken() });
     return conn.token as string;
@@ -121,6 +118,7 @@ export function connect(options: ConnectOptions): Subscription {
     if (conn.lastSeq !== undefined) url.searchParams.set("since", String(conn.lastSeq));
     if (options.filter) url.searchParams.set("filter", JSON.stringify(options.filter));
     url.searchParams.set("ack", "1");
+    if (options.presence) url.searchParams.set("presence", "1");
     let socket: WebSocket;
     try {
       socket = new WS(url.toString(), [SUBPROTOCOL, `${BEARER_PROTOCOL_PREFIX}${token}`]);
@@ -160,7 +158,7 @@ export function connect(options: ConnectOptions): Subscription {
         set({ status: "open", failures: 0, refusals: 0, lastSeq: conn.lastSeq ?? msg.headSeq });
         beat(attempt);
         scheduleRefresh(attempt, msg.expiresAt);
-        return;
+        return presence.welcomed((f) => attempt.socket.send(f));
       case "events": {
         let delivered = 0;
         for (const ev of msg.events) {
@@ -180,10 +178,10 @@ export function connect(options: ConnectOptions): Subscription {
         scheduleRefresh(attempt, msg.expiresAt);
         return;
       case "error":
-        report({ code: msg.code, message: msg.message, permanent: false });
-        return;
-      default:
-        return;
+        return report({ code: msg.code, message: msg.message, permanent: false });
+      case "presence":
+      case "presence_diff":
+        return presence.apply(msg);
     }
   }
 
@@ -226,7 +224,6 @@ export function connect(options: ConnectOptions): Subscription {
     }
     ended(attempt, 1006, why);
   }
-
   /** Acts on a decision: stop, reconnect now, or reconnect after a backoff. */
   function reconnect(decision: Exclude<CloseDecision, { action: "diagnose" }>): void {
     if (decision.action === "stop") {
@@ -295,6 +292,8 @@ export function connect(options: ConnectOptions): Subscription {
     get attempts() {
       return conn.attempts;
     },
+    presence: presence.view,
+    setPresence: (meta) => presence.set(meta, conn.attempt?.welcomed ? (f) => conn.attempt!.socket.send(f) : undefined),
     close: stop,
   };
 }

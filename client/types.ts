@@ -1,6 +1,7 @@
 /** The SDK's public types (the wire types are shared/types.ts). */
 import type { Envelope, Filter } from "../shared/types";
 import type { ValueOptions } from "./values";
+import type { Presence, PresenceState } from "./presence";
 
 export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
 
@@ -54,6 +55,13 @@ export interface ConnectOptions {
   ackEveryEvents?: number;
   /** ...or this long after the first unacknowledged event, ms (well under FLOW_GRACE_MS, 5 s by default). Default 1000. */
   ackEveryMs?: number;
+  /**
+   * Subscribe to the channel's presence (a channel in PRESENCE_CHANNELS; docs/protocol.md, "Presence"):
+   * `subscription.presence` lists who is connected. Default false.
+   */
+  presence?: boolean;
+  /** Called after every presence change (also `subscription.presence.onChange`). */
+  onPresence?: (state: PresenceState) => void;
   /** WebSocket implementation. Default globalThis.WebSocket. */
   WebSocket?: typeof WebSocket;
   /** fetch implementation for diagnosing refused handshakes. Default globalThis.fetch. */
@@ -70,6 +78,13 @@ export interface Subscription {
   readonly lagMs: number | undefined;
   /** Handshakes attempted so far (1 + reconnects). */
   readonly attempts: number;
+  /** Who is connected to the channel (with `presence: true`; empty otherwise). */
+  readonly presence: Presence;
+  /**
+   * This connection's presence metadata (at most PRESENCE_META_BYTES as JSON, about one update a
+   * second); kept and sent again after every reconnect. Needs `presence: true`.
+   */
+  setPresence(meta: Record<string, unknown>): void;
   /** Stops for good. */
   close(): void;
 }

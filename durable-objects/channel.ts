@@ -1,11 +1,10 @@
 /**
  * A channel's Durable Object, read top to bottom as the life of a
  * connection: connect (fetch), events (ingest), messages, close, the alarm.
- * Runtime hooks only guard, hand off and catch. Storage is event-store.ts,
- * socket bookkeeping sockets.ts, what a client message means
- * client-message.ts, a token refresh refresh.ts, the fan-out tree (the
- * ordering object and its fan-out objects, docs/fanout.md) fanout-tree.ts,
- * the stats roll-up rollup.ts, a live table's loads rows.ts.
+ * Runtime hooks only guard, hand off and catch. Storage: event-store.ts;
+ * sockets: sockets.ts; client messages: client-message.ts; refresh:
+ * refresh.ts; the fan-out tree (docs/fanout.md): fanout-tree.ts; stats:
+ * rollup.ts; live tables: rows.ts; presence: presence.ts.
  *
  * By default one object per channel numbers its events (`seq`), keeps the
  * history for resume and holds every socket. For channels in
@@ -13,6 +12,7 @@
  * one of its fan-out objects, which hold the sockets and a copy of the events.
  */
 import { DurableObject } from "cloudflare:workers";
+import { AlarmClock } from "./alarm";
 import { closeReason, closeReplyCode } from "./closecodes";
 import { loadConfig, type Config } from "../shared/worker-config";
 import { CONNECT_HEADER, ConnectRequest, type ChannelStats, type Env, type EventRange, type IngestEvent, type IngestOutcome } from "../src/channel-contract";
@@ -27,7 +27,9 @@ import type { ChannelParts } from "./parts";
 import { refreshSession } from "./refresh";
 import { Rollup } from "./rollup";
 import { RowsLoader, type RowsAnswer } from "./rows";
-import { Sockets, type SocketState } from "./sockets";
+import { Presence, type VersionedView } from "./presence";
+import type { Member } from "./presence-view";
+import { Sockets, socketState } from "./sockets";
 
 export class ChannelObject extends DurableObject<Env> {
   private readonly store: EventStore;
@@ -36,11 +38,12 @@ export class ChannelObject extends DurableObject<Env> {
   private readonly rollup: Rollup;
   private readonly rows: RowsLoader;
   private readonly parts: ChannelParts;
-  /** The alarm this object set, while known (not after a restart, not once it fired): spares a storage read per event. */
-  private alarmAt: number | undefined;
+  private readonly presence: Presence;
+  private readonly clock: AlarmClock;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
+    this.clock = new AlarmClock(ctx.storage);
     this.store = new EventStore(ctx.storage, () => this.config);
     this.sockets = new Sockets(
       ctx,
@@ -61,6 +64,8 @@ export class ChannelObject extends DurableObject<Env> {
     });
     this.tree = new FanoutTree(parts);
     this.rollup = new Rollup(parts);
+    this.presence = new Presence(parts, this.tree);
+    this.sockets.onForget = () => this.presence.changed();
     // Answered by the runtime without waking the object, so idle channels stay hibernated.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
   }
@@ -100,17 +105,7 @@ export class ChannelObject extends DurableObject<Env> {
 
   /** Accepts the socket, welcomes it and replays from local history. */
   private async accept(req: ConnectRequest): Promise<Response> {
-    const state: SocketState = {
-      id: crypto.randomUUID(),
-      sub: req.sub,
-      role: req.role,
-      exp: req.exp,
-      filter: req.filter,
-      filterKey: req.filter ? JSON.stringify(req.filter) : "",
-      bucket: { tokens: this.config.CLIENT_RATE_BURST, at: Date.now() },
-      connectedAt: Date.now(),
-      ...(req.ack ? { ack: true } : {}),
-    };
+    const state = socketState(req, this.config.CLIENT_RATE_BURST, Date.now());
     if (Sockets.attachmentBytes(state) > ATTACHMENT_MAX_BYTES)
       return errorResponse("SESSION_TOO_LARGE", `the token's subject, role and the filter exceed ${ATTACHMENT_MAX_BYTES} bytes`);
     const pair = new WebSocketPair();
@@ -128,6 +123,8 @@ export class ChannelObject extends DurableObject<Env> {
     // (no await between reading history and returning), so replay and live
     // delivery never overlap or leave a gap.
     if (req.since !== undefined) this.sockets.replay(server, state, this.store, req.since, this.config.MAX_FRAME_BYTES);
+    if (state.presence) await this.presence.joined(server);
+    else this.presence.changed();
     await this.armAlarm(state.exp * 1000);
     this.rollup.noteChange();
     const headers = req.echoProtocol ? { "sec-websocket-protocol": req.echoProtocol } : undefined;
@@ -176,25 +173,39 @@ export class ChannelObject extends DurableObject<Env> {
   async range(after: number, limit = RANGE_MAX_EVENTS): Promise<EventRange> {
     return this.tree.range(after, limit);
   }
-
   /** Ordering object: a fan-out object got its first socket. */
   async attach(name: string, region: string): Promise<void> {
     this.tree.attach(name, region);
   }
-
   /** Ordering object: a fan-out object has no sockets left. */
   async detach(name: string): Promise<void> {
     this.tree.detach(name);
+    this.presence.dropSource(name);
   }
-
   /** Fan-out object: a batch from the ordering object. */
   async receive(bodies: string[], seqs: number[]): Promise<void> {
     await this.tree.receive(bodies, seqs);
   }
-
   /** Fan-out object: the ordering object's retry after a failed hand-off. */
   async resync(): Promise<void> {
     await this.tree.resync();
+  }
+
+  // Presence between the objects of a tree (presence.ts): reports up, views down.
+
+  async presenceReport(channel: string, name: string, members: Member[]): Promise<void> {
+    this.store.bindChannel(channel);
+    await this.presence.report(name, members);
+  }
+  async presenceSnapshot(channel: string): Promise<VersionedView> {
+    this.store.bindChannel(channel);
+    return this.presence.snapshot();
+  }
+  async presenceView(view: VersionedView): Promise<void> {
+    this.presence.apply(view);
+  }
+  async presenceLocal(): Promise<Member[]> {
+    return this.presence.local();
   }
 
   // -------------------------------------------------------------------------
@@ -228,6 +239,8 @@ export class ChannelObject extends DurableObject<Env> {
           // Nothing past the head was sent: such an ack is ignored (it was counted against the rate limit).
           if (action.seq <= this.store.counters.headSeq) this.sockets.flows.ack(ws, action.seq);
           return;
+        case "presence":
+          return this.presence.setMeta(ws, action.metaJson);
       }
     } catch (err) {
       log("error", "webSocketMessage failed", { ...this.where(), ...errorFields(err) });
@@ -264,7 +277,7 @@ export class ChannelObject extends DurableObject<Env> {
   /** One alarm serves token expiry, hand-off retries and stats reports: close expired sockets, retry, report, re-arm. */
   override async alarm(): Promise<void> {
     try {
-      this.alarmAt = undefined; // it fired
+      this.clock.fired();
       const now = Date.now();
       let { next, expired } = this.sockets.expire(now);
       if (expired) this.rollup.dirty = true;
@@ -277,15 +290,8 @@ export class ChannelObject extends DurableObject<Env> {
     }
   }
 
-  private async armAlarm(at: number): Promise<void> {
-    if (this.alarmAt !== undefined && this.alarmAt <= at) return;
-    const current = await this.ctx.storage.getAlarm();
-    if (current !== null && current <= at) {
-      this.alarmAt = current;
-      return;
-    }
-    await this.ctx.storage.setAlarm(at);
-    this.alarmAt = at;
+  private armAlarm(at: number): Promise<void> {
+    return this.clock.arm(at);
   }
 
   /** This object's stats as it would report them now (/stats reads the stats store instead). */

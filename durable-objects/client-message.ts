@@ -13,6 +13,7 @@
  */
 import { ClientMessage, CloseCode, type ServerMessage } from "../shared/protocol";
 import { utf8Length } from "../shared/limits";
+import { parseJsonExact } from "../shared/exact-json";
 import { take, type Bucket } from "./ratelimit";
 
 export interface MessageLimits {
@@ -27,9 +28,11 @@ export type MessageAction =
   | { kind: "pong" }
   | { kind: "resume"; since: number }
   | { kind: "refresh"; token: string }
-  | { kind: "ack"; seq: number };
+  | { kind: "ack"; seq: number }
+  /** Presence metadata, as exact JSON text (presence.ts checks it). */
+  | { kind: "presence"; metaJson: string };
 
-const KNOWN_TYPES: readonly string[] = ["ping", "resume", "refresh", "ack"];
+const KNOWN_TYPES: readonly string[] = ["ping", "resume", "refresh", "ack", "presence"];
 
 /**
  * An ack that moves `acked` forward without passing `head` (nothing beyond
@@ -81,6 +84,9 @@ export function decideMessage(
       return { bucket, action: { kind: "refresh", token: msg.token } };
     case "ack":
       return { bucket, action: { kind: "ack", seq: msg.seq } };
+    case "presence":
+      // Parsed again, exactly: a number in the metadata goes out as the client wrote it.
+      return { bucket, action: { kind: "presence", metaJson: JSON.stringify((parseJsonExact(message, "raw") as { meta: unknown }).meta) } };
   }
 }
 

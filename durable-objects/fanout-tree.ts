@@ -50,7 +50,7 @@ export class FanoutTree {
 
   /** Hands a stored batch to every attached fan-out object; a failed hand-off is retried by the alarm. */
   async handOff(bodies: string[], seqs: number[]): Promise<void> {
-    const targets = this.fanoutTargets();
+    const targets = this.targetNames();
     if (targets.length === 0) return;
     const results = await Promise.allSettled(targets.map((name) => this.stub(name).receive(bodies, seqs)));
     let failed = false;
@@ -82,7 +82,13 @@ export class FanoutTree {
     return still;
   }
 
-  private fanoutTargets(): string[] {
+  /** Whether any fan-out object is attached. */
+  hasTargets(): boolean {
+    return this.targetNames().length > 0;
+  }
+
+  /** The attached fan-out objects. */
+  targetNames(): string[] {
     this.targets ??= this.host.store
       .exec<{ name: string }>("SELECT name FROM fanouts")
       .toArray()
@@ -109,7 +115,7 @@ export class FanoutTree {
       // Resume works on any fan-out object, also one this client never used: fetch what it needs first.
       await this.pull(req.since !== undefined ? Math.min(req.since, store.counters.headSeq) : undefined);
       if (open === 0) {
-        await this.orderer().attach(f.name, f.region);
+        await this.ordererStub().attach(f.name, f.region);
         // A batch stored between the catch-up and the attach was handed to no one here: fetch it now.
         await this.pull(store.counters.headSeq);
       }
@@ -145,7 +151,7 @@ export class FanoutTree {
     const f = this.host.store.fanout;
     if (!f || this.host.sockets.count() > 0) return;
     await this.serial(async () => {
-      if (this.host.sockets.count() === 0) await this.orderer().detach(f.name);
+      if (this.host.sockets.count() === 0) await this.ordererStub().detach(f.name);
     }).catch((err) => log("warn", "detach failed", { ...this.where(), ...errorFields(err) }));
   }
 
@@ -156,7 +162,7 @@ export class FanoutTree {
    */
   private async pull(after: number | undefined): Promise<void> {
     const { store, sockets } = this.host;
-    const orderer = this.orderer();
+    const orderer = this.ordererStub();
     if (after === undefined) {
       if (sockets.count() > 0) return; // attached: hand-offs keep this object current
       store.advanceHead((await orderer.range(store.counters.headSeq, 0)).headSeq);
@@ -187,11 +193,11 @@ export class FanoutTree {
     this.host.noteChange();
   }
 
-  private orderer() {
+  ordererStub() {
     return this.stub(this.host.store.channel!);
   }
 
-  private stub(name: string) {
+  stub(name: string) {
     return this.host.env.CHANNEL.get(this.host.env.CHANNEL.idFromName(name));
   }
 

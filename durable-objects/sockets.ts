@@ -1,20 +1,22 @@
 /**
  * Socket bookkeeping for an object that holds hibernatable WebSockets: the
  * per-socket state (its hibernation attachment), sending with failure
- * isolation, frame packing, fan-out by filter, flow control (flow.ts), and
- * the census /stats needs.
+ * isolation, fan-out by filter (frames: frames.ts), flow control (flow.ts),
+ * and what /stats and presence (presence.ts) read of the connections.
  */
 import type { Filter, Envelope, ServerMessage } from "../shared/protocol";
+import { packFrames, parseEnvelope, type Frame } from "./frames";
 import { CloseCode } from "../shared/protocol";
 import { matchesFilter } from "../shared/filter";
-import { parseJsonExact } from "../shared/exact-json";
 import { utf8Length } from "../shared/limits";
 import type { EventStore } from "./event-store";
 import { errorFields, log } from "../shared/log";
 import { closeReason } from "./closecodes";
-import { gapSeq, seqOf } from "./envelope";
+import { gapSeq } from "./envelope";
 import { Flows, type FlowLimits } from "./flow";
 import type { Bucket } from "./ratelimit";
+import type { PresenceConn } from "./presence-view";
+import type { ConnectRequest } from "../src/channel-contract";
 
 /** Per-socket state; serialized as the hibernation attachment (our cap ATTACHMENT_MAX_BYTES, 8 KiB; the platform's 16 KiB). */
 export interface SocketState {
@@ -30,45 +32,31 @@ export interface SocketState {
   connectedAt: number;
   /** The client acknowledges what it processed (connected with `ack=1`): flow control applies (flow.ts). */
   ack?: boolean;
+  /** The client subscribed to the channel's presence (`presence=1`; presence.ts). */
+  presence?: boolean;
+  /** On presence channels: what this connection's member shows of its token (src/presence-claims.ts). */
+  shown?: PresenceConn["shown"];
+  /** Presence metadata (JSON text, at most PRESENCE_META_BYTES), when it was set, and its rate-limit bucket. */
+  meta?: string;
+  metaAt?: number;
+  metaBucket?: Bucket;
 }
 
-/** One `events` frame: its text, its UTF-8 bytes and the seq of its last event. */
-export interface Frame {
-  text: string;
-  bytes: number;
-  lastSeq: number;
-}
-
-/** A stored envelope, for evaluating filters: parsed exactly, so int8 and numeric comparisons do not round. */
-export const parseEnvelope = (body: string): Envelope => parseJsonExact(body, "raw") as Envelope;
-
-/** Bytes of `{"type":"events","events":[` + `]}` around a frame's bodies. */
-const FRAME_OVERHEAD_BYTES = 30;
-
-/**
- * Packs pre-serialized envelopes (with their UTF-8 sizes) into `events`
- * frames of at most `maxFrameBytes`; an event larger than that gets a frame
- * of its own.
- */
-export function packFrames(bodies: readonly string[], sizes: readonly number[], maxFrameBytes: number): Frame[] {
-  if (bodies.length === 0) return [];
-  const max = maxFrameBytes - FRAME_OVERHEAD_BYTES;
-  const out: Frame[] = [];
-  let chunk: string[] = [];
-  let size = 0;
-  const flush = () => out.push({ text: `{"type":"events","events":[${chunk.join(",")}]}`, bytes: size + FRAME_OVERHEAD_BYTES, lastSeq: seqOf(chunk.at(-1)!) });
-  bodies.forEach((b, i) => {
-    const bytes = sizes[i]!;
-    if (chunk.length > 0 && size + bytes + 1 > max) {
-      flush();
-      chunk = [];
-      size = 0;
-    }
-    chunk.push(b);
-    size += bytes + 1;
-  });
-  flush();
-  return out;
+/** A new connection's state, from what the Worker forwarded (src/channel-contract.ts). */
+export function socketState(req: ConnectRequest, burst: number, now: number): SocketState {
+  return {
+    id: crypto.randomUUID(),
+    sub: req.sub,
+    role: req.role,
+    exp: req.exp,
+    filter: req.filter,
+    filterKey: req.filter ? JSON.stringify(req.filter) : "",
+    bucket: { tokens: burst, at: now },
+    connectedAt: now,
+    ...(req.ack ? { ack: true } : {}),
+    ...(req.presence ? { presence: true } : {}),
+    ...(req.shown ? { shown: req.shown } : {}),
+  };
 }
 
 export class Sockets {
@@ -132,10 +120,14 @@ export class Sockets {
     ws.serializeAttachment(state);
   }
 
+  /** Called when a socket is forgotten (presence.ts counts who is left). */
+  onForget: () => void = () => {};
+
   forget(ws: WebSocket): void {
     this.states.delete(ws);
     this.live?.delete(ws);
     this.flows.forget(ws);
+    this.onForget();
   }
 
   /** Sends one events frame; for a socket that acknowledges, counts it and closes the socket (4009) past its budget (flow.ts). */
@@ -267,6 +259,19 @@ export class Sockets {
       } else next = Math.min(next, s.exp * 1000);
     }
     return { next, expired };
+  }
+
+  /** What presence reads of every open connection (presence-view.ts). */
+  *presenceConns(): Iterable<PresenceConn> {
+    for (const ws of this.liveSet()) {
+      const s = this.state(ws);
+      if (s) yield s;
+    }
+  }
+
+  /** The open sockets that subscribed to presence. */
+  *presenceSubscribers(): Iterable<WebSocket> {
+    for (const ws of this.liveSet()) if (this.state(ws)?.presence) yield ws;
   }
 
   /** Open connections, by role, and their distinct subjects. */

@@ -9,12 +9,15 @@ import * as z from "zod";
 import type { Config } from "./worker-config";
 
 /** The claims notifiws reads from a client token. */
-export const Claims = z.object({
+export const Claims = z.looseObject({
   sub: z.string().min(1).max(256),
   exp: z.number().int(),
   /** Channel patterns this subject may read (see channelAllowed). Default: none besides `user.<sub>`. */
   channels: z.array(z.string().max(128)).max(256).default([]),
   role: z.string().max(64).optional(),
+  /** `false`: this subject may not subscribe to presence (docs/protocol.md, "Presence"); it is still counted. */
+  presence: z.boolean().optional(),
+  // Other claims are kept: PRESENCE_CLAIMS may show some of them (src/presence-claims.ts).
 });
 export type Claims = z.infer<typeof Claims>;
 

@@ -57,6 +57,8 @@ export const HTTP_ERRORS = {
   TABLE_HAS_NO_KEY: { status: 409, retry: "no" },
   TABLE_TOO_LARGE: { status: 422, retry: "no" },
   ROWS_MISCONFIGURED: { status: 503, retry: "no" },
+  PRESENCE_DISABLED: { status: 400, retry: "no" },
+  PRESENCE_FORBIDDEN: { status: 403, retry: "no" },
 } as const satisfies Record<HttpErrorCode, { status: number; retry: Retry }>;
 
 export type HttpErrorStatus = (typeof HTTP_ERRORS)[HttpErrorCode]["status"];

@@ -160,6 +160,8 @@ export const ClientMessage = z.discriminatedUnion("type", [
   z.object({ type: z.literal("refresh"), token: z.string().min(1).max(8192) }),
   /** Flow control: every event up to `seq` was processed (connections opened with `ack=1`; docs/protocol.md). */
   z.object({ type: z.literal("ack"), seq: z.number().int().nonnegative() }),
+  /** Presence: this connection's metadata (connections opened with `presence=1`; docs/protocol.md, "Presence"). */
+  z.object({ type: z.literal("presence"), meta: Row }),
 ]);
 export type ClientMessage = T.ClientMessage;
 const _clientMessage: Same<z.infer<typeof ClientMessage>, T.ClientMessage> = true;
@@ -169,8 +171,19 @@ const _clientMessage: Same<z.infer<typeof ClientMessage>, T.ClientMessage> = tru
 // ---------------------------------------------------------------------------
 
 /** Codes of `error` frames: a client message was refused; the connection stays open. */
-export const ErrorCode = z.enum(["BAD_JSON", "BAD_MESSAGE", "UNKNOWN_TYPE"]);
+export const ErrorCode = z.enum(["BAD_JSON", "BAD_MESSAGE", "UNKNOWN_TYPE", "PRESENCE_DISABLED", "PRESENCE_TOO_LARGE", "PRESENCE_RATE_LIMITED"]);
 export type ErrorCode = z.infer<typeof ErrorCode>;
+
+export const PresenceMember = z.object({
+  sub: z.string(),
+  role: z.string().optional(),
+  claims: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).optional(),
+  connections: z.number().int().nonnegative(),
+  meta: Row.optional(),
+});
+const _presenceMember: Same<z.infer<typeof PresenceMember>, T.PresenceMember> = true;
+
+export const PresenceCounts = z.object({ users: z.number().int().nonnegative(), connections: z.number().int().nonnegative() });
 
 export const ServerMessage = z.discriminatedUnion("type", [
   /** First frame on every connection. */
@@ -200,6 +213,16 @@ export const ServerMessage = z.discriminatedUnion("type", [
   z.object({ type: z.literal("refreshed"), expiresAt: z.number().int() }),
   /** A recoverable problem with a client message; the connection stays open. */
   z.object({ type: z.literal("error"), code: ErrorCode, message: z.string() }),
+  /** Presence: the whole state; it replaces what the client had. */
+  z.object({ type: z.literal("presence"), members: z.array(PresenceMember), ...PresenceCounts.shape }),
+  /** Presence: changes since the previous presence frame. */
+  z.object({
+    type: z.literal("presence_diff"),
+    joins: z.array(PresenceMember),
+    updates: z.array(PresenceMember),
+    leaves: z.array(z.string()),
+    ...PresenceCounts.shape,
+  }),
 ]);
 export type ServerMessage = T.ServerMessage;
 const _serverMessage: Same<z.infer<typeof ServerMessage>, T.ServerMessage> = true;
@@ -251,6 +274,8 @@ export const HttpErrorCode = z.enum([
   "TABLE_HAS_NO_KEY",
   "TABLE_TOO_LARGE",
   "ROWS_MISCONFIGURED",
+  "PRESENCE_DISABLED",
+  "PRESENCE_FORBIDDEN",
 ]);
 export type HttpErrorCode = z.infer<typeof HttpErrorCode>;
 

@@ -16,12 +16,17 @@ export interface MintTokenOptions {
   ttlSeconds?: number;
   issuer?: string;
   audience?: string;
+  /**
+   * More claims, for example `name` to show in presence (PRESENCE_CLAIMS) or `presence: false`
+   * (docs/protocol.md, "Presence"). sub, exp, iat and channels are set by the options above.
+   */
+  claims?: Record<string, unknown>;
 }
 
 export async function mintToken(o: MintTokenOptions): Promise<string> {
   if (o.secret.length < 32) throw new Error("mintToken: the secret must be at least 32 characters (the Worker refuses shorter ones)");
   const now = Math.floor(Date.now() / 1000);
-  const jwt = new SignJWT({ channels: o.channels, ...(o.role ? { role: o.role } : {}) })
+  const jwt = new SignJWT({ ...o.claims, channels: o.channels, ...(o.role ? { role: o.role } : {}) })
     .setProtectedHeader({ alg: "HS256" })
     .setSubject(o.sub)
     .setIssuedAt(now)

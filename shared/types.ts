@@ -56,9 +56,33 @@ export type ClientMessage =
   | { type: "resume"; since: number }
   | { type: "refresh"; token: string }
   /** Flow control: every event up to `seq` was processed (docs/protocol.md, "Flow control"). */
-  | { type: "ack"; seq: number };
+  | { type: "ack"; seq: number }
+  /** Presence: this connection's metadata, shown to the channel's presence subscribers (docs/protocol.md, "Presence"). */
+  | { type: "presence"; meta: Record<string, unknown> };
 
-export type ErrorCode = "BAD_JSON" | "BAD_MESSAGE" | "UNKNOWN_TYPE";
+export type ErrorCode = "BAD_JSON" | "BAD_MESSAGE" | "UNKNOWN_TYPE" | "PRESENCE_DISABLED" | "PRESENCE_TOO_LARGE" | "PRESENCE_RATE_LIMITED";
+
+/** A user present on a channel: their connections grouped (docs/protocol.md, "Presence"). */
+export interface PresenceMember {
+  /** The token's subject. */
+  sub: string;
+  /** The token's role, when PRESENCE_CLAIMS shows it. */
+  role?: string | undefined;
+  /** Other token claims PRESENCE_CLAIMS shows. */
+  claims?: Record<string, string | number | boolean> | undefined;
+  /** The user's open connections to the channel (across every object of the channel). */
+  connections: number;
+  /** Metadata the user's most recently updated connection set with a `presence` message. */
+  meta?: Record<string, unknown> | undefined;
+}
+
+/** Exact totals, also when the member list is capped. */
+export interface PresenceCounts {
+  /** Distinct users present. */
+  users: number;
+  /** Their connections. */
+  connections: number;
+}
 
 export type ServerMessage =
   | { type: "welcome"; channel: string; connectionId: string; headSeq: number; expiresAt: number }
@@ -66,4 +90,8 @@ export type ServerMessage =
   | { type: "reset"; reason: "history_expired" | "ahead_of_head" | "source_gap"; headSeq: number; oldestSeq: number }
   | { type: "pong" }
   | { type: "refreshed"; expiresAt: number }
-  | { type: "error"; code: ErrorCode; message: string };
+  | { type: "error"; code: ErrorCode; message: string }
+  /** Presence: the whole state (replaces what the client had), then diffs. */
+  | ({ type: "presence"; members: PresenceMember[] } & PresenceCounts)
+  /** Presence: what changed since the previous presence frame, batched. */
+  | ({ type: "presence_diff"; joins: PresenceMember[]; updates: PresenceMember[]; leaves: string[] } & PresenceCounts);

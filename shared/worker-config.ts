@@ -18,6 +18,9 @@ const csv = z
       .filter(Boolean),
   );
 
+/** Claims a presence member never shows: the token's mechanics, its grants, and `sub` (always shown as the member's id). */
+const HIDDEN_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "jti", "sub", "channels", "presence"];
+
 export const ConfigSchema = z.object({
   /** HS256 secret for client JWTs (>= 32 chars). One of JWT_SECRET / JWT_JWKS_URL is required. */
   JWT_SECRET: z.string().min(32, "must be at least 32 characters").optional(),
@@ -110,6 +113,43 @@ export const ConfigSchema = z.object({
   FLOW_OBJECT_BYTES: int(32 * 1024 * 1024, 64 * 1024, 96 * 1024 * 1024),
   /** How long sent bytes may stay unacknowledged before they count against the budgets, ms. Default 5000. */
   FLOW_GRACE_MS: int(5000, 0, 600_000),
+  /**
+   * Presence (docs/protocol.md, "Presence"): channel patterns (same rules as token claims) whose
+   * connections are listed to the channel's presence subscribers. Default: none.
+   */
+  PRESENCE_CHANNELS: csv,
+  /**
+   * Token claims a presence member shows besides its `sub`: `role` and any other string, number or
+   * boolean claim (each value at most 128 bytes). Default `role`; empty: only `sub`. Registered
+   * claims (exp, iat, nbf, iss, aud, jti), `channels` and `presence` are never shown.
+   */
+  PRESENCE_CLAIMS: z
+    .string()
+    .optional()
+    .transform((s) =>
+      (s ?? "role")
+        .split(",")
+        .map((x) => x.trim())
+        .filter(Boolean),
+    )
+    .pipe(
+      z.array(
+        z
+          .string()
+          .regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, "claim names are letters, digits and _")
+          .refine((c) => !HIDDEN_CLAIMS.includes(c), "exp, iat, nbf, iss, aud, jti, sub, channels and presence cannot be listed"),
+      ),
+    ),
+  /** Members a presence state lists (the first to arrive); counts are always exact. Default 100. */
+  PRESENCE_MAX_MEMBERS: int(100, 1, 1000),
+  /** Bytes (UTF-8 JSON) of one connection's presence metadata. Default 512. */
+  PRESENCE_META_BYTES: int(512, 2, 4096),
+  /** Presence metadata updates per second per connection (burst 5); more get a PRESENCE_RATE_LIMITED error frame. Default 1. */
+  PRESENCE_UPDATES_PER_SEC: z.coerce.number().positive().max(100).default(1),
+  /** Presence changes are gathered this long before one diff goes out, ms. Default 250. */
+  PRESENCE_BATCH_MS: int(250, 0, 5000),
+  /** A user whose last connection closed stays listed this long, so a quick reconnect shows no leave and join, ms. Default 5000. */
+  PRESENCE_GRACE_MS: int(5000, 0, 60_000),
   /** Max outgoing frame size before a batch is split, bytes. Default 512 KiB (Workers cap messages at 1 MiB). */
   MAX_FRAME_BYTES: int(512 * 1024, 1024, 1_000_000),
   /** Postgres URL the demo dashboard reads its initial state from (@neondatabase/serverless). Unset: /api/demo/state answers 503. */

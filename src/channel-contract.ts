@@ -22,6 +22,10 @@ export const ConnectRequest = z.object({
   /** The client acknowledges what it processed (`ack=1`): flow control applies (durable-objects/flow.ts). */
   ack: z.boolean().optional(),
   echoProtocol: z.string().optional(),
+  /** The client subscribes to the channel's presence (`presence=1`; durable-objects/presence.ts). */
+  presence: z.boolean().optional(),
+  /** What this connection's presence member shows of its token (src/presence-claims.ts); set on presence channels. */
+  shown: z.object({ role: z.string().optional(), claims: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).optional() }).optional(),
   /** Set when the channel uses the fan-out tree: this connection lands on a fan-out object. */
   fanout: z
     .object({

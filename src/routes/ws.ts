@@ -17,6 +17,7 @@ import { clientAuth } from "../middleware/client-auth";
 import { offeredProtocols } from "../auth";
 import { fanoutName, firstCandidate, markFull, MAX_FANOUT_OBJECTS, placement, usesFanout } from "../fanout";
 import { formatIssues } from "../../shared/zod";
+import { shownClaims } from "../presence-claims";
 import { utf8Length } from "../../shared/limits";
 
 export const wsRoutes = new Hono<AppEnv>();
@@ -83,6 +84,14 @@ wsRoutes.get("/ws/:channel", channelParam(), originAndSubprotocol, clientAuth(),
   const ackRaw = c.req.query("ack");
   if (ackRaw !== undefined && ackRaw !== "1" && ackRaw !== "0") throw new ApiError("BAD_REQUEST", "ack must be 1 (the client acknowledges events) or 0");
 
+  const presenceRaw = c.req.query("presence");
+  if (presenceRaw !== undefined && presenceRaw !== "1" && presenceRaw !== "0")
+    throw new ApiError("BAD_REQUEST", "presence must be 1 (subscribe to presence) or 0");
+  const presenceChannel = channelAllowed(channel, config.PRESENCE_CHANNELS, undefined);
+  if (presenceRaw === "1" && !presenceChannel) throw new ApiError("PRESENCE_DISABLED", `channel ${channel} has no presence (PRESENCE_CHANNELS)`);
+  if (presenceRaw === "1" && claims.presence === false)
+    throw new ApiError("PRESENCE_FORBIDDEN", "this token may not subscribe to presence (claim presence: false)");
+
   const offered = offeredProtocols(c.req.header("sec-websocket-protocol"));
   const connect: ConnectRequest = {
     channel,
@@ -93,6 +102,8 @@ wsRoutes.get("/ws/:channel", channelParam(), originAndSubprotocol, clientAuth(),
     since,
     ack: ackRaw === "1" || undefined,
     echoProtocol: offered.includes(SUBPROTOCOL) ? SUBPROTOCOL : undefined,
+    presence: presenceRaw === "1" || undefined,
+    shown: presenceChannel ? shownClaims(claims, config.PRESENCE_CLAIMS) : undefined,
   };
   const headers = new Headers(c.req.raw.headers);
   // Never forward the credential further than needed.

@@ -19,6 +19,12 @@ export const TEST_BINDINGS = {
   FLOW_SOCKET_BYTES: "16384",
   FLOW_OBJECT_BYTES: "65536",
   FLOW_GRACE_MS: "200",
+  // Presence at test scale: 50 ms batches, 400 ms grace, 5 listed members (250 ms, 5 s, 100 in production).
+  PRESENCE_CHANNELS: "room.*,tree.room.*",
+  PRESENCE_BATCH_MS: "50",
+  PRESENCE_GRACE_MS: "400",
+  PRESENCE_MAX_MEMBERS: "5",
+  PRESENCE_CLAIMS: "role,name",
   // One object takes 45 sockets here (30,000 in production, under the platform's 32,768).
   MAX_SOCKETS_PER_OBJECT: "45",
   // Ingest into this channel fails inside the object's storage transaction (partial-failure tests).

@@ -19,8 +19,11 @@ export function freshChannel(prefix = "t"): string {
   return `${prefix}.${Date.now().toString(36)}${(uniq++).toString(36)}`;
 }
 
-export function token(claims: { sub?: string; channels?: string[]; expSeconds?: number; secret?: string; role?: string } = {}): Promise<string> {
+export function token(
+  claims: { sub?: string; channels?: string[]; expSeconds?: number; secret?: string; role?: string; extra?: Record<string, unknown> } = {},
+): Promise<string> {
   return mintToken({
+    claims: claims.extra,
     secret: claims.secret ?? TEST_BINDINGS.JWT_SECRET,
     sub: claims.sub ?? "user-1",
     channels: claims.channels ?? ["*"],
@@ -109,11 +112,13 @@ export async function connect(
     origin?: string;
     continent?: string;
     ack?: boolean;
+    presence?: boolean;
   } = {},
 ): Promise<Client> {
   const t = opts.token === undefined ? await token() : opts.token;
   const params = new URLSearchParams();
   if (opts.ack) params.set("ack", "1");
+  if (opts.presence) params.set("presence", "1");
   if (opts.since !== undefined) params.set("since", String(opts.since));
   if (opts.filter !== undefined) params.set("filter", JSON.stringify(opts.filter));
   const headers: Record<string, string> = { upgrade: "websocket" };
