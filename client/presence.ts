@@ -10,7 +10,7 @@ import type { PresenceMember, ServerMessage } from "../shared/types";
 export type { PresenceMember };
 
 export interface PresenceState {
-  /** Listed members, in the server's order (the first to arrive first), at most PRESENCE_MAX_MEMBERS. */
+  /** Listed members (the first to arrive, at most PRESENCE_MAX_MEMBERS); the order of the list carries no meaning. */
   members: PresenceMember[];
   /** Exact totals, also beyond the listed members. */
   users: number;

@@ -19,6 +19,9 @@ import {
   type Row,
   type SubscriptionError,
   type SyncOptions,
+  type Subscription,
+  type PresenceState,
+  EMPTY_PRESENCE,
 } from "./index";
 
 export interface UseChannelOptions extends Omit<ConnectOptions, "channel" | "onEvent" | "onStateChange" | "onError"> {
@@ -181,4 +184,59 @@ export function useLiveTable<R extends Row = Row>(channel: string, options: UseL
     };
   }, [key]);
   return state.key === key ? state.view : (NO_ROWS as LiveTableView<R>);
+}
+
+export interface UsePresenceOptions extends Omit<ConnectOptions, "channel" | "presence" | "onPresence" | "onStateChange" | "onError"> {
+  /** This user's metadata (for example `{ viewing: "orders" }`), sent again whenever its JSON changes. */
+  meta?: Record<string, unknown>;
+}
+
+export interface PresenceView extends PresenceState {
+  status: ConnectionState;
+  error: SubscriptionError | undefined;
+}
+
+const NOBODY: PresenceView = { ...EMPTY_PRESENCE, status: "connecting", error: undefined };
+
+/**
+ * Who is connected to a presence channel (docs/protocol.md, "Presence"), on a
+ * subscription of its own with `presence: true`: it also receives the
+ * channel's events (pass `onEvent`, or a `filter` to receive fewer).
+ */
+export function usePresence(channel: string, options: UsePresenceOptions): PresenceView {
+  const latest = useRef(options);
+  latest.current = options;
+  const key = JSON.stringify([channel, options.url, options.filter ?? null]);
+  const [state, setState] = useState<{ key: string; view: PresenceView }>({ key, view: NOBODY });
+  const currentKey = useRef(key);
+  currentKey.current = key;
+  const sub = useRef<Subscription | undefined>(undefined);
+  const setView = (update: (v: PresenceView) => PresenceView) => {
+    if (key !== currentKey.current) return; // a late callback of a subscription this component left
+    setState((s) => ({ key, view: update(s.key === key ? s.view : NOBODY) }));
+  };
+  useEffect(() => {
+    const start = setTimeout(() => {
+      const { meta, ...rest } = latest.current;
+      sub.current = connect({
+        ...rest,
+        channel,
+        presence: true,
+        onPresence: (p) => setView((v) => ({ ...v, ...p })),
+        onStateChange: (status) => setView((v) => ({ ...v, status })),
+        onError: (error) => setView((v) => ({ ...v, error })),
+      });
+      if (meta) sub.current.setPresence(meta);
+    }, 0);
+    return () => {
+      clearTimeout(start);
+      sub.current?.close();
+      sub.current = undefined;
+    };
+  }, [key]);
+  const metaKey = options.meta ? JSON.stringify(options.meta) : "";
+  useEffect(() => {
+    if (options.meta) sub.current?.setPresence(options.meta);
+  }, [metaKey]);
+  return state.key === key ? state.view : NOBODY;
 }

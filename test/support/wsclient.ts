@@ -16,10 +16,11 @@ export class WsClient {
     ws.on("close", (code, reason) => (this.closed = { code, reason: reason.toString() }));
   }
 
-  static connect(baseUrl: string, channel: string, token: string, opts: { since?: number; filter?: unknown } = {}): Promise<WsClient> {
+  static connect(baseUrl: string, channel: string, token: string, opts: { since?: number; filter?: unknown; presence?: boolean } = {}): Promise<WsClient> {
     const url = new URL(`/ws/${channel}`, baseUrl.replace(/^http/, "ws"));
     if (opts.since !== undefined) url.searchParams.set("since", String(opts.since));
     if (opts.filter !== undefined) url.searchParams.set("filter", JSON.stringify(opts.filter));
+    if (opts.presence) url.searchParams.set("presence", "1");
     const ws = new WebSocket(url, ["notifiws.v1", `bearer.${token}`]);
     const client = new WsClient(ws);
     return new Promise((resolve, reject) => {

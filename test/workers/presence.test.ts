@@ -44,7 +44,12 @@ describe("presence", () => {
     const ch = freshChannel("room");
     const ana = await member(ch, "ana", { role: "ops" });
     const bob = await member(ch, "bob", { presence: false }); // counted and listed, does not subscribe
-    await settle([ana], "ana sees ana and bob", (s) => same(s.members.map((m) => m.sub), ["ana", "bob"]));
+    await settle([ana], "ana sees ana and bob", (s) =>
+      same(
+        s.members.map((m) => m.sub),
+        ["ana", "bob"],
+      ),
+    );
     const cid = await member(ch, "cid");
     const first = frames(cid)[0]!;
     expect(first.type).toBe("presence"); // the whole state comes first
@@ -75,7 +80,11 @@ describe("presence", () => {
     const kinds = frames(ana).flatMap((f) =>
       f.type === "presence"
         ? []
-        : [...f.joins.filter((m) => m.sub === "bob").map(() => "join"), ...f.updates.filter((m) => m.sub === "bob").map(() => "update"), ...f.leaves.filter((s) => s === "bob").map(() => "leave")],
+        : [
+            ...f.joins.filter((m) => m.sub === "bob").map(() => "join"),
+            ...f.updates.filter((m) => m.sub === "bob").map(() => "update"),
+            ...f.leaves.filter((s) => s === "bob").map(() => "leave"),
+          ],
     );
     expect(kinds[0]).toBe("join");
     expect(kinds.at(-1)).toBe("leave");
@@ -109,7 +118,16 @@ describe("presence", () => {
     await settle(clients, "7 users, 8 connections, 5 listed", (s) => s.users === 7 && s.connections === 8 && s.members.length === 5);
     expect(subs(clients[7]!)).toEqual(["u1", "u2", "u3", "u4", "u5"]);
     clients[1]!.close(); // u2 leaves: u6 arrived next
-    await settle(clients.slice(2), "u6 listed", (s) => s.users === 6 && same(s.members.map((m) => m.sub), ["u1", "u3", "u4", "u5", "u6"]));
+    await settle(
+      clients.slice(2),
+      "u6 listed",
+      (s) =>
+        s.users === 6 &&
+        same(
+          s.members.map((m) => m.sub),
+          ["u1", "u3", "u4", "u5", "u6"],
+        ),
+    );
     const late = await member(ch, "u8");
     expect(frames(late)[0]).toMatchObject({ type: "presence", users: 6, connections: 7 });
   });
@@ -178,7 +196,15 @@ describe("presence", () => {
     expect(new Set(views).size).toBe(1);
     clients[0]!.close();
     clients[3]!.close();
-    await settle([clients[1]!, clients[2]!, clients[4]!], "eu1 and na1 gone", (s) => same(s.members.map((m) => m.sub), ["eu2", "eu3", "na2"]) && s.connections === 3);
+    await settle(
+      [clients[1]!, clients[2]!, clients[4]!],
+      "eu1 and na1 gone",
+      (s) =>
+        same(
+          s.members.map((m) => m.sub),
+          ["eu2", "eu3", "na2"],
+        ) && s.connections === 3,
+    );
     // /stats counts the same users once the roll-ups arrive.
     const admin = { authorization: `Bearer ${TEST_BINDINGS.ADMIN_TOKEN}` };
     await waitUntil("stats agree", async () => {
