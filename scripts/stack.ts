@@ -291,6 +291,8 @@ export class Stack {
       // read-only role with SELECT on the published columns (docs/live-tables.md).
       ROWS_DATABASE_URL: this.databaseUrl,
       NEON_WS_PROXY: `127.0.0.1:${this.bridge!.port}/v1`,
+      // The demo dashboard shows who has it open (docs/protocol.md, "Presence").
+      PRESENCE_CHANNELS: "dashboard",
       ...(typeof this.opts.workerVars === "function" ? this.opts.workerVars(this) : this.opts.workerVars),
     };
   }

@@ -5,9 +5,21 @@
  * channel, so the counters always equal the database. The inventory and the
  * low-stock list are live tables (liveTable: rows from the edge's rows route,
  * kept equal to the database); inventory.alerts is a derived channel, so a
- * restocked item leaves the list.
+ * restocked item leaves the list. Who has the dashboard open is the
+ * presence of the `dashboard` channel (PRESENCE_CHANNELS in `npm run dev`).
  */
-import { liveTable, stringifyExact, syncState, type ConnectionState, type Envelope, type LiveTable, type LoadedState, type Subscription } from "../index";
+import {
+  connect,
+  liveTable,
+  stringifyExact,
+  syncState,
+  type PresenceState,
+  type ConnectionState,
+  type Envelope,
+  type LiveTable,
+  type LoadedState,
+  type Subscription,
+} from "../index";
 import type { DemoState } from "../../shared/demo";
 
 /** A row of the inventory channel: numeric arrives as its exact text (docs/protocol.md, "Values"). */
@@ -194,6 +206,19 @@ async function loadState(token: string): Promise<LoadedState<DashboardState>> {
   };
 }
 
+/** Who has the dashboard open: one chip per user, with their connections (tabs) and the size of screen they use. */
+function renderWatchers(p: PresenceState) {
+  $("watcher-count").textContent = `${p.users} ${p.users === 1 ? "user" : "users"}, ${p.connections} ${p.connections === 1 ? "tab" : "tabs"}`;
+  $("watchers").replaceChildren(
+    ...p.members.map((m) => {
+      const li = document.createElement("li");
+      li.dataset.sub = m.sub;
+      li.textContent = `${m.sub}${m.connections > 1 ? ` ×${m.connections}` : ""}${typeof m.meta?.screen === "string" ? ` · ${m.meta.screen}` : ""}`;
+      return li;
+    }),
+  );
+}
+
 function start(token: string) {
   const subs: Subscription[] = [];
   const lag = () => {
@@ -247,6 +272,9 @@ function start(token: string) {
     shown = new Map(t.rows);
   });
   alerts = table("inventory.alerts", onAlerts);
+  const watching = connect({ url: location.origin, channel: "dashboard", token, presence: true, onPresence: renderWatchers });
+  watching.setPresence({ screen: matchMedia("(max-width: 700px)").matches ? "phone" : "desktop" });
+  subs.push(watching);
   setInterval(renderChart, 30_000);
   setInterval(renderLatency, 5_000); // samples age out of the window even when no event arrives
 }

@@ -20,7 +20,7 @@ let reactPage: Server | undefined;
 // The same page on an origin the Worker does not allow.
 const refusedPagePort = await freePort();
 let refusedPage: Server | undefined;
-const fx = useStack("browser", { extraOrigins: [`http://127.0.0.1:${reactPagePort}`] }, async () => {
+const fx = useStack("browser", { extraOrigins: [`http://127.0.0.1:${reactPagePort}`], workerVars: { PRESENCE_GRACE_MS: "500" } }, async () => {
   await browser?.close();
   reactPage?.close();
   refusedPage?.close();
@@ -110,6 +110,25 @@ describe("dashboard", () => {
     }
   });
 
+  it("shows who else has it open, with their screen, and drops a user who closes it", async () => {
+    const ana = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const bob = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true });
+    try {
+      await ana.goto(`${fx.stack.workerUrl}/#token=${await devToken(fx.stack.secrets, { sub: "ana" })}`);
+      await ana.waitForSelector("#watchers li[data-sub='ana']", { timeout: 15_000 });
+      await bob.goto(`${fx.stack.workerUrl}/#token=${await devToken(fx.stack.secrets, { sub: "bob" })}`);
+      const chip = await ana.waitForSelector("#watchers li[data-sub='bob']", { timeout: 15_000 });
+      await ana.waitForFunction(() => document.querySelector("#watchers li[data-sub='bob']")?.textContent?.includes("phone"), undefined, { timeout: 15_000 });
+      expect(await chip.textContent()).toBe("bob · phone");
+      await bob.close();
+      await ana.waitForSelector("#watchers li[data-sub='bob']", { state: "detached", timeout: 15_000 });
+      expect(await ana.textContent("#watchers li[data-sub='ana']")).toBe("ana · desktop");
+    } finally {
+      await ana.close();
+      if (!bob.isClosed()) await bob.close();
+    }
+  });
+
   it("fits a phone screen without horizontal scrolling", async () => {
     const page = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true });
     await page.goto(`${fx.stack.workerUrl}/#token=${await devToken(fx.stack.secrets)}`);
@@ -193,6 +212,20 @@ describe("notifiws/react", () => {
     await page.waitForFunction(() => (window as unknown as { __sockets: WebSocket[] }).__sockets.every((s) => s.readyState === WebSocket.CLOSED), undefined, {
       timeout: 15_000,
     });
+    expect(pageErrors).toEqual([]);
+    await page.close();
+  });
+
+  it("usePresence under StrictMode: one connection, the page lists its user with the metadata it sets, and a change of it shows", async () => {
+    const page = await browser.newPage();
+    const pageErrors: string[] = [];
+    page.on("pageerror", (e) => pageErrors.push(e.message));
+    const hash = new URLSearchParams({ url: fx.stack.workerUrl, token: await devToken(fx.stack.secrets, { sub: "react-user" }), mode: "presence" });
+    await page.goto(`http://127.0.0.1:${reactPagePort}/#${hash}`);
+    await page.waitForFunction(() => document.querySelector("#members li[data-sub='react-user']")?.textContent === "orders", undefined, { timeout: 15_000 });
+    expect(await page.evaluate(() => (window as unknown as { __sockets: WebSocket[] }).__sockets.length)).toBe(1);
+    await page.evaluate(() => (window as unknown as { __setViewing: (v: string) => void }).__setViewing("stock"));
+    await page.waitForFunction(() => document.querySelector("#members li[data-sub='react-user']")?.textContent === "stock", undefined, { timeout: 15_000 });
     expect(pageErrors).toEqual([]);
     await page.close();
   });

@@ -1,12 +1,13 @@
 /**
  * A small React app for the browser test of notifiws/react: one useChannel
- * (or, with mode=table, one useLiveTable) under StrictMode (development
+ * (or, with mode=table, one useLiveTable; with mode=presence, one
+ * usePresence on the `dashboard` channel) under StrictMode (development
  * build, so effects mount, unmount and mount again), counting every
  * WebSocket the page creates.
  */
 import { StrictMode, useState } from "react";
 import { createRoot } from "react-dom/client";
-import { useChannel, useLiveTable, useSyncedState } from "../../../client/react";
+import { useChannel, useLiveTable, usePresence, useSyncedState } from "../../../client/react";
 
 const sockets: WebSocket[] = [];
 const Native = window.WebSocket;
@@ -67,9 +68,30 @@ function Table() {
   );
 }
 
+/** Who else has the page open; the metadata follows a state change (`__setViewing`). */
+function Watchers() {
+  const [viewing, setViewing] = useState("orders");
+  Object.assign(window, { __setViewing: setViewing });
+  const p = usePresence("dashboard", { url, token, meta: { viewing } });
+  return (
+    <section>
+      <p id="status">{p.status}</p>
+      <p id="counts">{`${p.users}/${p.connections}`}</p>
+      <ul id="members">
+        {p.members.map((m) => (
+          <li key={m.sub} data-sub={m.sub}>
+            {String(m.meta?.viewing ?? "")}
+          </li>
+        ))}
+      </ul>
+    </section>
+  );
+}
+
 function App() {
   if (params.get("mode") === "refused") return <Refused />;
   if (params.get("mode") === "table") return <Table />;
+  if (params.get("mode") === "presence") return <Watchers />;
   const [channel, setChannel] = useState<string | null>("sales");
   Object.assign(window, { __sockets: sockets, __setChannel: setChannel });
   return channel ? <Feed channel={channel} /> : <p id="gone">unmounted</p>;
