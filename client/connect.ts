@@ -12,14 +12,14 @@
  */
 import { fullJitter } from "../shared/backoff";
 import type { ServerMessage } from "../shared/types";
-import { BEARER_PROTOCOL_PREFIX, PING_FRAME, SUBPROTOCOL } from "../shared/wire"; // zod-free: the SDK has no runtime dependency
+import { BEARER_PROTOCOL_PREFIX, CloseCode, PING_FRAME, SUBPROTOCOL } from "../shared/wire"; // zod-free: the SDK has no runtime dependency
 import { parseJsonExact } from "../shared/exact-json";
 import { askWhy } from "./ask-why";
 import { afterClose, afterDiagnosis, type CloseDecision } from "./decide";
 import { SdkErrorCode } from "./errors";
 import type { ConnectionState, ConnectOptions, Subscription, SubscriptionError } from "./types";
 import { decodeEvent } from "./values";
-import { tokenExpiry } from "./token-expiry";
+import { planLifetime } from "./lifetime";
 import { createAcker, type Acker } from "./ack";
 import { createPresence } from "./presence";
 
@@ -32,6 +32,8 @@ interface Attempt {
   heartbeat: ReturnType<typeof setTimeout> | undefined;
   /** Flow control: acknowledges what onEvent was given (ack.ts). */
   acker: Acker;
+  /** The token's expiry on this connection (welcome, then each refreshed). */
+  expiresAt?: number;
 }
 
 /** Everything a subscription knows. */
@@ -214,7 +216,7 @@ export function connect(options: ConnectOptions): Subscription {
   }
 
   /** Drops a connection without waiting for a close handshake that may never come. */
-  function drop(attempt: Attempt, why: string): void {
+  function drop(attempt: Attempt, why: string, code = 1006): void {
     attempt.socket.onclose = null;
     attempt.socket.onmessage = null;
     try {
@@ -222,7 +224,7 @@ export function connect(options: ConnectOptions): Subscription {
     } catch {
       /* already closed */
     }
-    ended(attempt, 1006, why);
+    ended(attempt, code, why);
   }
   /** Acts on a decision: stop, reconnect now, or reconnect after a backoff. */
   function reconnect(decision: Exclude<CloseDecision, { action: "diagnose" }>): void {
@@ -248,19 +250,17 @@ export function connect(options: ConnectOptions): Subscription {
     reconnect({ action: "backoff" });
   }
 
+  /** The token's lifetime on this attempt: refresh before it ends, end the connection after (lifetime.ts). */
   function scheduleRefresh(attempt: Attempt, expiresAt: number) {
-    if (!options.getToken) return;
-    const inMs = Math.max(0, (expiresAt - refreshBefore) * 1000 - Date.now());
-    later(inMs, async () => {
-      if (conn.attempt !== attempt) return;
-      try {
-        const fresh = await nextToken();
-        const exp = tokenExpiry(fresh);
-        if (exp !== undefined && exp <= expiresAt) return; // not newer; try again at reconnect
-        attempt.socket.send(JSON.stringify({ type: "refresh", token: fresh }));
-      } catch (err) {
-        report({ code: SdkErrorCode.TOKEN_UNAVAILABLE, message: (err as Error).message, permanent: false });
-      }
+    attempt.expiresAt = expiresAt;
+    planLifetime(expiresAt, {
+      later,
+      current: () => conn.attempt === attempt && attempt.expiresAt === expiresAt,
+      nextToken: options.getToken ? nextToken : undefined,
+      send: (frame) => attempt.socket.send(frame),
+      expire: () => drop(attempt, "token expired", CloseCode.TOKEN_EXPIRED),
+      report,
+      refreshBeforeSeconds: refreshBefore,
     });
   }
 

@@ -99,6 +99,12 @@ const refuse = (code: "BAD_JSON" | "BAD_MESSAGE", message: string): MessageActio
  * array, null, a number). Never throws, whatever the client sent.
  */
 export function refusal(json: unknown): Extract<ServerMessage, { type: "error" }> {
+  if (typeof json !== "object" || json === null || Array.isArray(json))
+    return {
+      type: "error",
+      code: "UNKNOWN_TYPE",
+      message: `a message is a JSON object with a string "type" (one of ${KNOWN_TYPES.join(", ")}); got ${kindOf(json)}`,
+    };
   const type = typeof json === "object" && json !== null && !Array.isArray(json) && Object.hasOwn(json, "type") ? (json as { type: unknown }).type : undefined;
   if (typeof type === "string" && KNOWN_TYPES.includes(type)) return { type: "error", code: "BAD_MESSAGE", message: `invalid ${type} message` };
   return { type: "error", code: "UNKNOWN_TYPE", message: `unknown message type ${describe(type)}; expected one of ${KNOWN_TYPES.join(", ")}` };
@@ -108,5 +114,7 @@ function describe(type: unknown): string {
   if (type === undefined) return "(none)";
   if (typeof type === "string") return JSON.stringify(type.slice(0, 40));
   if (type === null) return "null";
-  return `(a ${Array.isArray(type) ? "array" : typeof type}, not a string)`;
+  return `(${kindOf(type)}, not a string)`;
 }
+
+const kindOf = (v: unknown): string => (v === null ? "null" : Array.isArray(v) ? "an array" : `a ${typeof v}`);

@@ -187,12 +187,13 @@ export class Sockets {
       const bodies = [...store.after(since)];
       // The source lost events after `since`: no replay can fill that (envelope.ts).
       if (bodies.some((b) => gapSeq(b) !== undefined)) this.send(ws, { type: "reset", reason: "source_gap", headSeq: head, oldestSeq: oldest });
-      else this.sendEvents(ws, state, bodies, maxFrameBytes);
+      // The replay is complete: what follows is live (docs/protocol.md, "caught_up").
+      else if (this.sendEvents(ws, state, bodies, maxFrameBytes)) this.send(ws, { type: "caught_up", headSeq: head });
     }
   }
 
-  /** Sends events to one socket, filtered by its state. */
-  sendEvents(ws: WebSocket, state: SocketState, bodies: readonly string[], maxFrameBytes: number): void {
+  /** Sends events to one socket, filtered by its state; false when the socket was closed on the way (flow.ts). */
+  sendEvents(ws: WebSocket, state: SocketState, bodies: readonly string[], maxFrameBytes: number): boolean {
     const kept = state.filter ? bodies.filter((b) => matchesFilter(parseEnvelope(b), state.filter)) : bodies;
     const now = Date.now();
     for (const frame of packFrames(
@@ -200,7 +201,8 @@ export class Sockets {
       kept.map((b) => utf8Length(b)),
       maxFrameBytes,
     ))
-      if (!this.sendFrame(ws, state, frame, now)) return;
+      if (!this.sendFrame(ws, state, frame, now)) return false;
+    return true;
   }
 
   /**

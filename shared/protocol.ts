@@ -209,6 +209,8 @@ export const ServerMessage = z.discriminatedUnion("type", [
     headSeq: z.number().int().nonnegative(),
     oldestSeq: z.number().int().nonnegative(),
   }),
+  /** A replay (connect with `since`, or `resume`) is complete: every event up to headSeq that passes the filter was sent; what follows is live. */
+  z.object({ type: z.literal("caught_up"), headSeq: z.number().int().nonnegative() }),
   z.object({ type: z.literal("pong") }),
   z.object({ type: z.literal("refreshed"), expiresAt: z.number().int() }),
   /** A recoverable problem with a client message; the connection stays open. */

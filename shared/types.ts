@@ -88,6 +88,8 @@ export type ServerMessage =
   | { type: "welcome"; channel: string; connectionId: string; headSeq: number; expiresAt: number }
   | { type: "events"; events: Envelope[] }
   | { type: "reset"; reason: "history_expired" | "ahead_of_head" | "source_gap"; headSeq: number; oldestSeq: number }
+  /** A replay (connect with `since`, or `resume`) is complete: every event up to headSeq that passes the filter was sent. */
+  | { type: "caught_up"; headSeq: number }
   | { type: "pong" }
   | { type: "refreshed"; expiresAt: number }
   | { type: "error"; code: ErrorCode; message: string }

@@ -10,6 +10,7 @@ import { freePort } from "../../scripts/embedded-pg";
 import { chromium, type Browser } from "playwright-core";
 import { beforeAll, describe, expect, it } from "vitest";
 import { devToken, ROOT } from "../../scripts/stack";
+import { mintToken } from "../../shared/token";
 import { useStack } from "../support/stack";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
@@ -137,6 +138,26 @@ describe("dashboard", () => {
     expect(overflow).toBeLessThanOrEqual(0);
     await mkdir(join(ROOT, "test-results"), { recursive: true });
     await page.screenshot({ path: join(ROOT, "test-results/dashboard-phone.png"), fullPage: true });
+  });
+});
+
+describe("a browser's own WebSocket (docs/protocol.md, Close codes)", () => {
+  it("Chromium fires close within 3 s of the token's expiry, although the runtime keeps the TCP connection of a 4001 close open longer", async () => {
+    const page = await browser.newPage();
+    await page.goto(`${fx.stack.workerUrl}/health`);
+    const token = await mintToken({ secret: fx.stack.secrets.JWT_SECRET, sub: "raw", channels: ["*"], ttlSeconds: 3 });
+    const exp = (JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString()) as { exp: number }).exp * 1000;
+    const closed = await page.evaluate(
+      ([url, t]) =>
+        new Promise<{ code: number; at: number }>((resolve) => {
+          const ws = new WebSocket(url!, ["notifiws.v1", `bearer.${t}`]);
+          ws.onclose = (e) => resolve({ code: e.code, at: Date.now() });
+        }),
+      [`${fx.stack.workerUrl.replace(/^http/, "ws")}/ws/raw.expiry`, token],
+    );
+    expect(closed.code).toBe(4001);
+    expect(closed.at - exp).toBeLessThan(3000);
+    await page.close();
   });
 });
 

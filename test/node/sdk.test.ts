@@ -6,6 +6,7 @@ import { useStack } from "../support/stack";
 import { createPublisher, mintToken } from "../../client/server";
 import { TcpProxy } from "../support/tcpproxy";
 import { expectContiguous, waitUntil } from "../support/wait";
+import { RawWs } from "../support/raw-ws";
 
 const subs: Subscription[] = [];
 const fx = useStack("sdk", { workerVars: { HISTORY_MAX_EVENTS: "30" }, relayEnv: { RELAY_BACKOFF_MAX_MS: "300" } }, () => subs.forEach((s) => s.close()));
@@ -90,6 +91,33 @@ describe("client SDK", () => {
     await waitUntil("an event on the refreshed connection", () => s.events.some((e) => e.data!.id === id));
     expect(s.sub.attempts).toBe(1);
     expect(s.sub.state).toBe("open");
+    s.sub.close();
+  });
+
+  it("at a token's expiry (wrangler dev): the 4001 close frame within 2 s; the SDK ends the connection itself within 2 s and resumes with a new token, losing nothing", async () => {
+    const short = await devToken(fx.stack.secrets, { expSeconds: 3 });
+    const exp = (JSON.parse(Buffer.from(short.split(".")[1]!, "base64url").toString()) as { exp: number }).exp * 1000;
+    const raw = await RawWs.open(fx.stack.workerUrl, "/ws/sales", { "Sec-WebSocket-Protocol": `notifiws.v1, bearer.${short}` });
+    const stateAt: [ConnectionState, number][] = [];
+    const s = subscribe({
+      channel: "sales",
+      getToken: () => (Date.now() < exp ? short : devToken(fx.stack.secrets)),
+      onStateChange: (st) => stateAt.push([st, Date.now()]),
+    });
+    await waitUntil("open", () => s.sub.state === "open");
+    const before = await sale();
+    await waitUntil("the first sale", () => s.events.some((e) => e.data!.id === before));
+    await waitUntil("the expiry", () => Date.now() > exp + 100, 10_000);
+    const during = await sale(); // committed after exp, before the SDK reconnects
+    await raw.waitFor("the raw close frame", () => raw.closeFrame, 5000);
+    expect(raw.closeFrame!.code).toBe(4001);
+    expect(raw.closeFrame!.at - exp).toBeLessThan(2000);
+    await waitUntil("the SDK reconnected", () => s.sub.attempts >= 2 && s.sub.state === "open", 10_000);
+    const ended = stateAt.find(([st, at]) => st === "reconnecting" && at > exp - 1000);
+    expect(ended![1] - exp).toBeLessThan(2000);
+    await waitUntil("the sale committed during the expiry", () => s.events.some((e) => e.data!.id === during));
+    expectOnceInOrder(s.events);
+    raw.destroy();
     s.sub.close();
   });
 

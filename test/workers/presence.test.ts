@@ -70,6 +70,8 @@ describe("presence", () => {
     const bob2 = await member(ch, "bob");
     await settle([ana], "bob with two connections", (s) => s.members.find((m) => m.sub === "bob")?.connections === 2);
     bob1.send(JSON.stringify({ type: "presence", meta: { viewing: "orders" } }));
+    await settle([ana], "bob's first metadata", (s) => s.members.find((m) => m.sub === "bob")?.meta?.viewing === "orders");
+    // The latest metadata of any of bob's connections wins.
     bob2.send('{"type":"presence","meta":{"cursor":12345678901234567890.10}}');
     await settle([ana], "bob's latest metadata", (s) => JSON.stringify(s.members.find((m) => m.sub === "bob")?.meta ?? {}).includes("cursor"));
     expect(ana.raw.some((r) => r.includes('"cursor":12345678901234567890.10'))).toBe(true); // digit for digit
