@@ -17,8 +17,15 @@ import { WsClient } from "../support/wsclient";
 /** The SDK's sockets, so a test can cut one without a close frame. */
 class CuttableSocket extends WS {
   static all: CuttableSocket[] = [];
+  /** The token's subject, from the bearer entry of the subprotocols. */
+  readonly sub: string;
   constructor(url: string, protocols?: string | string[]) {
     super(url, protocols);
+    const bearer = [protocols ?? []]
+      .flat()
+      .find((p) => p.startsWith("bearer."))!
+      .slice("bearer.".length);
+    this.sub = (JSON.parse(Buffer.from(bearer.split(".")[1]!, "base64url").toString()) as { sub: string }).sub;
     CuttableSocket.all.push(this);
   }
 }
@@ -75,7 +82,7 @@ describe("presence end to end", () => {
     const ana = member(ch, "ana");
     const bob = member(ch, "bob", { viewing: "stock" });
     await waitUntil("ana sees bob's metadata", () => ana.sub.presence.members.find((m) => m.sub === "bob")?.meta?.viewing === "stock", 10_000);
-    const bobSocket = CuttableSocket.all.filter((s) => s.readyState === WS.OPEN).at(-1)!;
+    const bobSocket = CuttableSocket.all.find((s) => s.sub === "bob" && s.readyState === WS.OPEN)!;
     const attempts = bob.sub.attempts;
     bobSocket.terminate();
     await waitUntil("bob reconnected", () => bob.sub.attempts > attempts && bob.sub.state === "open", 10_000);
