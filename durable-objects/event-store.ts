@@ -2,14 +2,16 @@
  * A channel's storage in its Durable Object's SQLite: events with their seq (a
  * bounded history for resume), dedupe ids, the batch ledger, the counters; on
  * a fan-out object, copies of the ordering object's events (fanout-tree.ts).
- * Every statement goes through the production SQL limits (checkSqlBindings),
- * which local workerd does not enforce.
+ * Every statement goes through the production SQL limits, which local
+ * workerd does not enforce, and is counted for billing (sql.ts).
  */
 import type { Config } from "../shared/worker-config";
 import type { ChannelStats, EventRange, IngestEvent } from "../src/channel-contract";
-import { checkSqlBindings, packJsonArrays, SQL_PARAM_BUDGET_BYTES, utf8Length } from "../shared/limits";
+import { packJsonArrays, SQL_PARAM_BUDGET_BYTES, utf8Length } from "../shared/limits";
 import { SIGNATURE_TOLERANCE_SECONDS } from "../shared/protocol";
 import { applySchema } from "./schema";
+import { CHANNEL_SCHEMA } from "./channel-schema";
+import { CountedSql, type SqlUsage } from "./sql";
 import { envelopeJson, gapEnvelope } from "./envelope";
 
 /** An event over MAX_EVENT_BYTES reached the object; the whole ingest is rolled back. */
@@ -46,46 +48,40 @@ export interface FanoutIdentity {
   capacity: number;
 }
 
-/** Schema steps (durable-objects/schema.ts): append, never edit. */
-const SCHEMA_STEPS = [
-  `CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, body TEXT NOT NULL);
-   CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, at INTEGER NOT NULL);
-   CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
-   CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
-   CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, at INTEGER NOT NULL);
-   CREATE INDEX IF NOT EXISTS events_at ON events(at);
-   CREATE TABLE IF NOT EXISTS fanouts (name TEXT PRIMARY KEY, region TEXT NOT NULL, failing INTEGER NOT NULL DEFAULT 0);`,
-];
-
 /** Keep batch ids for twice the signature window (both directions of clock skew) plus a minute. */
 const BATCH_RETENTION_MS = 2 * SIGNATURE_TOLERANCE_SECONDS * 1000 + 60_000;
 
-/** Dedupe-table pruning runs at most this often; it is a range delete on an index. */
+/** Dedupe-table pruning runs at most this often (pruneBefore). */
 const DEDUPE_PRUNE_INTERVAL_MS = 60_000;
+/** Batch-ledger pruning runs at most this often: a statement per batch would read the oldest row every time. */
+const BATCH_PRUNE_INTERVAL_MS = 10_000;
 
 /** Events per range read by a fan-out object catching up, and a byte cap so one RPC reply stays small. */
 export const RANGE_MAX_EVENTS = 500;
 const RANGE_MAX_BYTES = 8 * 1024 * 1024;
 
 export class EventStore {
-  private readonly sql: SqlStorage;
+  private readonly db: CountedSql;
   counters: Counters;
   channel: string | undefined;
   fanout: FanoutIdentity | undefined;
   private lastDedupePrune = 0;
+  private lastBatchPrune = 0;
 
   constructor(
     private readonly storage: DurableObjectStorage,
     private readonly config: () => Config,
   ) {
-    this.sql = storage.sql;
-    applySchema(this.sql, SCHEMA_STEPS);
+    applySchema(storage.sql, CHANNEL_SCHEMA);
+    this.db = new CountedSql(storage.sql);
     const meta = new Map<string, unknown>();
     for (const row of this.exec<{ k: string; v: SqlStorageValue }>("SELECT k, v FROM meta")) meta.set(row.k, row.v);
     this.channel = (meta.get("channel") as string | undefined) ?? undefined;
     if (typeof meta.get("fanout") === "string") this.fanout = JSON.parse(meta.get("fanout") as string) as FanoutIdentity;
     const num = (k: string) => Number(meta.get(k) ?? 0);
-    this.counters = {
+    // One row since schema 2 (a row per counter before: five more rows written per batch).
+    const packed = typeof meta.get("counters") === "string" ? (JSON.parse(meta.get("counters") as string) as Counters) : undefined;
+    this.counters = packed ?? {
       headSeq: num("headSeq"),
       events: num("events"),
       duplicates: num("duplicates"),
@@ -95,10 +91,14 @@ export class EventStore {
     };
   }
 
-  /** Every statement goes through the production SQL limits. */
+  /** Every statement goes through the production SQL limits and is counted (sql.ts). */
   exec<T extends Record<string, SqlStorageValue>>(query: string, ...params: SqlStorageValue[]): SqlStorageCursor<T> {
-    checkSqlBindings(params);
-    return this.sql.exec<T>(query, ...params);
+    return this.db.exec<T>(query, ...params);
+  }
+
+  /** SQLite rows this object read and wrote since it started. */
+  usage(): SqlUsage {
+    return this.db.usage();
   }
 
   bindChannel(channel: string): void {
@@ -143,7 +143,10 @@ export class EventStore {
     if (batchId !== undefined) {
       const cur = this.exec("INSERT INTO batches (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING", batchId, now);
       if (cur.rowsWritten === 0) return { replayed: true, bodies: [], sizes: [], seqs: [], committedAt: [], duplicates: 0 };
-      this.exec("DELETE FROM batches WHERE at < ?", now - BATCH_RETENTION_MS);
+      if (now - this.lastBatchPrune > BATCH_PRUNE_INTERVAL_MS) {
+        this.lastBatchPrune = now;
+        this.db.pruneBefore("batches", "rowid", now - BATCH_RETENTION_MS);
+      }
     }
     // A few statements per batch whatever its size: per-row statements cost
     // ~0.1 ms each, and Durable Object SQL binds at most 100 parameters, so
@@ -209,7 +212,7 @@ export class EventStore {
       this.pruneHistory(now);
       if (now - this.lastDedupePrune > DEDUPE_PRUNE_INTERVAL_MS) {
         this.lastDedupePrune = now;
-        this.exec("DELETE FROM seen WHERE at < ?", now - cfg.DEDUPE_WINDOW_SECONDS * 1000);
+        this.db.pruneBefore("seen", "rowid", now - cfg.DEDUPE_WINDOW_SECONDS * 1000);
       }
     }
     this.persistCounters();
@@ -285,13 +288,13 @@ export class EventStore {
   }
 
   persistCounters(): void {
-    for (const [k, v] of Object.entries(this.counters)) if (v !== null) this.exec("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", k, v);
+    this.exec("INSERT INTO meta (k, v) VALUES ('counters', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", JSON.stringify(this.counters));
   }
 
-  /** Two indexed range deletes (an OR would scan the table). */
+  /** By count, then by age; both are range deletes on the primary key. */
   private pruneHistory(now: number): void {
     const cfg = this.config();
     this.exec("DELETE FROM events WHERE seq <= ?", this.counters.headSeq - cfg.HISTORY_MAX_EVENTS);
-    this.exec("DELETE FROM events WHERE at < ?", now - cfg.HISTORY_MAX_AGE_SECONDS * 1000);
+    this.db.pruneBefore("events", "seq", now - cfg.HISTORY_MAX_AGE_SECONDS * 1000);
   }
 }

@@ -10,6 +10,8 @@ import { errorFields, log } from "../shared/log";
 import { MAX_ROLLUP_USERS, STATS_STORE, type ChannelHistograms, type ChannelRollup, type ChannelStats } from "../src/channel-contract";
 import type { ChannelParts } from "./parts";
 
+const sqlUsage = (u: { rowsRead: number; rowsWritten: number }) => ({ sqlRowsRead: u.rowsRead, sqlRowsWritten: u.rowsWritten });
+
 export class Rollup {
   commitToStored = new Histogram();
   batchEvents = new Histogram(COUNT_BUCKETS);
@@ -70,6 +72,7 @@ export class Rollup {
         historySize: Math.max(0, c.headSeq - store.oldestSeq() + 1),
         rowsLoads: this.host.rows.loads,
         rowsReads: this.host.rows.reads,
+        ...sqlUsage(this.host.store.usage()),
       },
       users: [...users].slice(0, MAX_ROLLUP_USERS),
       histograms: { commitToStored: this.commitToStored.toJSON(), batchEvents: this.batchEvents.toJSON() },

@@ -67,6 +67,10 @@ export interface ChannelStats {
   rowsLoads: number;
   /** Of those, the ones that read the database (the rest joined a read or got the latest one again). */
   rowsReads: number;
+  /** SQLite rows this object read since it started (billed: docs/benchmarks.md, "Cost"). */
+  sqlRowsRead: number;
+  /** SQLite rows this object wrote since it started, deletes included (billed). */
+  sqlRowsWritten: number;
 }
 
 /** A range of a channel's stored events, from the ordering object to a fan-out object. */

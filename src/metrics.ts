@@ -18,7 +18,7 @@ export interface ObjectConnections {
 
 /**
  * One entry per channel, whatever the number of objects behind it: sockets,
- * roles, users and sends add up over the fan-out objects; events, seqs and
+ * roles, users, sends and SQLite rows add up over the fan-out objects; events, seqs and
  * history come from the ordering object (source ""), the one that numbers them.
  */
 export function mergeChannels(entries: readonly ChannelRecord[]): (ChannelRecord & { objects: ObjectConnections[] })[] {
@@ -35,18 +35,23 @@ export function mergeChannels(entries: readonly ChannelRecord[]): (ChannelRecord
     let connections = 0;
     let messagesSent = 0;
     let sendErrors = 0;
+    let sqlRowsRead = 0;
+    let sqlRowsWritten = 0;
     const commit = Histogram.from(order.histograms.commitToStored);
     const batch = Histogram.from(order.histograms.batchEvents);
     for (const p of parts) {
       connections += p.stats.connections;
       messagesSent += p.stats.messagesSent;
       sendErrors += p.stats.sendErrors;
+      // Every object's storage is billed: fan-out objects keep copies of the events.
+      sqlRowsRead += p.stats.sqlRowsRead ?? 0;
+      sqlRowsWritten += p.stats.sqlRowsWritten ?? 0;
       for (const [r, n] of Object.entries(p.stats.connectionsByRole)) roles[r] = (roles[r] ?? 0) + n;
       for (const u of p.users) users.add(u);
     }
     return {
       source: "",
-      stats: { ...order.stats, connections, connectionsByRole: roles, uniqueUsers: users.size, messagesSent, sendErrors },
+      stats: { ...order.stats, connections, connectionsByRole: roles, uniqueUsers: users.size, messagesSent, sendErrors, sqlRowsRead, sqlRowsWritten },
       users: [...users],
       histograms: { commitToStored: commit.toJSON(), batchEvents: batch.toJSON() },
       objects: parts.map((p) => ({ object: p.source || "(ordering)", region: p.region ?? "", connections: p.stats.connections })),
@@ -69,6 +74,8 @@ export interface StatsReport {
     sendErrors: number;
     rowsLoads: number;
     rowsReads: number;
+    sqlRowsRead: number;
+    sqlRowsWritten: number;
     lastEventAt: number | null;
   };
 }
@@ -86,6 +93,8 @@ export function statsReport(raw: readonly ChannelRecord[]): StatsReport {
     sendErrors: 0,
     rowsLoads: 0,
     rowsReads: 0,
+    sqlRowsRead: 0,
+    sqlRowsWritten: 0,
     lastEventAt: null,
   };
   const users = new Set<string>();
@@ -97,6 +106,8 @@ export function statsReport(raw: readonly ChannelRecord[]): StatsReport {
     totals.sendErrors += s.sendErrors;
     totals.rowsLoads += s.rowsLoads;
     totals.rowsReads += s.rowsReads;
+    totals.sqlRowsRead += s.sqlRowsRead ?? 0;
+    totals.sqlRowsWritten += s.sqlRowsWritten ?? 0;
     for (const [role, n] of Object.entries(s.connectionsByRole)) totals.connectionsByRole[role] = (totals.connectionsByRole[role] ?? 0) + n;
     for (const x of u) users.add(x);
     if (s.lastEventAt !== null && (totals.lastEventAt === null || s.lastEventAt > totals.lastEventAt)) totals.lastEventAt = s.lastEventAt;
@@ -136,6 +147,13 @@ export function renderMetrics(raw: readonly ChannelRecord[], top: number): strin
     ["notifiws_history_events", "gauge", "Events retained for resume", (s) => s.historySize],
     ["notifiws_rows_loads_total", "counter", "Loads of a live table's rows answered (since each object started)", (s) => s.rowsLoads],
     ["notifiws_rows_reads_total", "counter", "Database reads for those loads (the rest were collapsed)", (s) => s.rowsReads],
+    ["notifiws_sqlite_rows_read_total", "counter", "SQLite rows the channel's objects read, billed (since each object started)", (s) => s.sqlRowsRead ?? 0],
+    [
+      "notifiws_sqlite_rows_written_total",
+      "counter",
+      "SQLite rows the channel's objects wrote, deletes included, billed (since each object started)",
+      (s) => s.sqlRowsWritten ?? 0,
+    ],
   ];
   const lines: string[] = [];
   for (const [name, type, help, pick] of gauges) {

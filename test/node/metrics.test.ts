@@ -59,6 +59,8 @@ const entry = (channel: string, events: number, extra: Partial<ChannelRecord["st
       historySize: events,
       rowsLoads: 0,
       rowsReads: 0,
+      sqlRowsRead: 0,
+      sqlRowsWritten: 0,
       ...extra,
     },
     users,

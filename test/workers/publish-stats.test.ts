@@ -154,6 +154,8 @@ describe("GET /stats and /metrics", () => {
       historySize: 3,
       rowsLoads: 0,
       rowsReads: 0,
+      sqlRowsRead: 0,
+      sqlRowsWritten: 0,
     };
     const twoHoursAgo = Date.now() - 2 * 3600_000;
     await control.report({ source: "", stats, users: [], histograms: { commitToStored: hist, batchEvents: hist }, at: twoHoursAgo });
