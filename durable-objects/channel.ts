@@ -192,7 +192,6 @@ export class ChannelObject extends DurableObject<Env> {
   }
 
   // Presence between the objects of a tree (presence.ts): reports up, views down.
-
   async presenceReport(channel: string, name: string, members: Member[]): Promise<void> {
     this.store.bindChannel(channel);
     await this.presence.report(name, members);
