@@ -134,6 +134,10 @@ async function main(): Promise<void> {
         LOG_LEVEL: "warn",
         PRESENCE_CHANNELS: "w9.*,w9t.*",
         PRESENCE_MAX_MEMBERS: String(Math.min(1000, MEMBERS)),
+        // 1,000 listed members must fit one frame (shared/worker-config.ts, presenceFrameBytes); the bench sets no metadata.
+        PRESENCE_META_BYTES: "64",
+        PRESENCE_CLAIMS: "",
+        MAX_FRAME_BYTES: "1000000",
         FANOUT_CHANNELS: "w9t.*",
         FANOUT_OBJECT_CAPACITY: String(Math.ceil(MEMBERS / 4)),
         MAX_SOCKETS_PER_OBJECT: String(Math.max(MEMBERS + 10, 100)),

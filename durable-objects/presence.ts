@@ -79,7 +79,7 @@ export class Presence {
     // The attachment's cap (16 KiB on the platform) also bounds what metadata can add.
     if (d.ok && Sockets.attachmentBytes(next) > ATTACHMENT_MAX_BYTES)
       return void sockets.send(ws, { type: "error", code: "PRESENCE_TOO_LARGE", message: `the connection's state would exceed ${ATTACHMENT_MAX_BYTES} bytes` });
-    sockets.save(ws, next);
+    if (d.ok || d.bucket) sockets.save(ws, next); // a refusal that spent no token changes nothing
     if (!d.ok) return void sockets.send(ws, { type: "error", code: d.code, message: d.message });
     this.changed();
   }

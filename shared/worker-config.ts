@@ -8,15 +8,18 @@ import * as z from "zod";
 import { DEFAULT_MAX_EVENT_BYTES, MAX_EVENT_BYTES_CEILING } from "./limits";
 import { describeIssues, intVar as int, LogLevel, pickVars } from "./zod";
 
-const csv = z
-  .string()
-  .optional()
-  .transform((s) =>
-    (s ?? "")
-      .split(",")
-      .map((x) => x.trim())
-      .filter(Boolean),
-  );
+/** A comma-separated list; `fallback` when the variable is unset (an empty value is an empty list). */
+const list = (fallback = "") =>
+  z
+    .string()
+    .optional()
+    .transform((s) =>
+      (s ?? fallback)
+        .split(",")
+        .map((x) => x.trim())
+        .filter(Boolean),
+    );
+const csv = list();
 
 /** Claims a presence member never shows: the token's mechanics, its grants, and `sub` (always shown as the member's id). */
 const HIDDEN_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "jti", "sub", "channels", "presence"];
@@ -123,23 +126,14 @@ export const ConfigSchema = z.object({
    * boolean claim (each value at most 128 bytes). Default `role`; empty: only `sub`. Registered
    * claims (exp, iat, nbf, iss, aud, jti), `channels` and `presence` are never shown.
    */
-  PRESENCE_CLAIMS: z
-    .string()
-    .optional()
-    .transform((s) =>
-      (s ?? "role")
-        .split(",")
-        .map((x) => x.trim())
-        .filter(Boolean),
-    )
-    .pipe(
-      z.array(
-        z
-          .string()
-          .regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, "claim names are letters, digits and _")
-          .refine((c) => !HIDDEN_CLAIMS.includes(c), "exp, iat, nbf, iss, aud, jti, sub, channels and presence cannot be listed"),
-      ),
+  PRESENCE_CLAIMS: list("role").pipe(
+    z.array(
+      z
+        .string()
+        .regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, "claim names are letters, digits and _")
+        .refine((c) => !HIDDEN_CLAIMS.includes(c), "exp, iat, nbf, iss, aud, jti, sub, channels and presence cannot be listed"),
     ),
+  ),
   /** Members a presence state lists (the first to arrive); counts are always exact. Default 100. */
   PRESENCE_MAX_MEMBERS: int(100, 1, 1000),
   /** Bytes (UTF-8 JSON) of one connection's presence metadata. Default 512. */
@@ -196,6 +190,18 @@ export class ConfigError extends Error {
   }
 }
 
+/**
+ * The largest presence frame the settings allow: every listed member with the
+ * largest `sub` (256 bytes), role (64), shown claims (a 64-byte name and a
+ * 128-byte value each) and metadata, plus a leave per member (a diff lists
+ * joins and updates among the listed members, and leaves). Frames are sent
+ * whole, and the platform caps a WebSocket message at 1 MiB.
+ */
+export function presenceFrameBytes(c: Pick<Config, "PRESENCE_MAX_MEMBERS" | "PRESENCE_META_BYTES" | "PRESENCE_CLAIMS">): number {
+  const member = 100 + 256 + 64 + c.PRESENCE_CLAIMS.length * 200 + c.PRESENCE_META_BYTES;
+  return 200 + c.PRESENCE_MAX_MEMBERS * (member + 260);
+}
+
 const cache = new WeakMap<object, Config>();
 
 /** Parses (once per env object) or throws ConfigError naming every bad variable. */
@@ -208,6 +214,13 @@ export function loadConfig(env: object): Config {
   // Checked outside the schema so it is reported together with every other problem.
   if (raw.JWT_SECRET === undefined && raw.JWT_JWKS_URL === undefined)
     issues.push({ code: "custom", path: ["JWT_SECRET"], message: "set JWT_SECRET or JWT_JWKS_URL", input: undefined });
+  if (parsed.success && presenceFrameBytes(parsed.data) > parsed.data.MAX_FRAME_BYTES)
+    issues.push({
+      code: "custom",
+      path: ["PRESENCE_MAX_MEMBERS"],
+      message: `a presence frame could reach ${presenceFrameBytes(parsed.data)} bytes, over MAX_FRAME_BYTES (${parsed.data.MAX_FRAME_BYTES}); lower it or PRESENCE_META_BYTES`,
+      input: undefined,
+    });
   if (!parsed.success || issues.length > 0) {
     const { variables, details } = describeIssues(issues);
     throw new ConfigError(variables, details);
