@@ -275,7 +275,17 @@ export class Stack {
     this.workerUrl = `http://127.0.0.1:${workerPort}`;
     this.relayUrl = `http://127.0.0.1:${relayPort}`;
     await this.startWorker();
-    await this.startRelay();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.startRelay();
+        break;
+      } catch (err) {
+        // A port free when the stack started can be taken by the time the relay binds it (other
+        // stacks start beside this one): choose another, unless the port was asked for.
+        if (this.opts.relayPort !== undefined || attempt >= 3 || !this.relay?.output.includes("HTTP_LISTEN_FAILED")) throw err;
+        this.relayUrl = `http://127.0.0.1:${await freePort()}`;
+      }
+    }
     return this;
   }
 
