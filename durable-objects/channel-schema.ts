@@ -1,8 +1,8 @@
 /**
  * The tables of a channel's object (event-store.ts): events with their seq
- * (the bounded history), dedupe ids (`seen`), the counters and identity
- * (`meta`), the batch ledger, and the ordering object's attached fan-out
- * objects. Every row written is billed, index entries included
+ * (the bounded history), dedupe ids (`dedupe`, which also tells replayed
+ * batches), the counters and identity (`meta`), and the ordering object's
+ * attached fan-out objects. Every row written is billed, index entries included
  * (docs/benchmarks.md, "Cost: SQLite rows per event").
  */
 
@@ -19,4 +19,11 @@ export const CHANNEL_SCHEMA = [
   // prunes read the tables in insertion order instead (sql.ts, pruneBefore).
   `DROP INDEX IF EXISTS events_at;
    DROP INDEX IF EXISTS seen_at;`,
+  // 3: dedupe ids in time slices, one row each (durable-objects/dedupe.ts), tagged with the batch
+  // that stored them, which replaces the batch ledger (two rows and two deletes per batch).
+  // Ids kept so far go into hour slices; the ledger's replay window is covered by their ids.
+  `CREATE TABLE IF NOT EXISTS dedupe (bucket INTEGER NOT NULL, id TEXT NOT NULL, batch TEXT, PRIMARY KEY (bucket, id)) WITHOUT ROWID;
+   INSERT OR IGNORE INTO dedupe (bucket, id, batch) SELECT (at / 3600000 + 1) * 3600000, id, NULL FROM seen;
+   DROP TABLE IF EXISTS seen;
+   DROP TABLE IF EXISTS batches;`,
 ];

@@ -8,11 +8,11 @@
 import type { Config } from "../shared/worker-config";
 import type { ChannelStats, EventRange, IngestEvent } from "../src/channel-contract";
 import { packJsonArrays, SQL_PARAM_BUDGET_BYTES, utf8Length } from "../shared/limits";
-import { SIGNATURE_TOLERANCE_SECONDS } from "../shared/protocol";
 import { applySchema } from "./schema";
 import { CHANNEL_SCHEMA } from "./channel-schema";
 import { CountedSql, type SqlUsage } from "./sql";
 import { envelopeJson, gapEnvelope } from "./envelope";
+import { Dedupe } from "./dedupe";
 
 /** An event over MAX_EVENT_BYTES reached the object; the whole ingest is rolled back. */
 export class EventTooLargeError extends Error {
@@ -48,13 +48,14 @@ export interface FanoutIdentity {
   capacity: number;
 }
 
-/** Keep batch ids for twice the signature window (both directions of clock skew) plus a minute. */
-const BATCH_RETENTION_MS = 2 * SIGNATURE_TOLERANCE_SECONDS * 1000 + 60_000;
-
-/** Dedupe-table pruning runs at most this often (pruneBefore). */
-const DEDUPE_PRUNE_INTERVAL_MS = 60_000;
-/** Batch-ledger pruning runs at most this often: a statement per batch would read the oldest row every time. */
-const BATCH_PRUNE_INTERVAL_MS = 10_000;
+/**
+ * The ordering object writes its counters at most this often (a billed row
+ * each time), not with every batch. The head seq never depends on it: a
+ * restarted object takes the larger of the written head and the newest
+ * stored seq, and an event stored since the last write is younger than this,
+ * so no age prune (HISTORY_MAX_AGE_SECONDS is at least 1 s) has removed it.
+ */
+export const COUNTERS_WRITE_MS = 1000;
 
 /** Events per range read by a fan-out object catching up, and a byte cap so one RPC reply stays small. */
 export const RANGE_MAX_EVENTS = 500;
@@ -65,8 +66,9 @@ export class EventStore {
   counters: Counters;
   channel: string | undefined;
   fanout: FanoutIdentity | undefined;
-  private lastDedupePrune = 0;
-  private lastBatchPrune = 0;
+  private readonly dedupe: Dedupe;
+  /** When the counters were last written (0: they are unwritten since the object started). */
+  private countersWrittenAt = 0;
 
   constructor(
     private readonly storage: DurableObjectStorage,
@@ -89,6 +91,14 @@ export class EventStore {
       sendErrors: num("sendErrors"),
       lastEventAt: meta.has("lastEventAt") ? num("lastEventAt") : null,
     };
+    // Events stored after the counters were last written (COUNTERS_WRITE_MS): the head is the newest seq.
+    const newest = this.exec<{ seq: number | null; at: number | null }>("SELECT seq, at FROM events ORDER BY seq DESC LIMIT 1").toArray()[0];
+    if (newest?.seq != null && newest.seq > this.counters.headSeq) {
+      this.counters.events += newest.seq - this.counters.headSeq;
+      this.counters.headSeq = newest.seq;
+      this.counters.lastEventAt = newest.at;
+    }
+    this.dedupe = new Dedupe(this.db, () => this.config().DEDUPE_WINDOW_SECONDS * 1000);
   }
 
   /** Every statement goes through the production SQL limits and is counted (sql.ts). */
@@ -120,16 +130,17 @@ export class EventStore {
 
   /**
    * Stores new events (dedupe by id, next seq each) in one transaction with
-   * the batch ledger, the dedupe rows and the counters: a batch whose storage
+   * the dedupe rows (and the counters when due): a batch whose storage
    * fails leaves no trace (not even its id), so the sender's retry is stored,
    * never answered "already applied".
    */
   ingest(events: IngestEvent[], batchId: string | undefined, now: number, gap = false): Stored {
-    const before = { ...this.counters };
+    const [before, writtenAt] = [{ ...this.counters }, this.countersWrittenAt];
     try {
       return this.storage.transactionSync(() => this.storeBatch(events, batchId, now, gap));
     } catch (err) {
-      this.counters = before; // seqs handed out inside the failed transaction are not consumed
+      // Seqs handed out inside the failed transaction are not consumed, nor were the counters written.
+      [this.counters, this.countersWrittenAt] = [before, writtenAt];
       throw err;
     }
   }
@@ -137,33 +148,19 @@ export class EventStore {
   /** The body of ingest's transaction; throws to roll everything back. */
   private storeBatch(events: IngestEvent[], batchId: string | undefined, now: number, gap: boolean): Stored {
     const cfg = this.config();
-    // The batch ledger lives here, next to the events, so replay protection
-    // costs no extra object round trip. Ids only need to outlive the ±5 min
-    // signature window, after which the timestamp check rejects a replay.
-    if (batchId !== undefined) {
-      const cur = this.exec("INSERT INTO batches (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING", batchId, now);
-      if (cur.rowsWritten === 0) return { replayed: true, bodies: [], sizes: [], seqs: [], committedAt: [], duplicates: 0 };
-      if (now - this.lastBatchPrune > BATCH_PRUNE_INTERVAL_MS) {
-        this.lastBatchPrune = now;
-        this.db.pruneBefore("batches", "rowid", now - BATCH_RETENTION_MS);
-      }
-    }
-    // A few statements per batch whatever its size: per-row statements cost
-    // ~0.1 ms each, and Durable Object SQL binds at most 100 parameters, so
-    // rows travel as JSON arrays read back with json_each, each array under
-    // SQL_PARAM_BUDGET_BYTES (one SQLite value is capped at 2 MB).
-    const known = new Set<string>();
-    for (const chunk of packJsonArrays(
-      events.map((e) => e.id),
-      SQL_PARAM_BUDGET_BYTES,
-    )) {
-      const ids = "json" in chunk ? chunk.json : JSON.stringify([chunk.single]);
-      for (const row of this.exec<{ id: string }>("SELECT j.value AS id FROM json_each(?) AS j JOIN seen ON seen.id = j.value", ids)) known.add(row.id);
-    }
+    // Replay protection without a batch ledger: the dedupe rows name the batch
+    // that stored them, so a batch whose ids were stored by this very batch id
+    // is a replay, answered with nothing done. Ids decide what is new: a batch
+    // id used again for other events stores them (dedupe.ts).
+    const markerId = gap && batchId !== undefined ? `gap:${batchId}` : undefined;
+    const lookup = this.dedupe.lookup(markerId ? [markerId, ...events.map((e) => e.id)] : events.map((e) => e.id), batchId);
+    if (lookup.sameBatch) return { replayed: true, bodies: [], sizes: [], seqs: [], committedAt: [], duplicates: 0 };
+    const known = lookup.ids;
     const [bodies, sizes, ids, seqs, committedAt]: [string[], number[], string[], number[], number[]] = [[], [], [], [], []];
     // The source lost events before this batch: a marker takes the next seq (envelope.ts).
     const marker = gap ? gapEnvelope(++this.counters.headSeq) : undefined;
     if (marker) this.exec("INSERT INTO events (seq, at, body) VALUES (?, ?, ?)", this.counters.headSeq, now, marker);
+    if (markerId) this.dedupe.remember([markerId], batchId, now);
     const firstSeq = this.counters.headSeq + 1;
     let duplicates = 0;
     // Events were validated and serialized by the Worker before this RPC; the
@@ -188,13 +185,7 @@ export class EventStore {
     }
     this.counters.duplicates += duplicates;
     if (bodies.length > 0) {
-      for (const chunk of packJsonArrays(
-        ids.map((id, i) => [id, seqs[i]!]),
-        SQL_PARAM_BUDGET_BYTES,
-      )) {
-        const rows = "json" in chunk ? chunk.json : JSON.stringify([chunk.single]);
-        this.exec("INSERT INTO seen (id, seq, at) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), ? FROM json_each(?)", now, rows);
-      }
+      this.dedupe.remember(ids, batchId, now);
       let seq = firstSeq;
       for (const chunk of packJsonArrays(bodies, SQL_PARAM_BUDGET_BYTES)) {
         if ("json" in chunk) {
@@ -210,12 +201,9 @@ export class EventStore {
       this.counters.events += bodies.length;
       this.counters.lastEventAt = now;
       this.pruneHistory(now);
-      if (now - this.lastDedupePrune > DEDUPE_PRUNE_INTERVAL_MS) {
-        this.lastDedupePrune = now;
-        this.db.pruneBefore("seen", "rowid", now - cfg.DEDUPE_WINDOW_SECONDS * 1000);
-      }
+      this.dedupe.prune(now);
     }
-    this.persistCounters();
+    if (marker || now - this.countersWrittenAt >= COUNTERS_WRITE_MS) this.persistCounters(now);
     if (marker)
       return { replayed: false, bodies: [marker, ...bodies], sizes: [marker.length, ...sizes], seqs: [firstSeq - 1, ...seqs], committedAt, duplicates };
     return { replayed: false, bodies, sizes, seqs, committedAt, duplicates };
@@ -287,7 +275,9 @@ export class EventStore {
     return row.s ?? this.counters.headSeq + 1;
   }
 
-  persistCounters(): void {
+  /** Writes the counters (one row); the ordering object does so at most every COUNTERS_WRITE_MS while ingesting. */
+  persistCounters(now = Date.now()): void {
+    this.countersWrittenAt = now;
     this.exec("INSERT INTO meta (k, v) VALUES ('counters', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", JSON.stringify(this.counters));
   }
 

@@ -37,6 +37,8 @@ export class Rollup {
   /** Sends the report to the stats store; a failed report is folded into the next one. */
   async report(): Promise<void> {
     if (!this.host.store.channel) return;
+    // Counters written while ingesting are at most COUNTERS_WRITE_MS old; sends since then are written here.
+    this.host.store.persistCounters();
     const r = this.build(Date.now());
     this.commitToStored = new Histogram();
     this.batchEvents = new Histogram(COUNT_BUCKETS);

@@ -48,7 +48,7 @@ export class CountedSql {
    * then stops there and keeps a few old rows longer (the count limit still
    * applies).
    */
-  pruneBefore(table: "events" | "seen" | "batches", key: "seq" | "rowid", cutoff: number): void {
+  pruneBefore(table: "events", key: "seq", cutoff: number): void {
     this.exec(
       `DELETE FROM ${table} WHERE ${key} < coalesce((SELECT ${key} FROM ${table} WHERE at >= ?1 ORDER BY ${key} LIMIT 1), (SELECT max(${key}) + 1 FROM ${table}))`,
       cutoff,

@@ -52,12 +52,16 @@ describe("POST /internal/events", () => {
     expect(await code(res)).toBe("STALE_TIMESTAMP");
   });
 
-  it("accepts a batch id only once", async () => {
+  it("answers the same batch again 409 BATCH_REPLAYED, and stores events it never saw whatever their batch id", async () => {
     const ch = freshChannel();
     expect((await ingest([event(ch, 1)], { batchId: `batch-${ch}` })).status).toBe(200);
-    const again = await ingest([event(ch, 2)], { batchId: `batch-${ch}` });
+    const again = await ingest([event(ch, 1)], { batchId: `batch-${ch}` });
     expect(again.status).toBe(409);
     expect(await code(again)).toBe("BATCH_REPLAYED");
+    // A batch id reused for a new event: ids decide what is new, so nothing committed is dropped.
+    const reused = await ingest([event(ch, 2)], { batchId: `batch-${ch}` });
+    expect(reused.status).toBe(200);
+    expect(((await reused.json()) as { accepted: number }).accepted).toBe(1);
   });
 
   it.each([

@@ -14,15 +14,20 @@ import { waitUntil } from "../support/wait";
 
 const stubFor = (ch: string) => env.CHANNEL.get(env.CHANNEL.idFromName(ch));
 const errorOf = async (res: Response) => HttpErrorBody.parse(await res.json()).error;
-/** The object's stored state: batch ids, event count and head, read from its SQLite. */
+/** The object's stored state: the batches its dedupe ids name, event count and head, read from its SQLite. */
 const storedState = (ch: string) =>
   runInDurableObject(stubFor(ch), (_o, state) => ({
     batches: state.storage.sql
-      .exec<{ id: string }>("SELECT id FROM batches")
+      .exec<{ batch: string }>("SELECT DISTINCT batch FROM dedupe")
       .toArray()
-      .map((r) => r.id),
+      .map((r) => r.batch),
     events: state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM events").one().n,
-    headSeq: Number(state.storage.sql.exec<{ v: number }>("SELECT v FROM meta WHERE k = 'headSeq'").toArray()[0]?.v ?? 0),
+    headSeq: Number(
+      state.storage.sql.exec<{ s: number | null }>("SELECT max(seq) AS s FROM events").one().s ??
+        (JSON.parse(String(state.storage.sql.exec<{ v: string }>("SELECT v FROM meta WHERE k = 'counters'").toArray()[0]?.v ?? "{}")) as { headSeq?: number })
+          .headSeq ??
+        0,
+    ),
   }));
 
 describe("event size, measured in UTF-8 bytes", () => {
