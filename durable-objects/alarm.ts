@@ -7,7 +7,10 @@
 export class AlarmClock {
   private at: number | undefined;
 
-  constructor(private readonly storage: DurableObjectStorage) {}
+  constructor(
+    private readonly storage: DurableObjectStorage,
+    private readonly meter: { alarmsSet: number },
+  ) {}
 
   /** The alarm fired: the armed time is no longer known. */
   fired(): void {
@@ -21,6 +24,7 @@ export class AlarmClock {
       this.at = current;
       return;
     }
+    this.meter.alarmsSet++;
     await this.storage.setAlarm(at);
     this.at = at;
   }

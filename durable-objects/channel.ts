@@ -4,12 +4,10 @@
  * Runtime hooks only guard, hand off and catch. Storage: event-store.ts;
  * sockets: sockets.ts; client messages: client-message.ts; refresh:
  * refresh.ts; the fan-out tree (docs/fanout.md): fanout-tree.ts; stats:
- * rollup.ts; live tables: rows.ts; presence: presence.ts.
- *
- * By default one object per channel numbers its events (`seq`), keeps the
- * history for resume and holds every socket. For channels in
- * FANOUT_CHANNELS the same class is either the channel's ordering object or
- * one of its fan-out objects, which hold the sockets and a copy of the events.
+ * rollup.ts; billed work: meter.ts; live tables: rows.ts; presence: presence.ts.
+ * One object per channel numbers its events (`seq`), keeps the history and
+ * holds every socket; for FANOUT_CHANNELS the same class is the ordering
+ * object or one of its fan-out objects (sockets and a copy of the events).
  */
 import { DurableObject } from "cloudflare:workers";
 import { AlarmClock } from "./alarm";
@@ -30,20 +28,20 @@ import { RowsLoader, type RowsAnswer } from "./rows";
 import { Presence, type VersionedView } from "./presence";
 import type { Member } from "./presence-view";
 import { Sockets, socketState } from "./sockets";
+import { newMeter } from "./meter";
 
 export class ChannelObject extends DurableObject<Env> {
   private readonly store: EventStore;
   private readonly sockets: Sockets;
   private readonly tree: FanoutTree;
   private readonly rollup: Rollup;
-  private readonly rows: RowsLoader;
   private readonly parts: ChannelParts;
   private readonly presence: Presence;
   private readonly clock: AlarmClock;
-
+  private readonly meter = newMeter();
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
-    this.clock = new AlarmClock(ctx.storage);
+    this.clock = new AlarmClock(ctx.storage, this.meter);
     this.store = new EventStore(ctx.storage, () => this.config);
     this.sockets = new Sockets(
       ctx,
@@ -51,14 +49,15 @@ export class ChannelObject extends DurableObject<Env> {
       () => this.where(),
       () => ({ socketBytes: this.config.FLOW_SOCKET_BYTES, objectBytes: this.config.FLOW_OBJECT_BYTES, graceMs: this.config.FLOW_GRACE_MS }),
     );
-    this.rows = new RowsLoader(this.store, () => this.config);
+    const rows = new RowsLoader(this.store, () => this.config);
     const parts: ChannelParts = (this.parts = {
       env,
       store: this.store,
       sockets: this.sockets,
-      rows: this.rows,
+      rows,
       config: () => this.config,
-      armAlarm: (at) => this.armAlarm(at),
+      meter: this.meter,
+      armAlarm: (at) => this.clock.arm(at),
       noteChange: () => this.rollup.noteChange(),
       where: () => this.where(),
     });
@@ -78,11 +77,10 @@ export class ChannelObject extends DurableObject<Env> {
     return { class: "ChannelObject", channel: this.store.channel };
   }
 
-  // -------------------------------------------------------------------------
-  // Connect
-  // -------------------------------------------------------------------------
+  // ---- Connect ----
 
   override async fetch(request: Request): Promise<Response> {
+    this.meter.requests++;
     try {
       if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") return errorResponse("UPGRADE_REQUIRED", "expected a WebSocket upgrade");
       const req = ConnectRequest.parse(JSON.parse(request.headers.get(CONNECT_HEADER) ?? "null"));
@@ -125,15 +123,13 @@ export class ChannelObject extends DurableObject<Env> {
     if (req.since !== undefined) this.sockets.replay(server, state, this.store, req.since, this.config.MAX_FRAME_BYTES);
     if (state.presence) await this.presence.joined(server);
     else this.presence.changed();
-    await this.armAlarm(state.exp * 1000);
+    await this.clock.arm(state.exp * 1000);
     this.rollup.noteChange();
     const headers = req.echoProtocol ? { "sec-websocket-protocol": req.echoProtocol } : undefined;
     return new Response(null, { status: 101, webSocket: client, headers });
   }
 
-  // -------------------------------------------------------------------------
-  // Events
-  // -------------------------------------------------------------------------
+  // ---- Events ----
 
   /**
    * Stores new events and fans them out (and hands them to the channel's
@@ -142,12 +138,12 @@ export class ChannelObject extends DurableObject<Env> {
    * reply until they are durable. See EventStore.ingest for the atomicity.
    */
   async ingest(channel: string, events: IngestEvent[], batchId?: string, gap = false): Promise<IngestOutcome> {
-    this.store.bindChannel(channel);
+    this.bind(channel);
     for (const ev of events) if (ev.channel !== channel) throw new Error(`event for ${ev.channel} sent to ${channel}`);
     const now = Date.now();
     const stored = this.store.ingest(events, batchId, now, gap);
     if (stored.replayed) return { accepted: 0, duplicates: 0, headSeq: this.store.counters.headSeq, replayed: true };
-    if (gap) this.rows.noteGap(this.store.counters.headSeq);
+    if (gap) this.parts.rows.noteGap(this.store.counters.headSeq);
     if (stored.bodies.length > 0) {
       this.sockets.fanOut(stored.bodies, stored.sizes, now, this.config.MAX_FRAME_BYTES);
       for (const at of stored.committedAt) this.rollup.commitToStored.observe(Math.max(0, now - at) / 1000);
@@ -161,8 +157,8 @@ export class ChannelObject extends DurableObject<Env> {
 
   /** Ordering object: the channel's rows and the seq to subscribe from (rows.ts), for GET /v1/channels/:channel/rows. */
   async loadRows(channel: string): Promise<RowsAnswer> {
-    this.store.bindChannel(channel);
-    const answer = await this.rows.load(channel);
+    this.bind(channel);
+    const answer = await this.parts.rows.load(channel);
     this.rollup.noteChange();
     return answer;
   }
@@ -171,47 +167,46 @@ export class ChannelObject extends DurableObject<Env> {
 
   /** Ordering object: events after `after`, as stored, for a fan-out object catching up (`limit` 0: only the head). */
   async range(after: number, limit = RANGE_MAX_EVENTS): Promise<EventRange> {
-    return this.tree.range(after, limit);
+    return this.counted(this.tree.range(after, limit));
   }
   /** Ordering object: a fan-out object got its first socket. */
   async attach(name: string, region: string): Promise<void> {
-    this.tree.attach(name, region);
+    this.counted(this.tree.attach(name, region));
   }
   /** Ordering object: a fan-out object has no sockets left. */
   async detach(name: string): Promise<void> {
-    this.tree.detach(name);
+    this.counted(this.tree.detach(name));
     this.presence.dropSource(name);
   }
   /** Fan-out object: a batch from the ordering object. */
   async receive(bodies: string[], seqs: number[]): Promise<void> {
-    await this.tree.receive(bodies, seqs);
+    await this.counted(this.tree.receive(bodies, seqs));
   }
   /** Fan-out object: the ordering object's retry after a failed hand-off. */
   async resync(): Promise<void> {
-    await this.tree.resync();
+    await this.counted(this.tree.resync());
   }
 
   // Presence between the objects of a tree (presence.ts): reports up, views down.
   async presenceReport(channel: string, name: string, members: Member[]): Promise<void> {
-    this.store.bindChannel(channel);
+    this.bind(channel);
     await this.presence.report(name, members);
   }
   async presenceSnapshot(channel: string): Promise<VersionedView> {
-    this.store.bindChannel(channel);
+    this.bind(channel);
     return this.presence.snapshot();
   }
   async presenceView(view: VersionedView): Promise<void> {
-    this.presence.apply(view);
+    this.counted(this.presence.apply(view));
   }
   async presenceLocal(): Promise<Member[]> {
-    return this.presence.local();
+    return this.counted(this.presence.local());
   }
 
-  // -------------------------------------------------------------------------
-  // Messages
-  // -------------------------------------------------------------------------
+  // ---- Messages ----
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    this.meter.wsMessagesIn++;
     try {
       const state = this.sockets.state(ws);
       if (!state) return;
@@ -247,9 +242,7 @@ export class ChannelObject extends DurableObject<Env> {
     }
   }
 
-  // -------------------------------------------------------------------------
-  // Close
-  // -------------------------------------------------------------------------
+  // ---- Close ----
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
     this.sockets.forget(ws);
@@ -275,6 +268,7 @@ export class ChannelObject extends DurableObject<Env> {
 
   /** One alarm serves token expiry, hand-off retries and stats reports: close expired sockets, retry, report, re-arm. */
   override async alarm(): Promise<void> {
+    this.meter.requests++;
     try {
       this.clock.fired();
       const now = Date.now();
@@ -283,14 +277,20 @@ export class ChannelObject extends DurableObject<Env> {
       if (await this.tree.retryHandOffs()) next = Math.min(next, now + FANOUT_RETRY_MS);
       if ((this.rollup.dueAt() ?? Infinity) <= now) await this.rollup.report();
       next = Math.min(next, this.rollup.dueAt() ?? Infinity);
-      if (next !== Infinity) await this.armAlarm(next);
+      if (next !== Infinity) await this.clock.arm(next);
     } catch (err) {
       log("error", "alarm failed", { ...this.where(), ...errorFields(err) });
     }
   }
 
-  private armAlarm(at: number): Promise<void> {
-    return this.clock.arm(at);
+  /** An RPC call (a billed request: meter.ts) for `channel`; `counted` for one that names none. */
+  private bind(channel: string): void {
+    this.meter.requests++;
+    this.store.bindChannel(channel);
+  }
+  private counted<T>(result: T): T {
+    this.meter.requests++;
+    return result;
   }
 
   /** This object's stats as it would report them now (/stats reads the stats store instead). */

@@ -2,6 +2,7 @@
 import type { Env } from "../src/channel-contract";
 import type { Config } from "../shared/worker-config";
 import type { EventStore } from "./event-store";
+import type { Meter } from "./meter";
 import type { RowsLoader } from "./rows";
 import type { Sockets } from "./sockets";
 
@@ -11,6 +12,8 @@ export interface ChannelParts {
   sockets: Sockets;
   rows: RowsLoader;
   config: () => Config;
+  /** Billable work of this object (meter.ts). */
+  meter: Meter;
   /** Makes sure the object's alarm fires by `at` (one alarm serves expiry, retries and reports). */
   armAlarm: (at: number) => Promise<void>;
   /** Stats changed: report them soon. */

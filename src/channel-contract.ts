@@ -71,6 +71,12 @@ export interface ChannelStats {
   sqlRowsRead: number;
   /** SQLite rows this object wrote since it started, deletes included (billed). */
   sqlRowsWritten: number;
+  /** Requests this object handled since it started: fetch, RPC calls and alarms (billed; durable-objects/meter.ts). */
+  objectRequests?: number;
+  /** WebSocket messages received from clients since it started (billed as requests at 20:1). */
+  wsMessagesIn?: number;
+  /** setAlarm calls since it started (each billed as a row written). */
+  alarmsSet?: number;
 }
 
 /** A range of a channel's stored events, from the ordering object to a fan-out object. */

@@ -9,6 +9,9 @@ import type { ChannelHistograms, ChannelRecord, ChannelStats } from "./channel-c
 
 export const OTHER_CHANNELS = "_other";
 
+/** The billed counters, summed over a channel's objects and over channels (docs/benchmarks.md, "Cost"). */
+const BILLED = ["sqlRowsRead", "sqlRowsWritten", "objectRequests", "wsMessagesIn", "alarmsSet"] as const;
+
 /** A channel's object (ordering or fan-out) and its connections. */
 export interface ObjectConnections {
   object: string;
@@ -35,23 +38,21 @@ export function mergeChannels(entries: readonly ChannelRecord[]): (ChannelRecord
     let connections = 0;
     let messagesSent = 0;
     let sendErrors = 0;
-    let sqlRowsRead = 0;
-    let sqlRowsWritten = 0;
+    const billed = { sqlRowsRead: 0, sqlRowsWritten: 0, objectRequests: 0, wsMessagesIn: 0, alarmsSet: 0 };
     const commit = Histogram.from(order.histograms.commitToStored);
     const batch = Histogram.from(order.histograms.batchEvents);
     for (const p of parts) {
       connections += p.stats.connections;
       messagesSent += p.stats.messagesSent;
       sendErrors += p.stats.sendErrors;
-      // Every object's storage is billed: fan-out objects keep copies of the events.
-      sqlRowsRead += p.stats.sqlRowsRead ?? 0;
-      sqlRowsWritten += p.stats.sqlRowsWritten ?? 0;
+      // Every object's work is billed: fan-out objects keep copies of the events and hold sockets.
+      for (const k of BILLED) billed[k] += p.stats[k] ?? 0;
       for (const [r, n] of Object.entries(p.stats.connectionsByRole)) roles[r] = (roles[r] ?? 0) + n;
       for (const u of p.users) users.add(u);
     }
     return {
       source: "",
-      stats: { ...order.stats, connections, connectionsByRole: roles, uniqueUsers: users.size, messagesSent, sendErrors, sqlRowsRead, sqlRowsWritten },
+      stats: { ...order.stats, connections, connectionsByRole: roles, uniqueUsers: users.size, messagesSent, sendErrors, ...billed },
       users: [...users],
       histograms: { commitToStored: commit.toJSON(), batchEvents: batch.toJSON() },
       objects: parts.map((p) => ({ object: p.source || "(ordering)", region: p.region ?? "", connections: p.stats.connections })),
@@ -76,6 +77,9 @@ export interface StatsReport {
     rowsReads: number;
     sqlRowsRead: number;
     sqlRowsWritten: number;
+    objectRequests: number;
+    wsMessagesIn: number;
+    alarmsSet: number;
     lastEventAt: number | null;
   };
 }
@@ -95,6 +99,9 @@ export function statsReport(raw: readonly ChannelRecord[]): StatsReport {
     rowsReads: 0,
     sqlRowsRead: 0,
     sqlRowsWritten: 0,
+    objectRequests: 0,
+    wsMessagesIn: 0,
+    alarmsSet: 0,
     lastEventAt: null,
   };
   const users = new Set<string>();
@@ -106,8 +113,7 @@ export function statsReport(raw: readonly ChannelRecord[]): StatsReport {
     totals.sendErrors += s.sendErrors;
     totals.rowsLoads += s.rowsLoads;
     totals.rowsReads += s.rowsReads;
-    totals.sqlRowsRead += s.sqlRowsRead ?? 0;
-    totals.sqlRowsWritten += s.sqlRowsWritten ?? 0;
+    for (const k of BILLED) totals[k] += s[k] ?? 0;
     for (const [role, n] of Object.entries(s.connectionsByRole)) totals.connectionsByRole[role] = (totals.connectionsByRole[role] ?? 0) + n;
     for (const x of u) users.add(x);
     if (s.lastEventAt !== null && (totals.lastEventAt === null || s.lastEventAt > totals.lastEventAt)) totals.lastEventAt = s.lastEventAt;
@@ -154,6 +160,19 @@ export function renderMetrics(raw: readonly ChannelRecord[], top: number): strin
       "SQLite rows the channel's objects wrote, deletes included, billed (since each object started)",
       (s) => s.sqlRowsWritten ?? 0,
     ],
+    [
+      "notifiws_object_requests_total",
+      "counter",
+      "Requests the channel's objects handled: fetch, RPC calls, alarms, billed (since each object started)",
+      (s) => s.objectRequests ?? 0,
+    ],
+    [
+      "notifiws_ws_messages_in_total",
+      "counter",
+      "WebSocket messages received from clients, billed as requests at 20:1 (since each object started)",
+      (s) => s.wsMessagesIn ?? 0,
+    ],
+    ["notifiws_alarms_set_total", "counter", "setAlarm calls, each billed as a row written (since each object started)", (s) => s.alarmsSet ?? 0],
   ];
   const lines: string[] = [];
   for (const [name, type, help, pick] of gauges) {

@@ -12,7 +12,8 @@ import { EventStore } from "../../durable-objects/event-store";
 import { MIN_RETENTION_MS } from "../../durable-objects/dedupe";
 import { loadConfig } from "../../shared/worker-config";
 import type { IngestEvent } from "../../src/channel-contract";
-import { event, freshChannel, ingest } from "../support/worker-client";
+import { connect, event, freshChannel, ingest } from "../support/worker-client";
+import { waitUntil } from "../support/wait";
 import { testStub } from "./worker";
 
 async function rowsPerEvent(batchSize: number): Promise<{ written: number; read: number }> {
@@ -45,6 +46,31 @@ describe("SQLite rows per event", () => {
     expect(ten.written).toBeLessThanOrEqual(3.2);
     expect(one.read).toBeLessThanOrEqual(10);
     expect(ten.read).toBeLessThanOrEqual(7);
+  });
+});
+
+describe("billed requests, counted by the object (meter.ts)", () => {
+  it("counts the connect, each ingest, each client message and the alarms it set", async () => {
+    const ch = freshChannel("meter");
+    const stub = testStub(env, ch);
+    const c = await connect(ch, { ack: true });
+    await c.waitForType("welcome");
+    const before = await stub.stats();
+    expect(before.objectRequests).toBeGreaterThanOrEqual(1); // the connect
+    expect(before.alarmsSet).toBeGreaterThanOrEqual(1); // the token's expiry
+    for (let n = 1; n <= 3; n++) expect((await ingest([event(ch, n)])).status).toBe(200);
+    await c.waitForEvents(3);
+    c.send(JSON.stringify({ type: "ack", seq: 3 }));
+    c.send(JSON.stringify({ type: "ack", seq: 3 }));
+    const after = await waitUntil("the two acks counted", async () => {
+      const s = await stub.stats();
+      return s.wsMessagesIn! - before.wsMessagesIn! >= 2 ? s : undefined;
+    });
+    // Three ingests, and at most the alarms of a stats report or two (the test's stats() reads are not counted).
+    expect(after.objectRequests! - before.objectRequests!).toBeGreaterThanOrEqual(3);
+    expect(after.objectRequests! - before.objectRequests!).toBeLessThanOrEqual(5);
+    expect(after.wsMessagesIn! - before.wsMessagesIn!).toBe(2);
+    c.close();
   });
 });
 
@@ -93,6 +119,25 @@ describe("pruning without indexes on time, dedupe in time slices (schemas 2 and 
       const second = new EventStore(state.storage, () => config);
       expect(second.counters).toMatchObject({ headSeq: 3, events: 3 });
       expect(second.ingest([ev("b"), ev("d")], "b4", t0 + 30)).toMatchObject({ seqs: [4], duplicates: 1 });
+    });
+  });
+
+  it("moves the ids an object kept before schema 3 into the slices, so they are still duplicates", async () => {
+    const ch = freshChannel("migrate");
+    await runInDurableObject(testStub(env, ch), async (_instance, state) => {
+      const sql = state.storage.sql;
+      // Back to schema 2 with an id kept the old way.
+      sql.exec("DROP TABLE dedupe; DELETE FROM schema_version WHERE version > 2");
+      sql.exec(
+        "CREATE TABLE seen (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, at INTEGER NOT NULL); CREATE TABLE batches (id TEXT PRIMARY KEY, at INTEGER NOT NULL)",
+      );
+      const now = Date.now();
+      sql.exec("INSERT INTO seen (id, seq, at) VALUES ('old-1', 1, ?)", now - 60_000);
+      const store = new EventStore(state.storage, () => loadConfig(env));
+      store.bindChannel(ch);
+      const ev = (id: string): IngestEvent => ({ id, channel: ch, committedAt: 0, json: JSON.stringify(event(ch, 0, { id })) });
+      expect(store.ingest([ev("old-1"), ev("new-1")], "b1", now)).toMatchObject({ duplicates: 1, replayed: false });
+      expect(sql.exec("SELECT name FROM sqlite_master WHERE name IN ('seen', 'batches')").toArray()).toEqual([]);
     });
   });
 });
