@@ -1,6 +1,11 @@
 /**
- * `npm run bench [-- --quick]`: notifiws against two baselines on this
- * machine, in one run, with the same clients, Postgres and rows.
+ * `npm run bench [-- --quick] [--runs N]`: notifiws against its peers on
+ * this machine, with the same clients, Postgres and rows, N times (default
+ * 3). Each run measures every system once, in a rotated order so the
+ * machine's drift spreads over all of them; each figure is reported as the
+ * median of the runs with its min–max, and each notifiws/peer ratio is taken
+ * within a run before its median and spread (bench/aggregate.ts). The
+ * summary names every figure where notifiws is behind a peer in every run.
  *
  *   W1 connect      N clients on one channel: connect p50/p99, held, RSS
  *   W2 end-to-end   R rows/s with S subscribers: commit->client p50/p95/p99, deliveries/s, loss, duplicates
@@ -10,7 +15,8 @@
  *
  *   W6 fan-out tree the same subscribers over 1, 2 and 4 fan-out objects
  *
- * Systems, each measured in the same run with the same clients, Postgres and rows:
+ * Systems (`--quick`: ws, PartyServer and notifiws on Miniflare, 1,000 sockets;
+ * the full run adds Socket.IO, wrangler dev and the larger sizes):
  *   notifiws      under `wrangler dev` (what `npm run dev` runs: a local proxy in
  *                 front of workerd) and under Miniflare directly (the deploy
  *                 bundle, no proxy: scripts/miniflare-serve.ts), the runtime
@@ -42,15 +48,28 @@ import { Swarm } from "./swarm-group";
 import { isolateHeapMiB } from "./profile";
 import { runW5Standalone, w5Table, type W5Cell } from "./db-overhead";
 import type { Flavour } from "./swarm";
+import { formatSpread, ratioSpread, rotate, spread, verdict, type Spread } from "./aggregate";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const quick = process.argv.includes("--quick");
 /** `--only-w6`: notifiws with one object as the reference, then the fan-out tree (no baselines, W4, W5). */
 const onlyW6 = process.argv.includes("--only-w6");
+const runsArg = process.argv.indexOf("--runs");
+/** Runs of every system (at least 3 for a median with a spread; `--runs 1` for a smoke run). */
+const RUNS = runsArg > 0 ? Math.max(1, Number(process.argv[runsArg + 1]) || 3) : 3;
 const P = quick
-  ? { connectCounts: [1000, 10_000], subscribers: 1000, rates: [100, 1000], seconds: 2, burst: 1000, relayBurst: 20_000, drainMs: 10_000 }
-  : { connectCounts: [1000, 5000, 10_000], subscribers: 1000, rates: [100, 1000, 5000], seconds: 10, burst: 5000, relayBurst: 50_000, drainMs: 90_000 };
-const DEADLINE = Date.now() + (quick ? 12 * 60_000 : 40 * 60_000);
+  ? { connectCounts: [1000], subscribers: 1000, rates: [100, 1000], seconds: 2, burst: 1000, relayBurst: 10_000, drainMs: 10_000, w6Objects: [0, 2] }
+  : {
+      connectCounts: [1000, 5000, 10_000],
+      subscribers: 1000,
+      rates: [100, 1000, 5000],
+      seconds: 10,
+      burst: 5000,
+      relayBurst: 50_000,
+      drainMs: 90_000,
+      w6Objects: [0, 1, 2, 4],
+    };
+const DEADLINE = Date.now() + (quick ? 14 * 60_000 : 120 * 60_000);
 
 type Runtime = "wrangler-dev" | "miniflare";
 interface System {
@@ -59,7 +78,7 @@ interface System {
   flavour: Flavour;
   runtime?: Runtime;
 }
-const SYSTEMS: System[] = [
+const ALL_SYSTEMS: System[] = [
   { name: "ws", flavour: "ws" },
   { name: "socketio", flavour: "socketio" },
   { name: "partyserver (wrangler dev)", flavour: "partyserver", runtime: "wrangler-dev" },
@@ -67,6 +86,8 @@ const SYSTEMS: System[] = [
   { name: "notifiws (wrangler dev)", flavour: "notifiws", runtime: "wrangler-dev" },
   { name: "notifiws (miniflare)", flavour: "notifiws", runtime: "miniflare" },
 ];
+/** `--quick` keeps the systems a production comparison needs: the Node baseline and both Workers on Miniflare. */
+const SYSTEMS = quick ? ALL_SYSTEMS.filter((s) => s.name === "ws" || s.runtime === "miniflare") : ALL_SYSTEMS;
 /** W4 and W6 run on the runtime closest to production. */
 const PROD_RUNTIME: Runtime = "miniflare";
 
@@ -99,6 +120,24 @@ interface W6Row {
   burstDeliveriesPerSec: number;
   missing: number;
   duplicates: number;
+}
+
+interface W4 {
+  runtime: string;
+  rows: number;
+  acknowledged: number;
+  seconds: number;
+  eventsPerSec: number;
+  postLatencyP50Ms: number;
+  postLatencyP99Ms: number;
+  oneClientAt1000: E2E;
+}
+
+/** One run: every system once, in `order`. */
+interface Run {
+  order: string[];
+  systems: Record<string, SystemResult>;
+  w4?: W4;
 }
 
 interface SystemResult {
@@ -189,7 +228,7 @@ async function main() {
     }
 
     // W4: the relay alone. Throughput: a burst with no subscribers, timed to the relay's acknowledged count.
-    async function relayAlone() {
+    async function relayAlone(): Promise<W4> {
       log("W4 relay throughput", { rows: P.relayBurst, runtime: stack.opts.runtime });
       const delivered = async () =>
         Number(/notifiws_relay_events_delivered_total (\d+)/.exec(await (await fetch(`${stack.relayUrl}/metrics`)).text())?.[1] ?? 0);
@@ -208,8 +247,8 @@ async function main() {
       const one = await Swarm.start({ flavour: "notifiws", url: stack.workerUrl.replace(/^http/, "ws"), count: 1, token, concurrency: 1 });
       const lat = await endToEnd(one, { rate: 1000, seconds: P.seconds });
       await one.stop();
-      results.w4 = {
-        runtime: stack.opts.runtime,
+      return {
+        runtime: stack.opts.runtime!,
         rows: P.relayBurst,
         acknowledged: acked - before,
         seconds: Math.round(seconds * 100) / 100,
@@ -221,143 +260,160 @@ async function main() {
     }
 
     /** Serves notifiws on `runtime` (restarting its Worker process on the same port). */
-    async function notifiwsOn(runtime: Runtime, vars: Record<string, string> = baseWorkerVars) {
-      if (stack.opts.runtime === runtime && stack.opts.workerVars === vars && stack.worker?.running) return;
+    /** A fresh process each run (`fresh`), as every peer gets: no run inherits another's warm isolate or storage. */
+    async function notifiwsOn(runtime: Runtime, vars: Record<string, string> = baseWorkerVars, fresh = false) {
+      if (!fresh && stack.opts.runtime === runtime && stack.opts.workerVars === vars && stack.worker?.running) return;
       await stack.worker!.stop();
       stack.opts.runtime = runtime;
       stack.opts.workerVars = vars;
       await stack.startWorker();
     }
 
-    const systems = onlyW6 ? SYSTEMS.filter((s) => s.flavour === "notifiws" && s.runtime === PROD_RUNTIME) : SYSTEMS;
-    const perSystem: Record<string, SystemResult> = {};
-    for (const system of systems) {
+    const systems = onlyW6 ? [] : SYSTEMS;
+    const runs: Run[] = [];
+    for (let runIndex = 0; runIndex < RUNS && !onlyW6; runIndex++) {
       if (Date.now() > DEADLINE) break;
-      const { flavour } = system;
-      await mode(flavour);
-      let server: ChildProcess | undefined;
-      let peer: Proc | undefined;
-      let peerInspector = 0;
-      let url: string;
-      if (flavour === "notifiws") {
-        await notifiwsOn(system.runtime!);
-        await stack.retargetRelay(stack.workerUrl);
-        url = stack.workerUrl.replace(/^http/, "ws");
-      } else if (flavour === "partyserver") {
-        const started = await startPartyServerPeer(stack, system.runtime!, dir);
-        peer = started.proc;
-        peerInspector = started.inspectorPort;
-        const peerUrl = started.url;
-        await stack.retargetRelay(peerUrl);
-        url = peerUrl.replace(/^http/, "ws");
-      } else {
-        const port = await freePort();
-        server = forkTs("baselines/listen-server.ts", [flavour, String(port), stack.databaseUrl]);
-        await nextMessage(server, `${flavour} baseline`, 30_000, (m) => !!(m as { ready?: boolean }).ready);
-        url = flavour === "ws" ? `ws://127.0.0.1:${port}` : `http://127.0.0.1:${port}`;
-      }
-      // The server side: workerd's processes for the Workers, the Node process for the baselines.
-      const serverPids = () => (server ? [server.pid!] : groupPids((peer ?? stack.worker!).child.pid, /workerd/));
-      const serverRss = () => serverPids().reduce((s, pid) => s + pidRss(pid), 0);
-      const entry: SystemResult = { flavour, runtime: system.runtime, w1: [], w2: [] };
-      perSystem[system.name] = entry;
-      let fdsPerSocket = NaN;
-      let measured = 0;
-      const baseFds = openFiles(serverPids());
-      for (const size of onlyW6 ? [P.subscribers] : [...new Set([P.subscribers, ...P.connectCounts])]) {
+      const order = rotate(systems, runIndex);
+      const perSystem: Record<string, SystemResult> = {};
+      const thisRun: Run = { order: order.map((s) => s.name), systems: perSystem };
+      runs.push(thisRun);
+      log("run", { run: runIndex + 1, of: RUNS, order: thisRun.order });
+      for (const system of order) {
         if (Date.now() > DEADLINE) break;
-        let n = size;
-        // W4 runs on the production-like runtime before the larger sizes.
-        if (flavour === "notifiws" && system.runtime === PROD_RUNTIME && n > P.subscribers && !results.w4 && !onlyW6) await relayAlone();
-        const projected = Math.round(baseFds + n * fdsPerSocket);
-        if (projected > fdLimit * 0.95) {
-          log("W1 skipped: over the open-file limit", { system: system.name, clients: n, fdsPerSocket, fdLimit });
+        const { flavour } = system;
+        await mode(flavour);
+        let server: ChildProcess | undefined;
+        let peer: Proc | undefined;
+        let peerInspector = 0;
+        let url: string;
+        if (flavour === "notifiws") {
+          await notifiwsOn(system.runtime!, baseWorkerVars, true);
+          await stack.retargetRelay(stack.workerUrl);
+          url = stack.workerUrl.replace(/^http/, "ws");
+        } else if (flavour === "partyserver") {
+          const started = await startPartyServerPeer(stack, system.runtime!, dir);
+          peer = started.proc;
+          peerInspector = started.inspectorPort;
+          const peerUrl = started.url;
+          await stack.retargetRelay(peerUrl);
+          url = peerUrl.replace(/^http/, "ws");
+        } else {
+          const port = await freePort();
+          server = forkTs("baselines/listen-server.ts", [flavour, String(port), stack.databaseUrl]);
+          await nextMessage(server, `${flavour} baseline`, 30_000, (m) => !!(m as { ready?: boolean }).ready);
+          url = flavour === "ws" ? `ws://127.0.0.1:${port}` : `http://127.0.0.1:${port}`;
+        }
+        // The server side: workerd's processes for the Workers, the Node process for the baselines.
+        const serverPids = () => (server ? [server.pid!] : groupPids((peer ?? stack.worker!).child.pid, /workerd/));
+        const serverRss = () => serverPids().reduce((s, pid) => s + pidRss(pid), 0);
+        const entry: SystemResult = { flavour, runtime: system.runtime, w1: [], w2: [] };
+        perSystem[system.name] = entry;
+        let fdsPerSocket = NaN;
+        let measured = 0;
+        const baseFds = openFiles(serverPids());
+        for (const size of [...new Set([P.subscribers, ...P.connectCounts])]) {
+          if (Date.now() > DEADLINE) break;
+          let n = size;
+          // W4 runs on the production-like runtime before the larger sizes.
+          if (flavour === "notifiws" && system.runtime === PROD_RUNTIME && n > P.subscribers && !thisRun.w4) thisRun.w4 = await relayAlone();
+          const projected = Math.round(baseFds + n * fdsPerSocket);
+          if (projected > fdLimit * 0.95) {
+            log("W1 skipped: over the open-file limit", { system: system.name, clients: n, fdsPerSocket, fdLimit });
+            entry.w1.push({
+              clients: n,
+              held: 0,
+              error: `not measurable here: ${fdsPerSocket.toFixed(1)} fds per socket in the busiest server process (measured) × ${n} > this container's ${fdLimit} per-process hard limit`,
+            });
+            // Then the largest size (in steps of 500) that fits, so the table says how far this runtime goes here.
+            const fit = Math.floor((fdLimit * 0.95 - baseFds) / fdsPerSocket / 500) * 500;
+            if (fit <= measured) continue;
+            n = fit;
+          }
+          log("W1 connect", { system: system.name, clients: n });
+          const fdsBefore = openFiles(serverPids());
+          let swarm: Swarm;
+          try {
+            swarm = await Swarm.start({ flavour, url, count: n, token, concurrency: 100 });
+          } catch (err) {
+            // Record and go on: one failed size must not lose the rest of the run.
+            entry.w1.push({ clients: n, held: 0, error: (err as Error).message });
+            continue;
+          }
+          measured = n;
+          const rep = await swarm.report();
+          const fdsHeld = openFiles(serverPids());
+          if (swarm.ready.connected > 0) fdsPerSocket = Math.max(fdsPerSocket || 0, (fdsHeld - fdsBefore) / swarm.ready.connected);
           entry.w1.push({
             clients: n,
-            held: 0,
-            error: `not measurable here: ${fdsPerSocket.toFixed(1)} fds per socket in the busiest server process (measured) × ${n} > this container's ${fdLimit} per-process hard limit`,
+            held: swarm.ready.connected,
+            failed: swarm.ready.failed,
+            connectP50: percentile(rep.connectMs, 0.5),
+            connectP99: percentile(rep.connectMs, 0.99),
+            serverRssMiB: Math.round(serverRss()),
+            // The Workers' isolate heap, which production's 128 MB limit applies to.
+            isolateHeapMiB:
+              flavour === "notifiws" || flavour === "partyserver"
+                ? await isolateHeapMiB(flavour === "notifiws" ? stack.inspectorPort : peerInspector).catch(() => NaN)
+                : undefined,
+            serverFdsPerSocket: Math.round(((fdsHeld - fdsBefore) / Math.max(1, swarm.ready.connected)) * 100) / 100,
+            relayRssMiB: flavour === "notifiws" || flavour === "partyserver" ? Math.round(pidRss(stack.relay!.child.pid)) : undefined,
           });
-          // Then the largest size (in steps of 500) that fits, so the table says how far this runtime goes here.
-          const fit = Math.floor((fdLimit * 0.95 - baseFds) / fdsPerSocket / 500) * 500;
-          if (fit <= measured) continue;
-          n = fit;
-        }
-        log("W1 connect", { system: system.name, clients: n });
-        const fdsBefore = openFiles(serverPids());
-        let swarm: Swarm;
-        try {
-          swarm = await Swarm.start({ flavour, url, count: n, token, concurrency: 100 });
-        } catch (err) {
-          // Record and go on: one failed size must not lose the rest of the run.
-          entry.w1.push({ clients: n, held: 0, error: (err as Error).message });
-          continue;
-        }
-        measured = n;
-        const rep = await swarm.report();
-        const fdsHeld = openFiles(serverPids());
-        if (swarm.ready.connected > 0) fdsPerSocket = Math.max(fdsPerSocket || 0, (fdsHeld - fdsBefore) / swarm.ready.connected);
-        entry.w1.push({
-          clients: n,
-          held: swarm.ready.connected,
-          failed: swarm.ready.failed,
-          connectP50: percentile(rep.connectMs, 0.5),
-          connectP99: percentile(rep.connectMs, 0.99),
-          serverRssMiB: Math.round(serverRss()),
-          // The Workers' isolate heap, which production's 128 MB limit applies to.
-          isolateHeapMiB:
-            flavour === "notifiws" || flavour === "partyserver"
-              ? await isolateHeapMiB(flavour === "notifiws" ? stack.inspectorPort : peerInspector).catch(() => NaN)
-              : undefined,
-          serverFdsPerSocket: Math.round(((fdsHeld - fdsBefore) / Math.max(1, swarm.ready.connected)) * 100) / 100,
-          relayRssMiB: flavour === "notifiws" || flavour === "partyserver" ? Math.round(pidRss(stack.relay!.child.pid)) : undefined,
-        });
-        if (n === P.subscribers) {
-          for (const rate of onlyW6 ? [100] : P.rates) {
-            if (Date.now() > DEADLINE) break;
-            log("W2 end-to-end", { system: system.name, rate, subscribers: n });
-            entry.w2.push(await endToEnd(swarm, { rate, seconds: P.seconds }));
+          if (n === P.subscribers) {
+            for (const rate of P.rates) {
+              if (Date.now() > DEADLINE) break;
+              log("W2 end-to-end", { system: system.name, rate, subscribers: n });
+              entry.w2.push(await endToEnd(swarm, { rate, seconds: P.seconds }));
+            }
+            if (Date.now() < DEADLINE) {
+              log("W3 fan-out burst", { system: system.name, rows: P.burst, sockets: n });
+              entry.w3 = await endToEnd(swarm, { burst: P.burst });
+            }
           }
-          if (Date.now() < DEADLINE) {
-            log("W3 fan-out burst", { system: system.name, rows: P.burst, sockets: n });
-            entry.w3 = await endToEnd(swarm, { burst: P.burst });
-          }
+          await swarm.stop();
         }
-        await swarm.stop();
+        if (flavour === "notifiws" && system.runtime === PROD_RUNTIME && !thisRun.w4 && Date.now() < DEADLINE) thisRun.w4 = await relayAlone();
+        if (server) {
+          server.send({ cmd: "exit" });
+          await new Promise((r) => server!.once("exit", r));
+        }
+        await peer?.stop();
       }
-      if (flavour === "notifiws" && system.runtime === PROD_RUNTIME && !results.w4 && !onlyW6 && Date.now() < DEADLINE) await relayAlone();
-      if (server) {
-        server.send({ cmd: "exit" });
-        await new Promise((r) => server!.once("exit", r));
-      }
-      await peer?.stop();
     }
-    results.workloads = perSystem;
+    results.runs = runs;
 
-    // W6: the fan-out tree for the same subscribers, with 1, 2 and 4 fan-out objects
-    // (FANOUT_OBJECT_CAPACITY = subscribers / objects), against the single object measured above.
-    if (perSystem[`notifiws (${PROD_RUNTIME})`] && (onlyW6 || Date.now() < DEADLINE)) {
-      const w6: W6Row[] = [];
+    // W6: the same subscribers on one object (0) and over 1, 2 and 4 fan-out objects
+    // (FANOUT_OBJECT_CAPACITY = subscribers / objects), interleaved over the runs like the systems.
+    if (onlyW6 || Date.now() < DEADLINE) {
+      const w6Runs: W6Row[][] = [];
       await mode("notifiws");
       await stack.retargetRelay(stack.workerUrl);
-      for (const objects of [1, 2, 4]) {
-        if (!onlyW6 && Date.now() > DEADLINE) break;
-        await notifiwsOn(PROD_RUNTIME, { ...baseWorkerVars, FANOUT_CHANNELS: "bench", FANOUT_OBJECT_CAPACITY: String(Math.ceil(P.subscribers / objects)) });
-        log("W6 fan-out tree", { objects, subscribers: P.subscribers, runtime: PROD_RUNTIME });
-        const swarm = await Swarm.start({ flavour: "notifiws", url: stack.workerUrl.replace(/^http/, "ws"), count: P.subscribers, token, concurrency: 100 });
-        const steady = await endToEnd(swarm, { rate: 100, seconds: P.seconds });
-        const burst = await endToEnd(swarm, { burst: P.burst });
-        w6.push({
-          objects,
-          held: swarm.ready.connected,
-          p50: steady.p50,
-          p99: steady.p99,
-          burstDeliveriesPerSec: burst.deliveriesPerSec,
-          missing: steady.missing + burst.missing,
-          duplicates: steady.duplicates + burst.duplicates,
-        });
-        await swarm.stop();
+      for (let runIndex = 0; runIndex < RUNS; runIndex++) {
+        const rows: W6Row[] = [];
+        w6Runs.push(rows);
+        for (const objects of rotate(P.w6Objects, runIndex)) {
+          if (!onlyW6 && Date.now() > DEADLINE) break;
+          const vars =
+            objects === 0
+              ? baseWorkerVars
+              : { ...baseWorkerVars, FANOUT_CHANNELS: "bench", FANOUT_OBJECT_CAPACITY: String(Math.ceil(P.subscribers / objects)) };
+          await notifiwsOn(PROD_RUNTIME, vars, true);
+          log("W6 fan-out tree", { run: runIndex + 1, objects, subscribers: P.subscribers, runtime: PROD_RUNTIME });
+          const swarm = await Swarm.start({ flavour: "notifiws", url: stack.workerUrl.replace(/^http/, "ws"), count: P.subscribers, token, concurrency: 100 });
+          const steady = await endToEnd(swarm, { rate: 100, seconds: P.seconds });
+          const burst = await endToEnd(swarm, { burst: P.burst });
+          rows.push({
+            objects,
+            held: swarm.ready.connected,
+            p50: steady.p50,
+            p99: steady.p99,
+            burstDeliveriesPerSec: burst.deliveriesPerSec,
+            missing: steady.missing + burst.missing,
+            duplicates: steady.duplicates + burst.duplicates,
+          });
+          await swarm.stop();
+        }
       }
-      results.w6 = w6;
+      results.w6 = w6Runs;
     }
   } finally {
     killChildren();
@@ -368,20 +424,9 @@ async function main() {
   // W5 last, on its own durable Postgres, so the stack's processes cannot slow it.
   if (!onlyW6) {
     log("W5 database overhead");
-    results.w5 = await runW5Standalone({ writers: [1, 8, 32], seconds: quick ? 3 : 10, runs: quick ? 1 : 3 });
+    results.w5 = await runW5Standalone({ writers: [1, 8, 32], seconds: quick ? 3 : 10, runs: RUNS });
   }
   await report(results);
-}
-
-/** Renders a figure, or "–" when it could not be measured. */
-function fmt(v: unknown, digits = 1): string {
-  if (typeof v !== "number" || !Number.isFinite(v)) return "–";
-  return Number.isInteger(v) ? String(v) : v.toFixed(digits);
-}
-
-function ratio(a: number, b: number): string {
-  if (!Number.isFinite(a) || !Number.isFinite(b) || b === 0) return "n/a";
-  return `${(a / b).toFixed(2)}x`;
 }
 
 interface Figure {
@@ -404,120 +449,180 @@ function figures(): Figure[] {
   ];
 }
 
+const num = (v: unknown) => (typeof v === "number" ? v : typeof v === "string" && v !== "" ? Number(v) : undefined);
+
 async function report(results: Record<string, unknown>) {
   const out = join(HERE, "results");
   await mkdir(out, { recursive: true });
   const stamp = (results.date as string).replace(/[:.]/g, "-");
-  await writeFile(join(out, `${stamp}.json`), JSON.stringify(results, null, 2));
-  const w = results.workloads as Record<string, SystemResult>;
-  const lines: string[] = [`# notifiws bench (${results.mode}) ${results.date}`];
+  const runs = (results.runs as Run[] | undefined) ?? [];
+  const names = ALL_SYSTEMS.map((s) => s.name).filter((n) => runs.some((r) => r.systems[n]));
+  /** A system's result in each run (undefined where it did not run). */
+  const of = (name: string) => runs.map((r) => r.systems[name]);
+  const across = (name: string, pick: (f: SystemResult) => number | undefined): Spread => spread(of(name).map((f) => (f ? pick(f) : undefined)));
+  const fs = (sp: Spread, digits?: number) => formatSpread(sp, { digits });
+  const lines: string[] = [
+    `# notifiws bench (${results.mode}) ${results.date}`,
+    "",
+    `${runs.length} run(s); each figure is the median of the runs with the min–max in brackets; each ratio is taken within a run, then its median and min–max. Orders: ${runs.map((r, i) => `run ${i + 1}: ${r.order.join(" → ")}`).join("; ")}.`,
+  ];
   const table = (title: string, header: string[], rows: (string | number)[][]) =>
     lines.push("", `## ${title}`, "", `| ${header.join(" | ")} |`, `|${header.map(() => "---").join("|")}|`, ...rows.map((r) => `| ${r.join(" | ")} |`));
-  const systems = Object.entries(w);
   table(
     "W1 connect",
     ["system", "clients", "held", "connect p50 ms", "connect p99 ms", "server RSS MiB", "isolate heap MiB", "server fds/socket", "relay RSS MiB", "note"],
-    systems.flatMap(([name, f]) =>
-      f.w1.map((r) => [
-        name,
-        String(r.clients),
-        String(r.held),
-        fmt(r.connectP50),
-        fmt(r.connectP99),
-        fmt(r.serverRssMiB),
-        fmt(r.isolateHeapMiB),
-        fmt(r.serverFdsPerSocket, 2),
-        fmt(r.relayRssMiB),
-        r.error ? String(r.error) : "",
-      ]),
+    names.flatMap((name) =>
+      // Sizes as measured: one over the open-file limit is recorded, then the largest that fits.
+      [...new Set(of(name).flatMap((f) => f?.w1.map((x) => Number(x.clients)) ?? []))].flatMap((size) => {
+        const rows = of(name).map((f) => f?.w1.find((x) => x.clients === size));
+        const here = rows.filter((r): r is Record<string, number | string | undefined> => !!r);
+        if (here.length === 0) return [];
+        const col = (k: string) => spread(here.map((r) => num(r[k])));
+        const notes = [...new Set(here.map((r) => r.error).filter(Boolean))].join("; ");
+        return [
+          [
+            name,
+            size,
+            fs(col("held")),
+            fs(col("connectP50")),
+            fs(col("connectP99")),
+            fs(col("serverRssMiB")),
+            fs(col("isolateHeapMiB")),
+            fs(col("serverFdsPerSocket"), 2),
+            fs(col("relayRssMiB")),
+            notes,
+          ],
+        ];
+      }),
     ),
   );
   table(
     "W2 end-to-end (commit -> client, same clock)",
-    ["system", "rows/s", "p50 ms", "p95 ms", "p99 ms", "deliveries/s", "undelivered at deadline", "duplicates"],
-    systems.flatMap(([name, f]) => f.w2.map((r) => [name, r.rate, fmt(r.p50), fmt(r.p95), fmt(r.p99), r.deliveriesPerSec, r.missing, r.duplicates])),
+    ["system", "rows/s", "p50 ms", "p95 ms", "p99 ms", "deliveries/s", "undelivered at deadline (all runs)", "duplicates (all runs)"],
+    names.flatMap((name) =>
+      P.rates.map((rate) => {
+        const rs = of(name).map((f) => f?.w2.find((r) => r.rate === rate));
+        const col = (k: keyof E2E) => spread(rs.map((r) => (r ? num(r[k]) : undefined)));
+        const sum = (k: "missing" | "duplicates") => rs.reduce((n, r) => n + (r?.[k] ?? 0), 0);
+        return [name, rate, fs(col("p50")), fs(col("p95")), fs(col("p99")), fs(col("deliveriesPerSec")), sum("missing"), sum("duplicates")];
+      }),
+    ),
   );
   table(
     "W3 fan-out burst",
-    ["system", "rows", "deliveries/s", "p99 ms", "undelivered at deadline"],
-    systems.flatMap(([name, f]) => (f.w3 ? [[name, f.w3.rows, f.w3.deliveriesPerSec, fmt(f.w3.p99), f.w3.missing]] : [])),
+    ["system", "rows", "deliveries/s", "p99 ms", "undelivered at deadline (all runs)"],
+    names.map((name) => {
+      const rs = of(name).map((f) => f?.w3);
+      return [name, P.burst, fs(spread(rs.map((r) => r?.deliveriesPerSec))), fs(spread(rs.map((r) => r?.p99))), rs.reduce((n, r) => n + (r?.missing ?? 0), 0)];
+    }),
   );
-  const w4 = results.w4 as { runtime: string; eventsPerSec: number; postLatencyP50Ms: number; postLatencyP99Ms: number; oneClientAt1000: E2E } | undefined;
-  if (w4)
+  const w4s = runs.map((r) => r.w4).filter((w): w is W4 => !!w);
+  if (w4s.length > 0)
     lines.push(
       "",
-      `## W4 relay (notifiws on ${w4.runtime})`,
+      `## W4 relay (notifiws on ${w4s[0]!.runtime})`,
       "",
-      `- commit -> Worker ack: **${w4.eventsPerSec} events/s**; POST p50 ${w4.postLatencyP50Ms.toFixed(1)} ms, p99 ${w4.postLatencyP99Ms.toFixed(1)} ms`,
-      `- 1,000 rows/s, one subscriber: commit -> client p50 ${fmt(w4.oneClientAt1000.p50)} ms, p99 ${fmt(w4.oneClientAt1000.p99)} ms`,
+      `- commit -> Worker ack: **${fs(spread(w4s.map((w) => w.eventsPerSec)))} events/s**; POST p50 ${fs(spread(w4s.map((w) => w.postLatencyP50Ms)))} ms, p99 ${fs(spread(w4s.map((w) => w.postLatencyP99Ms)))} ms`,
+      `- 1,000 rows/s, one subscriber: commit -> client p50 ${fs(spread(w4s.map((w) => w.oneClientAt1000.p50)))} ms, p99 ${fs(spread(w4s.map((w) => w.oneClientAt1000.p99)))} ms`,
     );
-  if (results.w5) lines.push(...w5Table(results.w5 as W5Cell[], quick ? 1 : 3));
-  const w6 = results.w6 as W6Row[] | undefined;
-  const single = w[`notifiws (${PROD_RUNTIME})`];
-  if (w6 && single) {
-    const ref = { p99: single.w2.find((r) => r.rate === 100)?.p99 ?? NaN, burst: single.w3?.deliveriesPerSec ?? NaN };
+  if (results.w5) lines.push(...w5Table(results.w5 as W5Cell[], RUNS));
+  const w6 = results.w6 as W6Row[][] | undefined;
+  if (w6 && w6.length > 0) {
+    const at = (objects: number) => w6.map((run) => run.find((r) => r.objects === objects));
+    const ref = at(0);
     table(
-      `W6 fan-out tree on ${PROD_RUNTIME} (same subscribers; 100 rows/s, then a burst)`,
+      `W6 fan-out tree on ${PROD_RUNTIME} (same subscribers; 100 rows/s, then a burst; ratios against one object in the same run)`,
       ["fan-out objects", "held", "p50 ms", "p99 ms", "p99 vs one object", "burst deliveries/s", "burst vs one object", "missing", "duplicates"],
-      [
-        ["none (one object)", "", "", fmt(ref.p99), "1.00x", ref.burst, "1.00x", "", ""],
-        ...w6.map((r) => [
-          r.objects,
-          r.held,
-          fmt(r.p50),
-          fmt(r.p99),
-          ratio(r.p99, ref.p99),
-          r.burstDeliveriesPerSec,
-          ratio(r.burstDeliveriesPerSec, ref.burst),
-          r.missing,
-          r.duplicates,
-        ]),
-      ],
+      P.w6Objects.map((objects) => {
+        const rs = at(objects);
+        return [
+          objects === 0 ? "none (one object)" : objects,
+          fs(spread(rs.map((r) => r?.held))),
+          fs(spread(rs.map((r) => r?.p50))),
+          fs(spread(rs.map((r) => r?.p99))),
+          formatSpread(
+            ratioSpread(
+              rs.map((r) => r?.p99),
+              ref.map((r) => r?.p99),
+            ),
+            { digits: 2, suffix: "x" },
+          ),
+          fs(spread(rs.map((r) => r?.burstDeliveriesPerSec))),
+          formatSpread(
+            ratioSpread(
+              rs.map((r) => r?.burstDeliveriesPerSec),
+              ref.map((r) => r?.burstDeliveriesPerSec),
+            ),
+            { digits: 2, suffix: "x" },
+          ),
+          rs.reduce((n, r) => n + (r?.missing ?? 0), 0),
+          rs.reduce((n, r) => n + (r?.duplicates ?? 0), 0),
+        ];
+      }),
     );
   }
-  // Every figure of every notifiws runtime against every other system of this run.
-  // Each ratio is notifiws / peer; "worse" normalises direction so the worst can be named.
-  const worst: { label: string; system: string; peer: string; ratio: number; worse: number }[] = [];
-  for (const [name, f] of systems.filter(([, f]) => f.flavour === "notifiws")) {
+  // Every figure of every notifiws runtime against every other system, as per-run ratios.
+  const behind: string[] = [];
+  const summaryRatios: Record<string, Record<string, { ratio: Spread; verdict: string }>> = {};
+  for (const name of names.filter((n) => ALL_SYSTEMS.find((s) => s.name === n)!.flavour === "notifiws")) {
+    const mine = ALL_SYSTEMS.find((s) => s.name === name)!;
     // Peers: the Node baselines, PartyServer on the same runtime, and notifiws on the other runtime (the dev proxy's cost).
-    const peers = systems.filter(([other, pf]) => other !== name && (pf.flavour !== "partyserver" || pf.runtime === f.runtime));
+    const peers = names.filter((other) => {
+      const o = ALL_SYSTEMS.find((s) => s.name === other)!;
+      return other !== name && (o.flavour !== "partyserver" || o.runtime === mine.runtime);
+    });
+    if (peers.length === 0) continue;
     lines.push(
       "",
-      `## Ratios: ${name} / peer (same run)`,
+      `## Ratios: ${name} / peer (per run, then median and min–max)`,
       "",
-      `| figure | ${peers.map(([p]) => p).join(" | ")} |`,
+      `| figure | ${peers.join(" | ")} |`,
       `|---|${peers.map(() => "---").join("|")}|`,
     );
     for (const fig of figures()) {
-      const a = fig.pick(f) ?? NaN;
-      const cells = peers.map(([peer, pf]) => {
-        const b = fig.pick(pf) ?? NaN;
-        const r = a / b;
-        if (Number.isFinite(r) && r > 0 && pf.flavour !== "notifiws")
-          worst.push({ label: fig.label, system: name, peer, ratio: r, worse: fig.higherIsBetter ? 1 / r : r });
-        return ratio(a, b);
+      const cells = peers.map((peer) => {
+        const r = ratioSpread(
+          of(name).map((f) => (f ? fig.pick(f) : undefined)),
+          of(peer).map((f) => (f ? fig.pick(f) : undefined)),
+        );
+        const v = verdict(r, fig.higherIsBetter);
+        (summaryRatios[`${name} / ${peer}`] ??= {})[fig.label] = { ratio: r, verdict: v };
+        if (v === "behind" && ALL_SYSTEMS.find((s) => s.name === peer)!.flavour !== "notifiws")
+          behind.push(`${name} behind ${peer} on ${fig.label}: ${formatSpread(r, { digits: 2, suffix: "x" })}`);
+        return `${formatSpread(r, { digits: 2, suffix: "x" })}${v === "behind" ? " **behind**" : v === "ahead" ? " ahead" : ""}`;
       });
       lines.push(`| ${fig.label}${fig.higherIsBetter ? " (higher is better)" : " (lower is better)"} | ${cells.join(" | ")} |`);
     }
   }
-  worst.sort((x, y) => y.worse - x.worse);
-  if (worst[0])
-    lines.push(
-      "",
-      `Worst ratio: ${worst[0].system}, ${worst[0].label}: ${worst[0].ratio.toFixed(2)}x ${worst[0].peer} (see docs/benchmarks.md for where the time goes).`,
-    );
+  results.ratios = summaryRatios;
+  lines.push(
+    "",
+    "## Where notifiws is behind a peer in every run",
+    "",
+    ...(behind.length > 0 ? behind.map((b) => `- ${b}`) : ["- nowhere: every other ratio's range includes 1 or favours notifiws"]),
+    "",
+    "(A ratio is behind only when all its runs are; docs/benchmarks.md says where the time goes.)",
+  );
+  await writeFile(join(out, `${stamp}.json`), JSON.stringify(results, null, 2));
   const md = lines.join("\n") + "\n";
   await writeFile(join(out, `${stamp}.md`), md);
-  await writeFile(join(out, `${stamp}.svg`), chart(w));
+  // The chart draws the medians.
+  const medians: Record<string, SystemResult> = {};
+  for (const name of names) {
+    const first = of(name).find((f) => f)!;
+    medians[name] = {
+      ...first,
+      w2: P.rates.map((rate) => {
+        const rs = of(name).map((f) => f?.w2.find((r) => r.rate === rate));
+        return { ...(rs.find((r) => r) ?? ({} as E2E)), rate, p50: spread(rs.map((r) => r?.p50)).median, p99: spread(rs.map((r) => r?.p99)).median };
+      }),
+    };
+  }
+  await writeFile(join(out, `${stamp}.svg`), chart(medians));
   process.stdout.write(md + "\n");
-  const summary = systems
-    .filter(([, f]) => f.flavour === "notifiws")
-    .map(([name, f]) => {
-      const held = [...f.w1].reverse().find((r) => Number(r.held ?? 0) > 0);
-      const loss = f.w2.reduce((s, r) => s + r.missing + r.duplicates, 0) + (f.w3 ? f.w3.missing + f.w3.duplicates : 0);
-      return `${name}: held ${held ? `${held.held}/${held.clients}` : 0}; p99 ${f.w2.map((r) => `${fmt(r.p99)}ms@${r.rate}/s`).join(", ")}; W3 ${f.w3?.deliveriesPerSec ?? "n/a"}/s; loss+dup ${loss}`;
-    });
-  process.stdout.write(`summary: ${summary.join(" | ")}; relay ${w4?.eventsPerSec ?? "n/a"} ev/s -> bench/results/${stamp}.md\n`);
+  process.stdout.write(
+    `summary: ${runs.length} run(s); ${behind.length} figure(s) behind a peer in every run${behind.length ? `: ${behind.join("; ")}` : ""} -> bench/results/${stamp}.md\n`,
+  );
 }
 
 /** Latency percentiles by load (W2), one line per system and percentile; log-scale y. */

@@ -1,11 +1,13 @@
 /**
  * The bench's own arithmetic, which every published figure rests on: merging
  * latency histograms across load-generator processes, and reading a V8 CPU
- * profile (module of a bundle line, code group, time per sample with gaps).
+ * profile (module of a bundle line, code group, time per sample with gaps),
+ * and figures over repeated runs (median, range, per-run ratios, verdicts).
  */
 import { describe, expect, it } from "vitest";
 import { Histogram } from "../../bench/histogram";
 import { groupOf, moduleIndex, summarize } from "../../bench/profile";
+import { formatSpread, ratioSpread, rotate, spread, verdict } from "../../bench/aggregate";
 
 describe("histograms merged across processes", () => {
   it("give the same percentiles as one histogram of every value", () => {
@@ -63,5 +65,45 @@ describe("reading a CPU profile", () => {
     expect(summary.gapMs).toBe(9.2); // 10,000 − 800 µs
     expect(summary.groups).toEqual([{ group: "durable-objects/sockets.ts", ms: 1, share: 100 }]);
     expect(summary.top[0]).toMatchObject({ fn: "work", ms: 1, share: 100 });
+  });
+});
+
+describe("figures over repeated runs", () => {
+  it.each([
+    [[3, 1, 2], { median: 2, min: 1, max: 3, n: 3 }],
+    [[4, 1, 3, 2], { median: 2.5, min: 1, max: 4, n: 4 }],
+    [[5, undefined, NaN, 7], { median: 6, min: 5, max: 7, n: 2 }],
+    [[], { median: NaN, min: NaN, max: NaN, n: 0 }],
+  ])("spread of %j", (values, expected) => {
+    expect(spread(values)).toEqual(expected);
+  });
+
+  it("takes ratios within each run, so a drift shared by both systems cancels", () => {
+    // The machine slows down run after run; notifiws is 1.1x the peer in each.
+    const peer = [100, 200, 400];
+    const ours = [110, 220, 440];
+    const r = ratioSpread(ours, peer);
+    expect(r.median).toBeCloseTo(1.1);
+    expect(r.max - r.min).toBeCloseTo(0);
+    // The medians taken apart would say the same here, but not their ranges: 110–440 against 100–400 overlap.
+    expect(spread(ours).min).toBeLessThan(spread(peer).max);
+  });
+
+  it.each([
+    [[1.2, 1.1, 1.3], false, "behind"],
+    [[0.8, 0.9, 0.95], false, "ahead"],
+    [[0.9, 1.2, 1.1], false, "within the spread"],
+    [[0.8, 0.9, 0.95], true, "behind"], // deliveries/s: a lower ratio is worse
+    [[1.2, 1.1, 1.3], true, "ahead"],
+    [[], false, "not measured"],
+  ] as const)("verdict of ratios %j (higher is better: %s) is %s", (ratios, higher, expected) => {
+    expect(verdict(spread([...ratios]), higher)).toBe(expected);
+  });
+
+  it("formats a figure with its range and rotates the order of systems", () => {
+    expect(formatSpread(spread([182, 150, 210]))).toBe("182 (150–210)");
+    expect(formatSpread(spread([1.05, 0.91, 1.2]), { digits: 2, suffix: "x" })).toBe("1.05x (0.91–1.20x)");
+    expect(formatSpread(spread([]))).toBe("–");
+    expect([0, 1, 2, 3].map((i) => rotate(["a", "b", "c"], i).join(""))).toEqual(["abc", "bca", "cab", "abc"]);
   });
 });
