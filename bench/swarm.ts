@@ -17,6 +17,8 @@ export interface SwarmArgs {
   count: number;
   /** notifiws only */
   token?: string;
+  /** notifiws only: the channel (default `bench`). */
+  channel?: string;
   /** Connections opening at once. */
   concurrency: number;
 }
@@ -107,7 +109,7 @@ function open(): Promise<void> {
     }
     const ws =
       args.flavour === "notifiws"
-        ? new WebSocket(`${args.url}/ws/bench`, ["notifiws.v1", `bearer.${args.token}`], { perMessageDeflate: false })
+        ? new WebSocket(`${args.url}/ws/${args.channel ?? "bench"}`, ["notifiws.v1", `bearer.${args.token}`], { perMessageDeflate: false })
         : args.flavour === "partyserver"
           ? // bench/partyserver: routePartykitRequest maps the `Rooms` binding to /parties/rooms/<room>.
             new WebSocket(`${args.url}/parties/rooms/bench`, { perMessageDeflate: false })

@@ -6,6 +6,10 @@
  * hibernated. An ack is `{"type":"ack","seq":N}` written exactly so: the
  * server exempts it from the message rate limit when it moves forward.
  */
+/** The SDK's defaults (client/connect.ts options ackEveryEvents, ackEveryMs); bench/bill.ts counts acks with them. */
+export const DEFAULT_ACK_EVERY_EVENTS = 500;
+export const DEFAULT_ACK_EVERY_MS = 1000;
+
 export interface Acker {
   /** Events up to `seq` were delivered to the application (`count` of them since the last call). */
   delivered(seq: number, count: number): void;

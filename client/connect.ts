@@ -20,7 +20,7 @@ import { SdkErrorCode } from "./errors";
 import type { ConnectionState, ConnectOptions, Subscription, SubscriptionError } from "./types";
 import { decodeEvent } from "./values";
 import { planLifetime } from "./lifetime";
-import { createAcker, type Acker } from "./ack";
+import { createAcker, DEFAULT_ACK_EVERY_EVENTS as ACK_EVENTS, DEFAULT_ACK_EVERY_MS as ACK_MS, type Acker } from "./ack";
 import { createPresence } from "./presence";
 
 /** One WebSocket attempt: everything that belongs to it, dropped together when it ends. */
@@ -128,7 +128,7 @@ export function connect(options: ConnectOptions): Subscription {
       report({ code: SdkErrorCode.CONNECT_FAILED, message: (err as Error).message, permanent: false });
       return reconnect({ action: "backoff" });
     }
-    const acker = createAcker((frame) => socket.send(frame), { everyEvents: options.ackEveryEvents ?? 500, everyMs: options.ackEveryMs ?? 1000 });
+    const acker = createAcker((frame) => socket.send(frame), { everyEvents: options.ackEveryEvents ?? ACK_EVENTS, everyMs: options.ackEveryMs ?? ACK_MS });
     const attempt: Attempt = { socket, token, welcomed: false, lastFrameAt: Date.now(), heartbeat: undefined, acker };
     set({ attempt });
 

@@ -124,9 +124,7 @@ export class EventStore {
     this.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('fanout', ?)", JSON.stringify(f));
   }
 
-  // -------------------------------------------------------------------------
-  // The ordering object: ingest
-  // -------------------------------------------------------------------------
+  // ---- The ordering object: ingest ----
 
   /**
    * Stores new events (dedupe by id, next seq each) in one transaction with
@@ -209,34 +207,42 @@ export class EventStore {
     return { replayed: false, bodies, sizes, seqs, committedAt, duplicates };
   }
 
-  // -------------------------------------------------------------------------
-  // A fan-out object: copies of the ordering object's events
-  // -------------------------------------------------------------------------
+  // ---- A fan-out object: copies of the ordering object's events ----
 
   /** Stores copies (seq from the ordering object); returns the ones newer than this object's head, now its head. */
   keepCopies(bodies: string[], seqs: number[], now: number): [seq: number, body: string][] {
     const head = this.counters.headSeq;
     const pairs = seqs.map((seq, i) => [seq, bodies[i]!] as [number, string]);
     const fresh = pairs.filter(([seq]) => seq > head);
-    this.storage.transactionSync(() => {
-      for (const chunk of packJsonArrays(pairs, SQL_PARAM_BUDGET_BYTES)) {
-        if ("json" in chunk)
-          this.exec(
-            "INSERT OR IGNORE INTO events (seq, at, body) SELECT json_extract(value, '$[0]'), ?, json_extract(value, '$[1]') FROM json_each(?)",
-            now,
-            chunk.json,
-          );
-        else this.exec("INSERT OR IGNORE INTO events (seq, at, body) VALUES (?, ?, ?)", chunk.single[0], now, chunk.single[1]);
-      }
-      if (fresh.length > 0) {
-        this.counters.headSeq = fresh[fresh.length - 1]![0];
-        this.counters.events += fresh.length;
-        this.counters.lastEventAt = now;
-      }
-      this.pruneHistory(now);
-      this.persistCounters();
-    });
+    const [before, writtenAt] = [{ ...this.counters }, this.countersWrittenAt];
+    try {
+      this.storage.transactionSync(() => this.storeCopies(pairs, fresh, now));
+    } catch (err) {
+      [this.counters, this.countersWrittenAt] = [before, writtenAt];
+      throw err;
+    }
     return fresh;
+  }
+
+  /** The body of keepCopies' transaction. */
+  private storeCopies(pairs: [number, string][], fresh: [number, string][], now: number): void {
+    for (const chunk of packJsonArrays(pairs, SQL_PARAM_BUDGET_BYTES)) {
+      if ("json" in chunk)
+        this.exec(
+          "INSERT OR IGNORE INTO events (seq, at, body) SELECT json_extract(value, '$[0]'), ?, json_extract(value, '$[1]') FROM json_each(?)",
+          now,
+          chunk.json,
+        );
+      else this.exec("INSERT OR IGNORE INTO events (seq, at, body) VALUES (?, ?, ?)", chunk.single[0], now, chunk.single[1]);
+    }
+    if (fresh.length > 0) {
+      this.counters.headSeq = fresh[fresh.length - 1]![0];
+      this.counters.events += fresh.length;
+      this.counters.lastEventAt = now;
+    }
+    this.pruneHistory(now);
+    // As on the ordering object: the head is recovered from the newest copy (COUNTERS_WRITE_MS).
+    if (now - this.countersWrittenAt >= COUNTERS_WRITE_MS) this.persistCounters(now);
   }
 
   /** The head moved on without this object (a live start): keep the counters in step. */
@@ -246,9 +252,7 @@ export class EventStore {
     this.persistCounters();
   }
 
-  // -------------------------------------------------------------------------
-  // Reading
-  // -------------------------------------------------------------------------
+  // ---- Reading ----
 
   /** Retained events after `since`, in seq order. */
   *after(since: number): Generator<string> {
