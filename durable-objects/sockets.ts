@@ -216,13 +216,14 @@ export class Sockets {
     if (cut >= 0) {
       const seq = gapSeq(bodies[cut]!)!;
       if (cut > 0) this.fanOut(bodies.slice(0, cut), sizes.slice(0, cut), now, maxFrameBytes);
-      for (const ws of this.ctx.getWebSockets()) if (this.state(ws)) this.send(ws, { type: "reset", reason: "source_gap", headSeq: seq, oldestSeq: seq });
+      for (const ws of this.liveSet()) if (this.state(ws)) this.send(ws, { type: "reset", reason: "source_gap", headSeq: seq, oldestSeq: seq });
       if (cut + 1 < bodies.length) this.fanOut(bodies.slice(cut + 1), sizes.slice(cut + 1), now, maxFrameBytes);
       return;
     }
     const byFilter = new Map<string, Frame[]>();
     let events: Envelope[] | undefined;
-    for (const ws of this.ctx.getWebSockets()) {
+    // The kept set, not getWebSockets(): that builds an array of every socket on each batch.
+    for (const ws of this.liveSet()) {
       const state = this.state(ws);
       if (!state) continue;
       if (state.exp * 1000 <= now) {

@@ -36,9 +36,12 @@ export class AuthError extends Error {
 // The remote JWKS is cached at module scope, so a warm isolate reuses keys
 // across requests; jose refetches on unknown `kid` with its own cooldown.
 const jwksCache = new Map<string, JWTVerifyGetKey>();
-const secretCache = new Map<string, Uint8Array>();
+// The HMAC key is imported once per secret: given the secret's bytes, jose
+// imports them with crypto.subtle.importKey on every verify, a native call
+// and a promise turn on each connect (docs/benchmarks.md, "Connect").
+const secretCache = new Map<string, Promise<CryptoKey>>();
 
-function keyFor(config: TokenConfig): { key: Uint8Array | JWTVerifyGetKey; algorithms: string[] } {
+function keyFor(config: TokenConfig): { key: Promise<CryptoKey> | JWTVerifyGetKey; algorithms: string[] } {
   if (config.JWT_JWKS_URL) {
     let set = jwksCache.get(config.JWT_JWKS_URL);
     if (!set) {
@@ -50,7 +53,7 @@ function keyFor(config: TokenConfig): { key: Uint8Array | JWTVerifyGetKey; algor
   const secret = config.JWT_SECRET as string;
   let key = secretCache.get(secret);
   if (!key) {
-    key = new TextEncoder().encode(secret);
+    key = crypto.subtle.importKey("raw", new TextEncoder().encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["verify"]);
     secretCache.set(secret, key);
   }
   return { key, algorithms: ["HS256"] };
@@ -60,7 +63,7 @@ function keyFor(config: TokenConfig): { key: Uint8Array | JWTVerifyGetKey; algor
 export async function verifyToken(token: string, config: TokenConfig): Promise<Claims> {
   const { key, algorithms } = keyFor(config);
   try {
-    const { payload } = await jwtVerify(token, key as Uint8Array, {
+    const { payload } = await jwtVerify(token, typeof key === "function" ? key : await key, {
       algorithms,
       issuer: config.JWT_ISSUER,
       audience: config.JWT_AUDIENCE,
