@@ -86,17 +86,17 @@ runBench(async () => {
   try {
     await stack.start();
     db = new pg.Pool({ connectionString: stack.databaseUrl, max: 4 });
-    const token = await devToken(stack.secrets, { channels: ["bill-*"] });
+    const token = await devToken(stack.secrets, { channels: ["bill.*"] });
     let runNo = 0;
 
     async function measure(opts: { channels: number; rate: number; viewers: number; fanoutCapacity?: number; seconds: number }): Promise<PerEvent> {
       const run = ++runNo;
-      const names = Array.from({ length: opts.channels }, (_, i) => `bill-${run}-${i}`);
+      const names = Array.from({ length: opts.channels }, (_, i) => `bill.${run}.${i}`);
       await stack.worker!.stop();
-      stack.opts.workerVars = opts.fanoutCapacity ? { ...baseVars, FANOUT_CHANNELS: "bill-*", FANOUT_OBJECT_CAPACITY: String(opts.fanoutCapacity) } : baseVars;
+      stack.opts.workerVars = opts.fanoutCapacity ? { ...baseVars, FANOUT_CHANNELS: "bill.*", FANOUT_OBJECT_CAPACITY: String(opts.fanoutCapacity) } : baseVars;
       await stack.startWorker();
       for (const ch of names) {
-        const table = ch.replace(/-/g, "_");
+        const table = ch.replace(/\./g, "_");
         await db!.query(`CREATE TABLE ${table} (id bigserial PRIMARY KEY, payload text)`);
         await db!.query("SELECT notifiws.watch($1::regclass, $2, ARRAY['id', 'payload'])", [table, ch]);
       }
@@ -105,13 +105,15 @@ runBench(async () => {
           Swarm.start({ flavour: "notifiws", url: stack.workerUrl.replace(/^http/, "ws"), count: opts.viewers, token, concurrency: 50, channel }),
         ),
       );
+      const held = swarms.reduce((n, s) => n + s.ready.connected, 0);
+      if (held !== opts.channels * opts.viewers) throw new Error(`${held} of ${opts.channels * opts.viewers} viewers connected`);
       const write = (seconds: number) =>
         Promise.all(
           names.map((ch) =>
             paced(
               opts.rate,
               seconds,
-              async (n) => void (await db!.query(`INSERT INTO ${ch.replace(/-/g, "_")} (payload) SELECT 'x' FROM generate_series(1, $1)`, [n])),
+              async (n) => void (await db!.query(`INSERT INTO ${ch.replace(/\./g, "_")} (payload) SELECT 'x' FROM generate_series(1, $1)`, [n])),
             ),
           ),
         );
