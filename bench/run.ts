@@ -349,6 +349,8 @@ async function main() {
             failed: swarm.ready.failed,
             connectP50: percentile(rep.connectMs, 0.5),
             connectP99: percentile(rep.connectMs, 0.99),
+            // The handshake alone (to `open`); notifiws's connect also waits for its `welcome`.
+            openP99: percentile(rep.openMs, 0.99),
             serverRssMiB: Math.round(serverRss()),
             // The Workers' isolate heap, which production's 128 MB limit applies to.
             isolateHeapMiB:
@@ -443,6 +445,10 @@ function figures(): Figure[] {
   };
   return [
     ...[...new Set([P.subscribers, ...P.connectCounts])].map((n) => ({ label: `W1 connect p99, ${n} sockets`, pick: w1At(n) })),
+    {
+      label: `W1 handshake (open) p99, ${P.subscribers} sockets`,
+      pick: (f) => num(f.w1.find((x) => x.clients === P.subscribers && Number(x.held) === P.subscribers)?.openP99),
+    },
     { label: `W1 server RSS, ${P.subscribers} sockets`, pick: (f) => Number(f.w1.find((x) => x.clients === P.subscribers)?.serverRssMiB) },
     ...P.rates.map((rate) => ({ label: `W2 p99 at ${rate} rows/s`, pick: (f: SystemResult) => f.w2.find((r) => r.rate === rate && r.drained)?.p99 })),
     { label: "W3 fan-out deliveries/s", pick: (f) => f.w3?.deliveriesPerSec, higherIsBetter: true },
@@ -470,7 +476,19 @@ async function report(results: Record<string, unknown>) {
     lines.push("", `## ${title}`, "", `| ${header.join(" | ")} |`, `|${header.map(() => "---").join("|")}|`, ...rows.map((r) => `| ${r.join(" | ")} |`));
   table(
     "W1 connect",
-    ["system", "clients", "held", "connect p50 ms", "connect p99 ms", "server RSS MiB", "isolate heap MiB", "server fds/socket", "relay RSS MiB", "note"],
+    [
+      "system",
+      "clients",
+      "held",
+      "connect p50 ms",
+      "connect p99 ms",
+      "open p99 ms",
+      "server RSS MiB",
+      "isolate heap MiB",
+      "server fds/socket",
+      "relay RSS MiB",
+      "note",
+    ],
     names.flatMap((name) =>
       // Sizes as measured: one over the open-file limit is recorded, then the largest that fits.
       [...new Set(of(name).flatMap((f) => f?.w1.map((x) => Number(x.clients)) ?? []))].flatMap((size) => {
@@ -486,6 +504,7 @@ async function report(results: Record<string, unknown>) {
             fs(col("held")),
             fs(col("connectP50")),
             fs(col("connectP99")),
+            fs(col("openP99")),
             fs(col("serverRssMiB")),
             fs(col("isolateHeapMiB")),
             fs(col("serverFdsPerSocket"), 2),

@@ -55,6 +55,7 @@ export class Swarm {
       connected: reps.reduce((s, r) => s + r.connected, 0),
       failed: reps.reduce((s, r) => s + r.failed, 0),
       connectMs: reps.flatMap((r) => r.connectMs),
+      openMs: reps.flatMap((r) => r.openMs),
       deliveries: reps.reduce((s, r) => s + r.deliveries, 0),
       duplicates: reps.reduce((s, r) => s + r.duplicates, 0),
       missing: reps.reduce((s, r) => s + r.missing, 0),

@@ -29,6 +29,8 @@ export interface SwarmReport {
   connected: number;
   failed: number;
   connectMs: number[];
+  /** Time to the socket's `open` (the handshake only): for notifiws the `welcome` follows; for the others it is connectMs. */
+  openMs: number[];
   deliveries: number;
   duplicates: number;
   missing: number;
@@ -48,6 +50,7 @@ interface Client {
 const args = JSON.parse(process.argv[2]!) as SwarmArgs;
 const clients: Client[] = [];
 const connectMs: number[] = [];
+const openMs: number[] = [];
 let failed = 0;
 let hist = new Histogram();
 let minId = 0;
@@ -116,6 +119,7 @@ function open(): Promise<void> {
           : new WebSocket(args.url, { perMessageDeflate: false });
     let welcomed = args.flavour !== "notifiws";
     ws.on("open", () => {
+      openMs.push(now() - started);
       if (welcomed) done(true);
     });
     ws.on("error", () => !welcomed && done(false));
@@ -167,6 +171,7 @@ process.on("message", (m: SwarmCommand) => {
       connected: clients.length,
       failed,
       connectMs,
+      openMs,
       deliveries,
       duplicates,
       missing,

@@ -21,9 +21,10 @@ export const CHANNEL_SCHEMA = [
    DROP INDEX IF EXISTS seen_at;`,
   // 3: dedupe ids in time slices, one row each (durable-objects/dedupe.ts), tagged with the batch
   // that stored them, which replaces the batch ledger (two rows and two deletes per batch).
-  // Ids kept so far go into hour slices; the ledger's replay window is covered by their ids.
+  // Ids kept so far go into day slices (at most 30 for the longest window, so lookups stay a
+  // few probes); the ledger's replay window is covered by their ids.
   `CREATE TABLE IF NOT EXISTS dedupe (bucket INTEGER NOT NULL, id TEXT NOT NULL, batch TEXT, PRIMARY KEY (bucket, id)) WITHOUT ROWID;
-   INSERT OR IGNORE INTO dedupe (bucket, id, batch) SELECT (at / 3600000 + 1) * 3600000, id, NULL FROM seen;
+   INSERT OR IGNORE INTO dedupe (bucket, id, batch) SELECT (at / 86400000 + 1) * 86400000, id, NULL FROM seen;
    DROP TABLE IF EXISTS seen;
    DROP TABLE IF EXISTS batches;`,
 ];

@@ -1,6 +1,6 @@
 /**
  * A channel's storage in its Durable Object's SQLite: events with their seq (a
- * bounded history for resume), dedupe ids, the batch ledger, the counters; on
+ * bounded history for resume), dedupe ids (dedupe.ts), the counters; on
  * a fan-out object, copies of the ordering object's events (fanout-tree.ts).
  * Every statement goes through the production SQL limits, which local
  * workerd does not enforce, and is counted for billing (sql.ts).
