@@ -554,26 +554,16 @@ async function report(results: Record<string, unknown>) {
       ["fan-out objects", "held", "p50 ms", "p99 ms", "p99 vs one object", "burst deliveries/s", "burst vs one object", "missing", "duplicates"],
       P.w6Objects.map((objects) => {
         const rs = at(objects);
+        const vsOne = (pick: (r: W6Row | undefined) => number | undefined) =>
+          formatSpread(ratioSpread(rs.map(pick), ref.map(pick)), { digits: 2, suffix: "x" });
         return [
           objects === 0 ? "none (one object)" : objects,
           fs(spread(rs.map((r) => r?.held))),
           fs(spread(rs.map((r) => r?.p50))),
           fs(spread(rs.map((r) => r?.p99))),
-          formatSpread(
-            ratioSpread(
-              rs.map((r) => r?.p99),
-              ref.map((r) => r?.p99),
-            ),
-            { digits: 2, suffix: "x" },
-          ),
+          vsOne((r) => r?.p99),
           fs(spread(rs.map((r) => r?.burstDeliveriesPerSec))),
-          formatSpread(
-            ratioSpread(
-              rs.map((r) => r?.burstDeliveriesPerSec),
-              ref.map((r) => r?.burstDeliveriesPerSec),
-            ),
-            { digits: 2, suffix: "x" },
-          ),
+          vsOne((r) => r?.burstDeliveriesPerSec),
           rs.reduce((n, r) => n + (r?.missing ?? 0), 0),
           rs.reduce((n, r) => n + (r?.duplicates ?? 0), 0),
         ];

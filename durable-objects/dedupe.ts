@@ -48,7 +48,7 @@ export class Dedupe {
   ) {
     // One index seek per slice (a handful), not a scan of the table.
     let row: { b: number } | undefined;
-    let after = -Infinity;
+    let after = 0; // slice ends are epoch ms
     while ((row = this.db.exec<{ b: number }>("SELECT bucket AS b FROM dedupe WHERE bucket > ? ORDER BY bucket LIMIT 1", after).toArray()[0])) {
       this.buckets.add(row.b);
       after = row.b;
