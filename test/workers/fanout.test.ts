@@ -63,6 +63,19 @@ describe("fan-out tree", () => {
     }
   });
 
+  it("numbers on from the true head after an eviction between counter writes (no duplicate, no gap)", async () => {
+    const ch = freshChannel("tree");
+    const clients = await connectIn(ch, "OC", 2);
+    // Separate batches within a second: the fan-out object's counters may lag its copies (COUNTERS_WRITE_MS, and a stats report
+    // writes them); its head after the eviction must be the newest copy either way.
+    for (const n of range(1, 3)) expect((await ingest([event(ch, n)])).status).toBe(200);
+    for (const c of clients) await c.waitForEvents(3);
+    await evictDurableObject(stub(fanoutName(ch, "oc", 0)));
+    for (const n of range(4, 6)) expect((await ingest([event(ch, n)])).status).toBe(200);
+    for (const c of clients) expect(seqs(await c.waitForEvents(6))).toEqual(range(1, 6));
+    expect((await stub(fanoutName(ch, "oc", 0)).stats()).headSeq).toBe(6);
+  });
+
   it("resumes on an object the client never used, in another region", async () => {
     const ch = freshChannel("tree");
     const [a] = await connectIn(ch, "EU", 1);
