@@ -133,11 +133,18 @@ export class EventStore {
    * never answered "already applied".
    */
   ingest(events: IngestEvent[], batchId: string | undefined, now: number, gap = false): Stored {
+    return this.atomically(() => this.storeBatch(events, batchId, now, gap));
+  }
+
+  /**
+   * Runs `body` in one transaction; if it fails, the in-memory counters go
+   * back too: seqs handed out are not consumed, nor were the counters written.
+   */
+  private atomically<T>(body: () => T): T {
     const [before, writtenAt] = [{ ...this.counters }, this.countersWrittenAt];
     try {
-      return this.storage.transactionSync(() => this.storeBatch(events, batchId, now, gap));
+      return this.storage.transactionSync(body);
     } catch (err) {
-      // Seqs handed out inside the failed transaction are not consumed, nor were the counters written.
       [this.counters, this.countersWrittenAt] = [before, writtenAt];
       throw err;
     }
@@ -214,13 +221,7 @@ export class EventStore {
     const head = this.counters.headSeq;
     const pairs = seqs.map((seq, i) => [seq, bodies[i]!] as [number, string]);
     const fresh = pairs.filter(([seq]) => seq > head);
-    const [before, writtenAt] = [{ ...this.counters }, this.countersWrittenAt];
-    try {
-      this.storage.transactionSync(() => this.storeCopies(pairs, fresh, now));
-    } catch (err) {
-      [this.counters, this.countersWrittenAt] = [before, writtenAt];
-      throw err;
-    }
+    this.atomically(() => this.storeCopies(pairs, fresh, now));
     return fresh;
   }
 
