@@ -1,8 +1,8 @@
 /**
- * The tables of a channel's object (event-store.ts): events with their seq
- * (the bounded history), dedupe ids (`dedupe`, which also tells replayed
- * batches), the counters and identity (`meta`), and the ordering object's
- * attached fan-out objects. Every row written is billed, index entries included
+ * The tables of a channel's object (event-store.ts): the history in pages
+ * with their dedupe ids (`pages`, which also tell replayed batches), ids
+ * kept before pages (`dedupe`, read until they expire), the counters and
+ * identity (`meta`), and the ordering object's attached fan-out objects. Every row written is billed, index entries included
  * (docs/benchmarks.md, "Cost: SQLite rows per event").
  */
 
@@ -27,4 +27,12 @@ export const CHANNEL_SCHEMA = [
    INSERT OR IGNORE INTO dedupe (bucket, id, batch) SELECT (at / 86400000 + 1) * 86400000, id, NULL FROM seen;
    DROP TABLE IF EXISTS seen;
    DROP TABLE IF EXISTS batches;`,
+  // 4: the history in pages, each holding its entries' dedupe ids (durable-objects/pages.ts): a
+  // batch writes one row. Events kept so far become a page each ("[]": their ids are still in
+  // `dedupe`, read until its slices expire); no new ids go there.
+  `CREATE TABLE IF NOT EXISTS pages (first INTEGER PRIMARY KEY, last INTEGER NOT NULL, at INTEGER NOT NULL, committed INTEGER NOT NULL,
+     runs TEXT NOT NULL, ids TEXT NOT NULL, body TEXT, bytes INTEGER NOT NULL);
+   INSERT OR IGNORE INTO pages (first, last, at, committed, runs, ids, body, bytes)
+     SELECT seq, seq, at, 0, json_array(json_array(at, 1, NULL)), '[]', body, length(CAST(body AS BLOB)) FROM events;
+   DROP TABLE IF EXISTS events;`,
 ];

@@ -1,23 +1,16 @@
 /**
- * Which event ids a channel has stored, for DEDUPE_WINDOW_SECONDS, and
- * which batch stored them (replay protection without a batch ledger).
+ * Dedupe ids an object stored before its history moved into pages (schema
+ * 4, durable-objects/pages.ts, where ids now live with their events): read
+ * by every lookup until their slices expire, then the table is empty and
+ * costs nothing. No id is added here any more.
  *
- * Cost, since every row written is billed, deletes included
- * (docs/benchmarks.md, "Cost"): one row per event and one delete when it
- * expires. The table is WITHOUT ROWID and keyed (bucket, id): a rowid table
- * with a text primary key writes the row and its index entry (two rows), and
- * an index on the time to prune by would be a third. Buckets are time slices
- * (`bucket` is the slice's end, epoch ms), so expiry is a range delete on the
- * key's prefix that reads only what it deletes, and a lookup probes each
- * live bucket's index for the id (a handful: the window is cut in about
- * BUCKETS_PER_WINDOW slices).
+ * The table is WITHOUT ROWID and keyed (bucket, id); a bucket is a time
+ * slice (`bucket` is the slice's end, epoch ms), so expiry is a range delete
+ * on the key's prefix, and a lookup probes each live bucket's index for the id.
  */
 import { packJsonArrays, SQL_PARAM_BUDGET_BYTES } from "../shared/limits";
 import { SIGNATURE_TOLERANCE_SECONDS } from "../shared/protocol";
 import type { CountedSql } from "./sql";
-
-/** Slices per dedupe window: more means finer expiry but more index probes per lookup. */
-const BUCKETS_PER_WINDOW = 8;
 
 /**
  * Ids are kept at least this long whatever DEDUPE_WINDOW_SECONDS says: a
@@ -78,21 +71,9 @@ export class Dedupe {
     return known;
   }
 
-  /** Remembers `ids` as stored now by `batchId`. */
-  remember(ids: readonly string[], batchId: string | undefined, now: number): void {
-    if (ids.length === 0) return;
-    const size = Math.ceil(this.retentionMs() / BUCKETS_PER_WINDOW);
-    const bucket = (Math.floor(now / size) + 1) * size;
-    for (const chunk of packJsonArrays(ids, SQL_PARAM_BUDGET_BYTES)) {
-      const json = "json" in chunk ? chunk.json : JSON.stringify([chunk.single]);
-      this.db.exec("INSERT OR IGNORE INTO dedupe (bucket, id, batch) SELECT ?, value, ? FROM json_each(?)", bucket, batchId ?? null, json);
-    }
-    this.buckets.add(bucket);
-  }
-
   /** Deletes the slices that ended before the retention (at most every PRUNE_INTERVAL_MS). */
   prune(now: number): void {
-    if (now - this.lastPrune < PRUNE_INTERVAL_MS) return;
+    if (this.buckets.size === 0 || now - this.lastPrune < PRUNE_INTERVAL_MS) return;
     this.lastPrune = now;
     const cutoff = now - this.retentionMs();
     this.db.exec("DELETE FROM dedupe WHERE bucket <= ?", cutoff);

@@ -7,12 +7,13 @@
  */
 import type { Config } from "../shared/worker-config";
 import type { ChannelStats, EventRange, IngestEvent } from "../src/channel-contract";
-import { packJsonArrays, SQL_PARAM_BUDGET_BYTES, utf8Length } from "../shared/limits";
+import { utf8Length } from "../shared/limits";
 import { applySchema } from "./schema";
 import { CHANNEL_SCHEMA } from "./channel-schema";
 import { CountedSql, type SqlUsage } from "./sql";
 import { envelopeJson, gapEnvelope } from "./envelope";
-import { Dedupe } from "./dedupe";
+import { Dedupe, MIN_RETENTION_MS } from "./dedupe";
+import { Pages, type Entry } from "./pages";
 
 /** An event over MAX_EVENT_BYTES reached the object; the whole ingest is rolled back. */
 export class EventTooLargeError extends Error {
@@ -66,9 +67,13 @@ export class EventStore {
   counters: Counters;
   channel: string | undefined;
   fanout: FanoutIdentity | undefined;
-  private readonly dedupe: Dedupe;
+  private readonly pages: Pages;
+  /** Ids kept before schema 4, read until they expire (dedupe.ts). */
+  private readonly legacyIds: Dedupe;
   /** When the counters were last written (0: they are unwritten since the object started). */
   private countersWrittenAt = 0;
+  /** The first seq the history serves (HISTORY_MAX_EVENTS and HISTORY_MAX_AGE_SECONDS, as of the last write). */
+  private floor: number;
 
   constructor(
     private readonly storage: DurableObjectStorage,
@@ -82,8 +87,8 @@ export class EventStore {
     if (typeof meta.get("fanout") === "string") this.fanout = JSON.parse(meta.get("fanout") as string) as FanoutIdentity;
     const num = (k: string) => Number(meta.get(k) ?? 0);
     // One row since schema 2 (a row per counter before: five more rows written per batch).
-    const packed = typeof meta.get("counters") === "string" ? (JSON.parse(meta.get("counters") as string) as Counters) : undefined;
-    this.counters = packed ?? {
+    const packed = typeof meta.get("counters") === "string" ? (JSON.parse(meta.get("counters") as string) as Counters & { floor?: number }) : undefined;
+    const { floor, ...counters } = packed ?? {
       headSeq: num("headSeq"),
       events: num("events"),
       duplicates: num("duplicates"),
@@ -91,14 +96,17 @@ export class EventStore {
       sendErrors: num("sendErrors"),
       lastEventAt: meta.has("lastEventAt") ? num("lastEventAt") : null,
     };
+    this.counters = counters;
+    this.pages = new Pages(this.db);
     // Events stored after the counters were last written (COUNTERS_WRITE_MS): the head is the newest seq.
-    const newest = this.exec<{ seq: number | null; at: number | null }>("SELECT seq, at FROM events ORDER BY seq DESC LIMIT 1").toArray()[0];
-    if (newest?.seq != null && newest.seq > this.counters.headSeq) {
-      this.counters.events += newest.seq - this.counters.headSeq;
-      this.counters.headSeq = newest.seq;
+    const newest = this.pages.newest();
+    if (newest && newest.last > this.counters.headSeq) {
+      this.counters.events += newest.last - this.counters.headSeq;
+      this.counters.headSeq = newest.last;
       this.counters.lastEventAt = newest.at;
     }
-    this.dedupe = new Dedupe(this.db, () => this.config().DEDUPE_WINDOW_SECONDS * 1000);
+    this.floor = Math.max(floor ?? 1, this.counters.headSeq - this.config().HISTORY_MAX_EVENTS + 1);
+    this.legacyIds = new Dedupe(this.db, () => this.config().DEDUPE_WINDOW_SECONDS * 1000);
   }
 
   /** Every statement goes through the production SQL limits and is counted (sql.ts). */
@@ -128,8 +136,8 @@ export class EventStore {
 
   /**
    * Stores new events (dedupe by id, next seq each) in one transaction with
-   * the dedupe rows (and the counters when due): a batch whose storage
-   * fails leaves no trace (not even its id), so the sender's retry is stored,
+   * their ids (and the counters when due): a batch whose storage fails
+   * leaves no trace (not even its ids), so the sender's retry is stored,
    * never answered "already applied".
    */
   ingest(events: IngestEvent[], batchId: string | undefined, now: number, gap = false): Stored {
@@ -137,15 +145,17 @@ export class EventStore {
   }
 
   /**
-   * Runs `body` in one transaction; if it fails, the in-memory counters go
-   * back too: seqs handed out are not consumed, nor were the counters written.
+   * Runs `body` in one transaction; if it fails, what memory holds goes back
+   * too: seqs handed out are not consumed, the counters were not written,
+   * and the page list is read again from SQLite.
    */
   private atomically<T>(body: () => T): T {
-    const [before, writtenAt] = [{ ...this.counters }, this.countersWrittenAt];
+    const [before, writtenAt, floor] = [{ ...this.counters }, this.countersWrittenAt, this.floor];
     try {
       return this.storage.transactionSync(body);
     } catch (err) {
-      [this.counters, this.countersWrittenAt] = [before, writtenAt];
+      [this.counters, this.countersWrittenAt, this.floor] = [before, writtenAt, floor];
+      this.pages.reset();
       throw err;
     }
   }
@@ -153,20 +163,27 @@ export class EventStore {
   /** The body of ingest's transaction; throws to roll everything back. */
   private storeBatch(events: IngestEvent[], batchId: string | undefined, now: number, gap: boolean): Stored {
     const cfg = this.config();
-    // Replay protection without a batch ledger: the dedupe rows name the batch
-    // that stored them, so a batch whose ids were stored by this very batch id
-    // is a replay, answered with nothing done. Ids decide what is new: a batch
-    // id used again for other events stores them (dedupe.ts).
+    // Replay protection without a batch ledger: each stored id names the batch that
+    // stored it, so a batch whose ids were stored by this very batch id is a replay,
+    // answered with nothing done. Ids decide what is new: a batch id used again for
+    // other events stores them. A gap-only batch is known by a marker id.
     const markerId = gap && batchId !== undefined ? `gap:${batchId}` : undefined;
-    const lookup = this.dedupe.lookup(markerId ? [markerId, ...events.map((e) => e.id)] : events.map((e) => e.id), batchId);
-    if (lookup.sameBatch) return { replayed: true, bodies: [], sizes: [], seqs: [], committedAt: [], duplicates: 0 };
-    const known = lookup.ids;
-    const [bodies, sizes, ids, seqs, committedAt]: [string[], number[], string[], number[], number[]] = [[], [], [], [], []];
+    const ids = markerId ? [markerId, ...events.map((e) => e.id)] : events.map((e) => e.id);
+    // A redelivered event has its commit time again; a replayed marker comes within the signature window.
+    const since = Math.min(markerId ? now - MIN_RETENTION_MS : Infinity, ...events.map((e) => e.committedAt));
+    const found = this.pages.find(ids, since, now);
+    const legacy = this.legacyIds.lookup(ids, batchId);
+    const sameBatch = legacy.sameBatch || (batchId !== undefined && [...found.values()].includes(batchId));
+    if (sameBatch) return { replayed: true, bodies: [], sizes: [], seqs: [], committedAt: [], duplicates: 0 };
+    const known = new Set([...found.keys(), ...legacy.ids]);
+    const entries: Entry[] = [];
+    const committedAt: number[] = [];
     // The source lost events before this batch: a marker takes the next seq (envelope.ts).
-    const marker = gap ? gapEnvelope(++this.counters.headSeq) : undefined;
-    if (marker) this.exec("INSERT INTO events (seq, at, body) VALUES (?, ?, ?)", this.counters.headSeq, now, marker);
-    if (markerId) this.dedupe.remember([markerId], batchId, now);
-    const firstSeq = this.counters.headSeq + 1;
+    if (gap) {
+      const seq = ++this.counters.headSeq;
+      const body = gapEnvelope(seq);
+      entries.push({ seq, body, bytes: body.length, committed: now, ...(markerId ? { id: markerId } : {}) });
+    }
     let duplicates = 0;
     // Events were validated and serialized by the Worker before this RPC; the
     // envelope is their text with the seq in front, never parsed and
@@ -182,36 +199,20 @@ export class EventStore {
       const bytes = utf8Length(body);
       // The route refuses these first; this guard keeps any other caller under the row limit.
       if (bytes > cfg.MAX_EVENT_BYTES) throw new EventTooLargeError(ev.id, bytes, cfg.MAX_EVENT_BYTES);
-      bodies.push(body);
-      sizes.push(bytes);
-      ids.push(ev.id);
-      seqs.push(seq);
+      entries.push({ seq, body, bytes, id: ev.id, committed: ev.committedAt });
       committedAt.push(ev.committedAt);
     }
     this.counters.duplicates += duplicates;
-    if (bodies.length > 0) {
-      this.dedupe.remember(ids, batchId, now);
-      let seq = firstSeq;
-      for (const chunk of packJsonArrays(bodies, SQL_PARAM_BUDGET_BYTES)) {
-        if ("json" in chunk) {
-          // A JSON array of strings: json_each returns each body text exactly as serialized here.
-          this.exec("INSERT INTO events (seq, at, body) SELECT ? + key, ?, value FROM json_each(?)", seq, now, chunk.json);
-          seq += chunk.count;
-        } else {
-          // Too large to nest in an array (its quotes would be escaped again): bound on its own.
-          this.exec("INSERT INTO events (seq, at, body) VALUES (?, ?, ?)", seq, now, chunk.single);
-          seq += 1;
-        }
-      }
-      this.counters.events += bodies.length;
-      this.counters.lastEventAt = now;
+    const stored = entries.length - (gap ? 1 : 0);
+    if (entries.length > 0) {
+      this.pages.append(entries, batchId ?? null, now);
+      this.counters.events += stored;
+      if (stored > 0) this.counters.lastEventAt = now;
       this.pruneHistory(now);
-      this.dedupe.prune(now);
+      this.legacyIds.prune(now);
     }
-    if (marker || now - this.countersWrittenAt >= COUNTERS_WRITE_MS) this.persistCounters(now);
-    if (marker)
-      return { replayed: false, bodies: [marker, ...bodies], sizes: [marker.length, ...sizes], seqs: [firstSeq - 1, ...seqs], committedAt, duplicates };
-    return { replayed: false, bodies, sizes, seqs, committedAt, duplicates };
+    if (gap || now - this.countersWrittenAt >= COUNTERS_WRITE_MS) this.persistCounters(now);
+    return { replayed: false, bodies: entries.map((e) => e.body), sizes: entries.map((e) => e.bytes), seqs: entries.map((e) => e.seq), committedAt, duplicates };
   }
 
   // ---- A fan-out object: copies of the ordering object's events ----
@@ -219,28 +220,21 @@ export class EventStore {
   /** Stores copies (seq from the ordering object); returns the ones newer than this object's head, now its head. */
   keepCopies(bodies: string[], seqs: number[], now: number): [seq: number, body: string][] {
     const head = this.counters.headSeq;
-    const pairs = seqs.map((seq, i) => [seq, bodies[i]!] as [number, string]);
-    const fresh = pairs.filter(([seq]) => seq > head);
-    this.atomically(() => this.storeCopies(pairs, fresh, now));
+    const fresh = seqs.map((seq, i) => [seq, bodies[i]!] as [number, string]).filter(([seq]) => seq > head);
+    if (fresh.length > 0) this.atomically(() => this.storeCopies(fresh, now));
     return fresh;
   }
 
   /** The body of keepCopies' transaction. */
-  private storeCopies(pairs: [number, string][], fresh: [number, string][], now: number): void {
-    for (const chunk of packJsonArrays(pairs, SQL_PARAM_BUDGET_BYTES)) {
-      if ("json" in chunk)
-        this.exec(
-          "INSERT OR IGNORE INTO events (seq, at, body) SELECT json_extract(value, '$[0]'), ?, json_extract(value, '$[1]') FROM json_each(?)",
-          now,
-          chunk.json,
-        );
-      else this.exec("INSERT OR IGNORE INTO events (seq, at, body) VALUES (?, ?, ?)", chunk.single[0], now, chunk.single[1]);
-    }
-    if (fresh.length > 0) {
-      this.counters.headSeq = fresh[fresh.length - 1]![0];
-      this.counters.events += fresh.length;
-      this.counters.lastEventAt = now;
-    }
+  private storeCopies(fresh: [number, string][], now: number): void {
+    this.pages.append(
+      fresh.map(([seq, body]) => ({ seq, body, bytes: utf8Length(body), committed: 0 })),
+      null,
+      now,
+    );
+    this.counters.headSeq = fresh[fresh.length - 1]![0];
+    this.counters.events += fresh.length;
+    this.counters.lastEventAt = now;
     this.pruneHistory(now);
     // As on the ordering object: the head is recovered from the newest copy (COUNTERS_WRITE_MS).
     if (now - this.countersWrittenAt >= COUNTERS_WRITE_MS) this.persistCounters(now);
@@ -257,7 +251,7 @@ export class EventStore {
 
   /** Retained events after `since`, in seq order. */
   *after(since: number): Generator<string> {
-    for (const row of this.exec<{ body: string }>("SELECT body FROM events WHERE seq > ? ORDER BY seq", since)) yield row.body;
+    for (const [, body] of this.pages.after(Math.max(since, this.floor - 1))) yield body;
   }
 
   /** Events after `after` for a fan-out object catching up (`limit` 0: only the head). */
@@ -266,30 +260,40 @@ export class EventStore {
     const seqs: number[] = [];
     let bytes = 0;
     if (limit > 0)
-      for (const row of this.exec<{ seq: number; body: string }>("SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", after, limit)) {
-        bytes += row.body.length * 3; // an upper bound of its UTF-8 size
-        if (bodies.length > 0 && bytes > RANGE_MAX_BYTES) break;
-        bodies.push(row.body);
-        seqs.push(row.seq);
+      for (const [seq, body] of this.pages.after(Math.max(after, this.floor - 1))) {
+        bytes += body.length * 3; // an upper bound of its UTF-8 size
+        if (bodies.length >= limit || (bodies.length > 0 && bytes > RANGE_MAX_BYTES)) break;
+        bodies.push(body);
+        seqs.push(seq);
       }
     return { bodies, seqs, headSeq: this.counters.headSeq, oldestSeq: this.oldestSeq() };
   }
 
+  /** The first seq a resume can be served from (the head + 1 when the history is empty). */
   oldestSeq(): number {
-    const row = this.exec<{ s: number | null }>("SELECT MIN(seq) AS s FROM events").one();
-    return row.s ?? this.counters.headSeq + 1;
+    const first = this.pages.firstLiveFrom(this.floor);
+    return first === undefined ? this.counters.headSeq + 1 : Math.max(first, this.floor);
   }
 
   /** Writes the counters (one row); the ordering object does so at most every COUNTERS_WRITE_MS while ingesting. */
   persistCounters(now = Date.now()): void {
     this.countersWrittenAt = now;
-    this.exec("INSERT INTO meta (k, v) VALUES ('counters', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", JSON.stringify(this.counters));
+    this.exec(
+      "INSERT INTO meta (k, v) VALUES ('counters', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+      JSON.stringify({ ...this.counters, floor: this.floor }),
+    );
   }
 
-  /** By count, then by age; both are range deletes on the primary key. */
+  /**
+   * Moves the floor by count, then by age, and prunes the pages wholly below
+   * it (pages.ts): the ordering object keeps their ids for the dedupe window
+   * (at least MIN_RETENTION_MS: dedupe.ts).
+   */
   private pruneHistory(now: number): void {
     const cfg = this.config();
-    this.exec("DELETE FROM events WHERE seq <= ?", this.counters.headSeq - cfg.HISTORY_MAX_EVENTS);
-    this.db.pruneBefore("events", "seq", now - cfg.HISTORY_MAX_AGE_SECONDS * 1000);
+    const byCount = Math.max(this.floor, this.counters.headSeq - cfg.HISTORY_MAX_EVENTS + 1);
+    this.floor = this.pages.firstStoredSince(now - cfg.HISTORY_MAX_AGE_SECONDS * 1000, byCount, this.counters.headSeq);
+    const keepIds = Math.max(cfg.DEDUPE_WINDOW_SECONDS * 1000, MIN_RETENTION_MS);
+    this.pages.prune(this.floor, this.fanout ? undefined : now - keepIds);
   }
 }

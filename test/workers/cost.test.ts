@@ -10,6 +10,7 @@ import { describe, expect, it } from "vitest";
 import { env, runInDurableObject } from "cloudflare:test";
 import { EventStore } from "../../durable-objects/event-store";
 import { MIN_RETENTION_MS } from "../../durable-objects/dedupe";
+import { PAGE_MAX_ENTRIES } from "../../durable-objects/pages";
 import { loadConfig } from "../../shared/worker-config";
 import type { IngestEvent } from "../../src/channel-contract";
 import { connect, event, freshChannel, ingest } from "../support/worker-client";
@@ -40,18 +41,18 @@ describe("SQLite rows per event", () => {
     const one = await rowsPerEvent(1);
     const ten = await rowsPerEvent(10);
     console.log(JSON.stringify({ rowsPerEvent: { batchesOf1: one, batchesOf10: ten } }));
-    // Measured 3.05 and 3.0 written (the event, its prune, its dedupe id; the dedupe id's delete comes
-    // after the 11 min retention, beyond this test), 8.1 and 5.3 read (docs/benchmarks.md, "Cost").
-    // Schema 1: 20 and 7.4 written, 124 read; schema 2: 7 and 4.3 written, 9 and 5.4 read.
-    expect(one.written).toBeLessThanOrEqual(3.3);
-    expect(ten.written).toBeLessThanOrEqual(3.2);
-    expect(one.read).toBeLessThanOrEqual(10);
-    expect(ten.read).toBeLessThanOrEqual(7);
+    // Measured 1.02 and 0.11 written (one page row per batch; a page's strip and delete come once per
+    // 128 events), 1.1 and 0.15 read (docs/benchmarks.md, "Cost"). Schema 1: 20 and 7.4 written;
+    // schema 2: 7 and 4.3; schema 3 (a dedupe row per id): 3.05 and 3.0.
+    expect(one.written).toBeLessThanOrEqual(1.2);
+    expect(ten.written).toBeLessThanOrEqual(0.3);
+    expect(one.read).toBeLessThanOrEqual(2);
+    expect(ten.read).toBeLessThanOrEqual(0.5);
   });
 });
 
 describe("SQLite rows per event on a fan-out object of the tree", () => {
-  it("costs its copy and the copy's prune, with the counters at most every second", async () => {
+  it("costs about one row per batch of copies (its page), with the counters at most every second", async () => {
     const ch = freshChannel("tree");
     const c = await connect(ch, { continent: "SA" });
     const fanout = testStub(env, fanoutName(ch, "sa", 0));
@@ -66,8 +67,9 @@ describe("SQLite rows per event on a fan-out object of the tree", () => {
     const after = await fanout.stats();
     const written = (after.sqlRowsWritten - before.sqlRowsWritten) / (after.events - before.events);
     console.log(JSON.stringify({ fanoutRowsPerEvent: written }));
-    // Measured 2.0–2.1 (npm run bench:bill: 1.8 at 100 events/s); every batch wrote the counters before: 3.
-    expect(written).toBeLessThanOrEqual(2.3);
+    // Measured 1.05 (its page's update; pages are deleted once per 128 events); a row per copy and its
+    // prune before pages: 2.0–2.1, and every batch wrote the counters before that: 3.
+    expect(written).toBeLessThanOrEqual(1.3);
     c.close();
   });
 });
@@ -97,7 +99,7 @@ describe("billed requests, counted by the object (meter.ts)", () => {
   });
 });
 
-describe("pruning without indexes on time, dedupe in time slices (schemas 2 and 3)", () => {
+describe("pruning without indexes on time, dedupe ids kept in the pages (schema 4)", () => {
   it("removes what is older than the history age and the dedupe retention, nothing newer, and tells replays by their ids", async () => {
     const ch = freshChannel("prune");
     await runInDurableObject(testStub(env, ch), async (_instance, state) => {
@@ -116,14 +118,21 @@ describe("pruning without indexes on time, dedupe in time slices (schemas 2 and 
       // The same batch again is a replay (nothing done); its id with events never stored stores them.
       expect(store.ingest([ev("a"), ev("b")], "batch-1", t0 + 60_000)).toMatchObject({ replayed: true, duplicates: 0 });
       expect(store.ingest([ev("e")], "batch-1", t0 + 61_000)).toMatchObject({ replayed: false, seqs: [5] });
-      // Ids are kept for at least the signature window's replays (MIN_RETENTION_MS, 11 min), beyond a 60 s window.
+      // Ids are kept as long as their page, at least the retention (MIN_RETENTION_MS, 11 min), beyond a 60 s window.
       store.ingest([ev("g")], "batch-5", t0 + 130_000);
       expect(store.ingest([ev("a"), ev("d")], "batch-6", t0 + 131_000).duplicates).toBe(2);
-      // Past it (and the prune interval), the slices holding a..e are gone; g's slice is newer and kept.
+      // A page goes when its newest entry is past the retention: fill this one (6 entries so far) and start the next.
       const late = t0 + MIN_RETENTION_MS + 100_000;
-      store.ingest([ev("f")], "batch-7", late); // prunes (after its own dedupe check)
-      expect(store.ingest([ev("a"), ev("d"), ev("g")], "batch-8", late + 1000).duplicates).toBe(1);
-      expect(store.ingest([ev("a")], "batch-1", late + 2000)).toMatchObject({ replayed: false, duplicates: 1 });
+      store.ingest(
+        Array.from({ length: PAGE_MAX_ENTRIES }, (_, i) => ev(`x${i}`)),
+        "batch-7",
+        late,
+      );
+      const later = late + MIN_RETENTION_MS + 1000;
+      store.ingest([ev("h")], "batch-8", later); // joins the second page, then prunes the first
+      const r = store.ingest([ev("a"), ev("d"), ev("g"), ev(`x${PAGE_MAX_ENTRIES - 7}`), ev(`x${PAGE_MAX_ENTRIES - 6}`)], "batch-9", later + 1000);
+      expect(r.duplicates).toBe(1); // only the x that started the second page
+      expect(store.ingest([ev("a")], "batch-1", later + 2000)).toMatchObject({ replayed: false, duplicates: 1 });
     });
   });
 
@@ -145,22 +154,27 @@ describe("pruning without indexes on time, dedupe in time slices (schemas 2 and 
     });
   });
 
-  it("moves the ids an object kept before schema 3 into the slices, so they are still duplicates", async () => {
+  it("moves an object's history and ids from before pages (schemas 2 and 3) over: still served, still duplicates", async () => {
     const ch = freshChannel("migrate");
     await runInDurableObject(testStub(env, ch), async (_instance, state) => {
       const sql = state.storage.sql;
-      // Back to schema 2 with an id kept the old way.
-      sql.exec("DROP TABLE dedupe; DELETE FROM schema_version WHERE version > 2");
+      // Back to schema 2 with an event and its id kept the old way.
+      sql.exec("DROP TABLE pages; DROP TABLE dedupe; DELETE FROM schema_version WHERE version > 2");
       sql.exec(
-        "CREATE TABLE seen (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, at INTEGER NOT NULL); CREATE TABLE batches (id TEXT PRIMARY KEY, at INTEGER NOT NULL)",
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, body TEXT NOT NULL); CREATE TABLE seen (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, at INTEGER NOT NULL); CREATE TABLE batches (id TEXT PRIMARY KEY, at INTEGER NOT NULL)",
       );
       const now = Date.now();
+      const oldBody = JSON.stringify({ seq: 1, ...event(ch, 1, { id: "old-1" }) });
+      sql.exec("INSERT INTO events (seq, at, body) VALUES (1, ?, ?)", now - 60_000, oldBody);
       sql.exec("INSERT INTO seen (id, seq, at) VALUES ('old-1', 1, ?)", now - 60_000);
       const store = new EventStore(state.storage, () => loadConfig(env));
       store.bindChannel(ch);
-      const ev = (id: string): IngestEvent => ({ id, channel: ch, committedAt: 0, json: JSON.stringify(event(ch, 0, { id })) });
-      expect(store.ingest([ev("old-1"), ev("new-1")], "b1", now)).toMatchObject({ duplicates: 1, replayed: false });
-      expect(sql.exec("SELECT name FROM sqlite_master WHERE name IN ('seen', 'batches')").toArray()).toEqual([]);
+      expect(store.counters.headSeq).toBe(1);
+      const ev = (id: string): IngestEvent => ({ id, channel: ch, committedAt: now, json: JSON.stringify(event(ch, 0, { id })) });
+      expect(store.ingest([ev("old-1"), ev("new-1")], "b1", now)).toMatchObject({ duplicates: 1, replayed: false, seqs: [2] });
+      expect([...store.after(0)].map((b) => (JSON.parse(b) as { id: string; seq: number }).seq)).toEqual([1, 2]);
+      expect([...store.after(0)][0]).toBe(oldBody);
+      expect(sql.exec("SELECT name FROM sqlite_master WHERE name IN ('seen', 'batches', 'events')").toArray()).toEqual([]);
     });
   });
 });

@@ -14,16 +14,16 @@ import { waitUntil } from "../support/wait";
 
 const stubFor = (ch: string) => env.CHANNEL.get(env.CHANNEL.idFromName(ch));
 const errorOf = async (res: Response) => HttpErrorBody.parse(await res.json()).error;
-/** The object's stored state: the batches its dedupe ids name, event count and head, read from its SQLite. */
+/** The object's stored state: the batches its pages name, entry count and head, read from its SQLite (durable-objects/pages.ts). */
 const storedState = (ch: string) =>
   runInDurableObject(stubFor(ch), (_o, state) => ({
     batches: state.storage.sql
-      .exec<{ batch: string }>("SELECT DISTINCT batch FROM dedupe")
+      .exec<{ batch: string | null }>("SELECT DISTINCT json_extract(r.value, '$[2]') AS batch FROM pages, json_each(pages.runs) AS r")
       .toArray()
       .map((r) => r.batch),
-    events: state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM events").one().n,
+    events: state.storage.sql.exec<{ n: number }>("SELECT coalesce(sum(last - first + 1), 0) AS n FROM pages").one().n,
     headSeq: Number(
-      state.storage.sql.exec<{ s: number | null }>("SELECT max(seq) AS s FROM events").one().s ??
+      state.storage.sql.exec<{ s: number | null }>("SELECT max(last) AS s FROM pages").one().s ??
         (JSON.parse(String(state.storage.sql.exec<{ v: string }>("SELECT v FROM meta WHERE k = 'counters'").toArray()[0]?.v ?? "{}")) as { headSeq?: number })
           .headSeq ??
         0,

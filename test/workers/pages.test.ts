@@ -1,0 +1,96 @@
+/**
+ * The history in pages (durable-objects/pages.ts): what a resume or a
+ * fan-out catch-up reads across page boundaries, and how a redelivery is
+ * found without a dedupe row per id.
+ */
+import { describe, expect, it } from "vitest";
+import { env, runInDurableObject } from "cloudflare:test";
+import { EventStore } from "../../durable-objects/event-store";
+import { PAGE_MAX_BYTES, PAGE_MAX_ENTRIES, RECENT_MS } from "../../durable-objects/pages";
+import { loadConfig } from "../../shared/worker-config";
+import type { IngestEvent } from "../../src/channel-contract";
+import { event, freshChannel } from "../support/worker-client";
+import { testStub } from "./worker";
+
+const t0 = 1_700_000_000_000;
+
+function evFor(ch: string) {
+  return (id: string, committedAt: number, size = 0): IngestEvent => ({
+    id,
+    channel: ch,
+    committedAt,
+    json: JSON.stringify(event(ch, 0, { id, committedAt, data: { pad: "é".repeat(size) } })),
+  });
+}
+
+describe("resume and catch-up across pages", () => {
+  it("serves exactly the events after any seq, with pages split by count, by size and by a large event", async () => {
+    const ch = freshChannel("pages");
+    await runInDurableObject(testStub(env, ch), async (_instance, state) => {
+      const config = { ...loadConfig(env), HISTORY_MAX_EVENTS: 10_000 };
+      const store = new EventStore(state.storage, () => config);
+      store.bindChannel(ch);
+      const ev = evFor(ch);
+      const ids: string[] = [];
+      let n = 0;
+      const batch = (count: number, size = 0) => {
+        const events = Array.from({ length: count }, () => ev(`e${++n}`, t0 + n, size));
+        ids.push(...events.map((e) => e.id));
+        store.ingest(events, `b${n}`, t0 + n);
+      };
+      batch(PAGE_MAX_ENTRIES + 5); // a full page and the start of the next
+      batch(1, PAGE_MAX_BYTES); // larger than a page: a page of its own
+      for (let i = 0; i < 20; i++) batch(3, 2000); // pages closed by size
+      batch(1);
+      const pages = state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM pages").one().n;
+      expect(pages).toBeGreaterThanOrEqual(4);
+      for (const since of [0, 1, PAGE_MAX_ENTRIES - 1, PAGE_MAX_ENTRIES, PAGE_MAX_ENTRIES + 5, PAGE_MAX_ENTRIES + 6, ids.length - 1, ids.length]) {
+        const got = [...store.after(since)].map((b) => JSON.parse(b) as { seq: number; id: string });
+        expect(got.map((e) => e.seq)).toEqual(Array.from({ length: ids.length - since }, (_, i) => since + 1 + i));
+        expect(got.map((e) => e.id)).toEqual(ids.slice(since));
+      }
+      // A fan-out object's catch-up reads in slices; they join up without a gap or a repeat.
+      const caught: number[] = [];
+      for (let after = 0; after < ids.length; ) {
+        const r = store.range(after, 50);
+        expect(r.seqs.length).toBeGreaterThan(0);
+        caught.push(...r.seqs);
+        after = r.seqs.at(-1)!;
+      }
+      expect(caught).toEqual(ids.map((_, i) => i + 1));
+    });
+  });
+});
+
+describe("dedupe without a row per id", () => {
+  it("finds a redelivery by its commit time long after, and a retry with a new commit time among the recent pages", async () => {
+    const ch = freshChannel("redeliver");
+    await runInDurableObject(testStub(env, ch), async (_instance, state) => {
+      const config = { ...loadConfig(env), HISTORY_MAX_EVENTS: 50 };
+      const store = new EventStore(state.storage, () => config);
+      store.bindChannel(ch);
+      const ev = evFor(ch);
+      store.ingest([ev("first", t0)], "b0", t0);
+      // Hours of later events in many pages; the history keeps only 50 of them.
+      let at = t0;
+      for (let i = 0; i < 3 * PAGE_MAX_ENTRIES; i++) {
+        at += 60_000;
+        store.ingest([ev(`later-${i}`, at)], `bl-${i}`, at);
+      }
+      expect(store.oldestSeq()).toBeGreaterThan(2);
+      // The relay's redelivery carries the event's commit time: found in its (stripped) page.
+      expect(store.ingest([ev("first", t0)], "b-again", at + 1)).toMatchObject({ duplicates: 1, seqs: [] });
+      // A replay of the very batch: nothing done.
+      expect(store.ingest([ev(`later-${3 * PAGE_MAX_ENTRIES - 1}`, at)], `bl-${3 * PAGE_MAX_ENTRIES - 1}`, at + 2)).toMatchObject({ replayed: true });
+      // A publish retried with its id gets a new commit time: found while its page is recent.
+      store.ingest([ev("published", at + 10)], "p1", at + 10);
+      expect(store.ingest([ev("published", at + RECENT_MS / 2)], "p2", at + RECENT_MS / 2)).toMatchObject({ duplicates: 1 });
+      // A new object on the same storage (after an eviction) knows them all the same.
+      const woken = new EventStore(state.storage, () => config);
+      expect(woken.ingest([ev("first", t0), ev("published", at + RECENT_MS / 2 + 1), ev("new", at + 20)], "b-woken", at + RECENT_MS / 2 + 1)).toMatchObject({
+        duplicates: 2,
+        seqs: [store.counters.headSeq + 1],
+      });
+    });
+  });
+});
