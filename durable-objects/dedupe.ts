@@ -1,16 +1,30 @@
 /**
- * Dedupe ids an object stored before its history moved into pages (schema
- * 4, durable-objects/pages.ts, where ids now live with their events): read
- * by every lookup until their slices expire, then the table is empty and
- * costs nothing. No id is added here any more.
+ * Finding redeliveries: which of a batch's event ids a channel has stored,
+ * and which batch stored them (a batch whose ids it stored itself is a
+ * replay), with no row written per id.
  *
- * The table is WITHOUT ROWID and keyed (bucket, id); a bucket is a time
- * slice (`bucket` is the slice's end, epoch ms), so expiry is a range delete
- * on the key's prefix, and a lookup probes each live bucket's index for the id.
+ * The ids live in their events' history pages (pages.ts), kept for the
+ * dedupe window after the envelopes leave the history. Each page records
+ * the largest `committedAt` of its entries (the source's clock): a stored
+ * event's page has `committed >= event.committedAt`, and a redelivery
+ * carries the same `committedAt` (the relay resends what it read from the
+ * outbox or the WAL; a replayed signed batch is the same text), so a lookup
+ * reads only the pages whose `committed` is at or above the smallest of the
+ * batch: in steady state the newest page or two. A producer that retries
+ * with a new `committedAt` (a publish retried with its id) is found among
+ * the recent pages, whatever their commit times (RECENT_MS, RECENT_ENTRIES).
+ *
+ * LegacyIds reads the ids an object kept before pages (schema 3: a table
+ * keyed by time slice and id) until they expire; nothing is added there.
  */
 import { packJsonArrays, SQL_PARAM_BUDGET_BYTES } from "../shared/limits";
 import { SIGNATURE_TOLERANCE_SECONDS } from "../shared/protocol";
+import type { PageInfo, Pages, Run } from "./pages";
 import type { CountedSql } from "./sql";
+
+/** The recent pages: stored within RECENT_MS, up to RECENT_ENTRIES entries, their ids kept parsed in memory. */
+export const RECENT_MS = 5 * 60_000;
+export const RECENT_ENTRIES = 16_384;
 
 /**
  * Ids are kept at least this long whatever DEDUPE_WINDOW_SECONDS says: a
@@ -30,7 +44,55 @@ export interface Known {
   sameBatch: boolean;
 }
 
-export class Dedupe {
+/** Finds ids in the history pages (see the module comment). */
+export class Redeliveries {
+  /** The ids of recent pages other than the open one, parsed. */
+  private readonly parsed = new Map<number, { runs: Run[]; ids: string[] }>();
+
+  constructor(private readonly pages: Pages) {}
+
+  /** Forgets the parsed pages (a transaction rolled back). */
+  reset(): void {
+    this.parsed.clear();
+  }
+
+  /** Which of `ids` are stored, and the batch that stored each; `since` is the smallest commit time among them. */
+  find(ids: readonly string[], since: number, now: number): Map<string, string | null> {
+    const found = new Map<string, string | null>();
+    const wanted = new Set(ids);
+    const scan = (runs: Run[], pageIds: readonly string[]) => {
+      let k = 0;
+      for (const [, n, batch] of runs) {
+        for (let j = k; j < k + n && j < pageIds.length; j++) if (wanted.has(pageIds[j]!)) found.set(pageIds[j]!, batch);
+        k += n;
+      }
+    };
+    const { pages, open } = this.pages.list();
+    const recent = new Set<PageInfo>();
+    for (let k = pages.length - 1, entries = 0; k >= 0 && entries < RECENT_ENTRIES && pages[k]!.at >= now - RECENT_MS; k--) {
+      recent.add(pages[k]!);
+      entries += pages[k]!.last - pages[k]!.first + 1;
+    }
+    const recentFirsts = new Set([...recent].map((p) => p.first));
+    for (const first of this.parsed.keys()) if (!recentFirsts.has(first)) this.parsed.delete(first);
+    const toRead: number[] = [];
+    for (const p of pages) {
+      if (p === open?.info || !(recent.has(p) || p.committed >= since)) continue;
+      const cached = this.parsed.get(p.first);
+      if (cached) scan(cached.runs, cached.ids);
+      else toRead.push(p.first);
+    }
+    if (open && (open.info.committed >= since || recent.has(open.info))) scan(open.runs, open.ids);
+    for (const page of this.pages.idsOf(toRead)) {
+      if (recentFirsts.has(page.first)) this.parsed.set(page.first, page);
+      scan(page.runs, page.ids);
+    }
+    return found;
+  }
+}
+
+/** Ids kept before schema 4, read until they expire. */
+export class LegacyIds {
   /** The slices present in the table (their end times), so a lookup probes only those. */
   private readonly buckets = new Set<number>();
   private lastPrune = 0;

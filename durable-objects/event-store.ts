@@ -1,27 +1,28 @@
 /**
- * A channel's storage in its Durable Object's SQLite: events with their seq (a
- * bounded history for resume), dedupe ids (dedupe.ts), the counters; on
- * a fan-out object, copies of the ordering object's events (fanout-tree.ts).
- * Every statement goes through the production SQL limits, which local
- * workerd does not enforce, and is counted for billing (sql.ts).
+ * A channel's storage in its Durable Object's SQLite: the history in pages
+ * (pages.ts) with the events' dedupe ids (dedupe.ts), the counters; on a
+ * fan-out object, copies of the ordering object's events (fanout-tree.ts).
+ * Every statement is checked against the production SQL limits and counted
+ * for billing (sql.ts).
  */
 import type { Config } from "../shared/worker-config";
-import type { ChannelStats, EventRange, IngestEvent } from "../src/channel-contract";
+import type { EventRange, IngestEvent } from "../src/channel-contract";
 import { utf8Length } from "../shared/limits";
 import { applySchema } from "./schema";
 import { CHANNEL_SCHEMA } from "./channel-schema";
 import { CountedSql, type SqlUsage } from "./sql";
 import { envelopeJson, gapEnvelope } from "./envelope";
-import { Dedupe, MIN_RETENTION_MS } from "./dedupe";
+import { LegacyIds, MIN_RETENTION_MS, Redeliveries } from "./dedupe";
 import { Pages, type Entry } from "./pages";
+import { readMeta, type Counters, type FanoutIdentity } from "./meta";
 
 /** An event over MAX_EVENT_BYTES reached the object; the whole ingest is rolled back. */
 export class EventTooLargeError extends Error {
   readonly code = "EVENT_TOO_LARGE";
   constructor(
     readonly eventId: string,
-    readonly bytes: number,
-    readonly max: number,
+    bytes: number,
+    max: number,
   ) {
     super(`event ${eventId} is ${bytes} bytes; MAX_EVENT_BYTES is ${max}`);
   }
@@ -40,21 +41,11 @@ export interface Stored {
   duplicates: number;
 }
 
-export type Counters = Pick<ChannelStats, "headSeq" | "events" | "duplicates" | "messagesSent" | "sendErrors" | "lastEventAt">;
-
-/** What makes an object a fan-out object of the tree (stored, so it survives eviction). */
-export interface FanoutIdentity {
-  name: string;
-  region: string;
-  capacity: number;
-}
-
 /**
- * The ordering object writes its counters at most this often (a billed row
- * each time), not with every batch. The head seq never depends on it: a
- * restarted object takes the larger of the written head and the newest
- * stored seq, and an event stored since the last write is younger than this,
- * so no age prune (HISTORY_MAX_AGE_SECONDS is at least 1 s) has removed it.
+ * Counters are written at most this often (a billed row each time). The head
+ * seq never depends on it: a restarted object takes the newest page's last
+ * seq when it is ahead (an ordering object keeps every page at least
+ * MIN_RETENTION_MS; a fan-out object's newest is younger than any age prune).
  */
 export const COUNTERS_WRITE_MS = 1000;
 
@@ -68,8 +59,9 @@ export class EventStore {
   channel: string | undefined;
   fanout: FanoutIdentity | undefined;
   private readonly pages: Pages;
+  private readonly redeliveries: Redeliveries;
   /** Ids kept before schema 4, read until they expire (dedupe.ts). */
-  private readonly legacyIds: Dedupe;
+  private readonly legacyIds: LegacyIds;
   /** When the counters were last written (0: they are unwritten since the object started). */
   private countersWrittenAt = 0;
   /** The first seq the history serves (HISTORY_MAX_EVENTS and HISTORY_MAX_AGE_SECONDS, as of the last write). */
@@ -81,22 +73,8 @@ export class EventStore {
   ) {
     applySchema(storage.sql, CHANNEL_SCHEMA);
     this.db = new CountedSql(storage.sql);
-    const meta = new Map<string, unknown>();
-    for (const row of this.exec<{ k: string; v: SqlStorageValue }>("SELECT k, v FROM meta")) meta.set(row.k, row.v);
-    this.channel = (meta.get("channel") as string | undefined) ?? undefined;
-    if (typeof meta.get("fanout") === "string") this.fanout = JSON.parse(meta.get("fanout") as string) as FanoutIdentity;
-    const num = (k: string) => Number(meta.get(k) ?? 0);
-    // One row since schema 2 (a row per counter before: five more rows written per batch).
-    const packed = typeof meta.get("counters") === "string" ? (JSON.parse(meta.get("counters") as string) as Counters & { floor?: number }) : undefined;
-    const { floor, ...counters } = packed ?? {
-      headSeq: num("headSeq"),
-      events: num("events"),
-      duplicates: num("duplicates"),
-      messagesSent: num("messagesSent"),
-      sendErrors: num("sendErrors"),
-      lastEventAt: meta.has("lastEventAt") ? num("lastEventAt") : null,
-    };
-    this.counters = counters;
+    const meta = readMeta(this.db);
+    [this.channel, this.fanout, this.counters] = [meta.channel, meta.fanout, meta.counters];
     this.pages = new Pages(this.db);
     // Events stored after the counters were last written (COUNTERS_WRITE_MS): the head is the newest seq.
     const newest = this.pages.newest();
@@ -105,8 +83,9 @@ export class EventStore {
       this.counters.headSeq = newest.last;
       this.counters.lastEventAt = newest.at;
     }
-    this.floor = Math.max(floor ?? 1, this.counters.headSeq - this.config().HISTORY_MAX_EVENTS + 1);
-    this.legacyIds = new Dedupe(this.db, () => this.config().DEDUPE_WINDOW_SECONDS * 1000);
+    this.floor = Math.max(meta.floor, this.counters.headSeq - this.config().HISTORY_MAX_EVENTS + 1);
+    this.redeliveries = new Redeliveries(this.pages);
+    this.legacyIds = new LegacyIds(this.db, () => this.config().DEDUPE_WINDOW_SECONDS * 1000);
   }
 
   /** Every statement goes through the production SQL limits and is counted (sql.ts). */
@@ -156,6 +135,7 @@ export class EventStore {
     } catch (err) {
       [this.counters, this.countersWrittenAt, this.floor] = [before, writtenAt, floor];
       this.pages.reset();
+      this.redeliveries.reset();
       throw err;
     }
   }
@@ -171,7 +151,7 @@ export class EventStore {
     const ids = markerId ? [markerId, ...events.map((e) => e.id)] : events.map((e) => e.id);
     // A redelivered event has its commit time again; a replayed marker comes within the signature window.
     const since = Math.min(markerId ? now - MIN_RETENTION_MS : Infinity, ...events.map((e) => e.committedAt));
-    const found = this.pages.find(ids, since, now);
+    const found = this.redeliveries.find(ids, since, now);
     const legacy = this.legacyIds.lookup(ids, batchId);
     const sameBatch = legacy.sameBatch || (batchId !== undefined && [...found.values()].includes(batchId));
     if (sameBatch) return { replayed: true, bodies: [], sizes: [], seqs: [], committedAt: [], duplicates: 0 };
@@ -212,7 +192,14 @@ export class EventStore {
       this.legacyIds.prune(now);
     }
     if (gap || now - this.countersWrittenAt >= COUNTERS_WRITE_MS) this.persistCounters(now);
-    return { replayed: false, bodies: entries.map((e) => e.body), sizes: entries.map((e) => e.bytes), seqs: entries.map((e) => e.seq), committedAt, duplicates };
+    return {
+      replayed: false,
+      bodies: entries.map((e) => e.body),
+      sizes: entries.map((e) => e.bytes),
+      seqs: entries.map((e) => e.seq),
+      committedAt,
+      duplicates,
+    };
   }
 
   // ---- A fan-out object: copies of the ordering object's events ----

@@ -12,13 +12,10 @@
  * row) after that. A fan-out object keeps no ids: its pages are deleted when
  * they leave the history.
  *
- * Dedupe without an index: each page records the largest `committedAt` of
- * its entries (the source's clock). A stored event's page has
- * `committed >= event.committedAt`, and a redelivery carries the same
- * `committedAt`, so a lookup reads only the pages whose `committed` is at or
- * above the smallest of the batch: in steady state the newest page or two.
- * The page list (a few numbers per page) is kept in memory, loaded on the
- * first ingest after the object starts.
+ * Each page records the largest `committedAt` of its entries, which is what
+ * dedupe lookups narrow by (dedupe.ts). The page list (a few numbers per
+ * page) is kept in memory, loaded on the first ingest after the object
+ * starts.
  */
 import { packJsonArrays, SQL_PARAM_BUDGET_BYTES } from "../shared/limits";
 import type { CountedSql } from "./sql";
@@ -33,14 +30,6 @@ import type { CountedSql } from "./sql";
 export const PAGE_MAX_BYTES = 32 * 1024;
 /** Entries per page (bounds the ids kept with it: 128 × 128 characters at most). */
 export const PAGE_MAX_ENTRIES = 128;
-
-/**
- * A redelivery is found by its commit time for the whole dedupe window; in
- * the newest pages (stored within RECENT_MS, up to RECENT_ENTRIES entries,
- * their ids kept parsed in memory) it is found whatever its commit time.
- */
-export const RECENT_MS = 5 * 60_000;
-export const RECENT_ENTRIES = 16_384;
 
 /** One history entry to store. */
 export interface Entry {
@@ -57,7 +46,7 @@ export interface Entry {
 /** The entries one batch stored at one time: [stored at (epoch ms), how many, batch id]. */
 export type Run = [at: number, n: number, batch: string | null];
 
-interface PageInfo {
+export interface PageInfo {
   first: number;
   last: number;
   /** When its oldest and newest entries were stored (this object's clock). */
@@ -70,7 +59,7 @@ interface PageInfo {
 }
 
 /** The newest page while it takes appends. */
-interface OpenPage {
+export interface OpenPage {
   info: PageInfo;
   runs: Run[];
   /** One per entry, or none at all (copies, and history from before pages). */
@@ -82,8 +71,6 @@ export class Pages {
   /** Every page, in seq order (undefined until needed, and after a rolled-back transaction). */
   private index: PageInfo[] | undefined;
   private open: OpenPage | undefined;
-  /** The ids of recent pages other than the open one, parsed (find). */
-  private readonly parsed = new Map<number, { runs: Run[]; ids: string[] }>();
 
   constructor(private readonly db: CountedSql) {}
 
@@ -91,7 +78,6 @@ export class Pages {
   reset(): void {
     this.index = undefined;
     this.open = undefined;
-    this.parsed.clear();
   }
 
   /** The newest entry's seq and store time, if any (one row). */
@@ -158,86 +144,37 @@ export class Pages {
       const run = p.runs.at(-1);
       if (run && run[0] === now && run[2] === batch) run[1] += taken;
       else p.runs.push([now, taken, batch]);
-      const [runs, ids, text] = [JSON.stringify(p.runs), JSON.stringify(p.ids), texts.join("\n")];
-      if (fresh) {
+      const text = texts.join("\n");
+      const values = [p.info.last, now, p.info.committed, JSON.stringify(p.runs), JSON.stringify(p.ids), p.bytes, p.info.first];
+      if (fresh) this.db.exec("INSERT INTO pages (last, at, committed, runs, ids, bytes, first, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", ...values, text);
+      else
         this.db.exec(
-          "INSERT INTO pages (first, last, at, committed, runs, ids, body, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-          p.info.first,
-          p.info.last,
-          now,
-          p.info.committed,
-          runs,
-          ids,
-          text,
-          p.bytes,
-        );
-        index.push(p.info);
-      } else
-        this.db.exec(
-          "UPDATE pages SET last = ?, at = ?, committed = ?, runs = ?, ids = ?, body = body || ?, bytes = ? WHERE first = ?",
-          p.info.last,
-          now,
-          p.info.committed,
-          runs,
-          ids,
+          "UPDATE pages SET last = ?, at = ?, committed = ?, runs = ?, ids = ?, bytes = ?, body = body || ? WHERE first = ?",
+          ...values.slice(0, 6),
           `\n${text}`,
-          p.bytes,
           p.info.first,
         );
+      if (fresh) index.push(p.info);
       this.open = p;
     }
   }
 
-  /**
-   * Which of `ids` are stored, and the batch that stored each: among the
-   * pages holding an entry committed at or after `since` (see the module
-   * comment: every page that can hold a redelivery of them), and the recent
-   * pages whatever their commit times (a producer that retries with a new
-   * `committedAt`, like a publish retried with its id: RECENT_MS).
-   */
-  find(ids: readonly string[], since: number, now: number): Map<string, string | null> {
-    const found = new Map<string, string | null>();
-    const wanted = new Set(ids);
-    const scan = (runs: Run[], pageIds: readonly string[]) => {
-      let k = 0;
-      for (const [, n, batch] of runs) {
-        for (let j = k; j < k + n && j < pageIds.length; j++) if (wanted.has(pageIds[j]!)) found.set(pageIds[j]!, batch);
-        k += n;
-      }
-    };
-    const index = this.pages();
-    const open = this.openPage();
-    // The recent pages, newest first, up to RECENT_ENTRIES entries: their ids are kept parsed.
-    const recent = new Set<PageInfo>();
-    for (let k = index.length - 1, entries = 0; k >= 0 && entries < RECENT_ENTRIES && index[k]!.at >= now - RECENT_MS; k--) {
-      recent.add(index[k]!);
-      entries += index[k]!.last - index[k]!.first + 1;
-    }
-    const recentFirsts = new Set([...recent].map((p) => p.first));
-    for (const first of this.parsed.keys()) if (!recentFirsts.has(first)) this.parsed.delete(first);
-    const firsts: number[] = [];
-    for (const p of index) {
-      if (p === open?.info) continue;
-      if (recent.has(p)) {
-        const cached = this.parsed.get(p.first);
-        if (cached) scan(cached.runs, cached.ids);
-        else firsts.push(p.first);
-      } else if (p.committed >= since) firsts.push(p.first);
-    }
-    if (open && (open.info.committed >= since || recent.has(open.info))) scan(open.runs, open.ids);
+  /** Every page in seq order, and the open one (its ids in memory), for dedupe lookups (dedupe.ts). */
+  list(): { pages: readonly PageInfo[]; open: OpenPage | undefined } {
+    return { pages: this.pages(), open: this.openPage() };
+  }
+
+  /** The runs and ids of the pages starting at `firsts` (one key seek each). */
+  *idsOf(firsts: readonly number[]): Generator<{ first: number; runs: Run[]; ids: string[] }> {
     for (const chunk of packJsonArrays(firsts, SQL_PARAM_BUDGET_BYTES)) {
       const json = "json" in chunk ? chunk.json : JSON.stringify([chunk.single]);
-      // One key seek per page, in the list's order (CROSS JOIN keeps json_each outside).
+      // CROSS JOIN keeps json_each outside: a seek per listed page, not a scan of the table.
       for (const row of this.db.exec<{ first: number; runs: string; ids: string }>(
         "SELECT p.first AS first, p.runs AS runs, p.ids AS ids FROM json_each(?) AS j CROSS JOIN pages AS p ON p.first = j.value",
         json,
-      )) {
-        const page = { runs: JSON.parse(row.runs) as Run[], ids: JSON.parse(row.ids) as string[] };
-        if (recentFirsts.has(row.first)) this.parsed.set(row.first, page);
-        scan(page.runs, page.ids);
-      }
+      ))
+        yield { first: row.first, runs: JSON.parse(row.runs) as Run[], ids: JSON.parse(row.ids) as string[] };
     }
-    return found;
   }
 
   /** The first seq stored at or after `cutoff` among entries from `from` on (`head + 1` when none). */
@@ -247,7 +184,10 @@ export class Pages {
       const p = index[k]!;
       if (!p.live || p.at < cutoff) continue;
       if (p.oldest >= cutoff) return Math.max(p.first, from);
-      const runs = p === this.open?.info ? this.open.runs : (JSON.parse(this.db.exec<{ runs: string }>("SELECT runs FROM pages WHERE first = ?", p.first).one().runs) as Run[]);
+      const runs =
+        p === this.open?.info
+          ? this.open.runs
+          : (JSON.parse(this.db.exec<{ runs: string }>("SELECT runs FROM pages WHERE first = ?", p.first).one().runs) as Run[]);
       let seq = p.first;
       for (const [at, n] of runs) {
         if (at >= cutoff) return Math.max(seq, from);
@@ -286,14 +226,12 @@ export class Pages {
 
   /** The first live page's first seq from `floor` on (key seeks only), or undefined. */
   firstLiveFrom(floor: number): number | undefined {
-    return (
-      this.db
-        .exec<{ first: number }>(
-          "SELECT first FROM pages WHERE first >= coalesce((SELECT first FROM pages WHERE first <= ? ORDER BY first DESC LIMIT 1), 0) AND body IS NOT NULL ORDER BY first LIMIT 1",
-          floor,
-        )
-        .toArray()[0]?.first
-    );
+    return this.db
+      .exec<{ first: number }>(
+        "SELECT first FROM pages WHERE first >= coalesce((SELECT first FROM pages WHERE first <= ? ORDER BY first DESC LIMIT 1), 0) AND body IS NOT NULL ORDER BY first LIMIT 1",
+        floor,
+      )
+      .toArray()[0]?.first;
   }
 
   /** Entries after `since`, in seq order, from the live pages (reads from the page holding `since + 1`). */
@@ -318,4 +256,3 @@ function firstPageEndingAtOrAfter(index: readonly PageInfo[], seq: number): numb
   }
   return lo;
 }
-

@@ -6,7 +6,8 @@
 import { describe, expect, it } from "vitest";
 import { env, runInDurableObject } from "cloudflare:test";
 import { EventStore } from "../../durable-objects/event-store";
-import { PAGE_MAX_BYTES, PAGE_MAX_ENTRIES, RECENT_MS } from "../../durable-objects/pages";
+import { PAGE_MAX_BYTES, PAGE_MAX_ENTRIES } from "../../durable-objects/pages";
+import { RECENT_MS } from "../../durable-objects/dedupe";
 import { loadConfig } from "../../shared/worker-config";
 import type { IngestEvent } from "../../src/channel-contract";
 import { event, freshChannel } from "../support/worker-client";
@@ -51,7 +52,7 @@ describe("resume and catch-up across pages", () => {
       }
       // A fan-out object's catch-up reads in slices; they join up without a gap or a repeat.
       const caught: number[] = [];
-      for (let after = 0; after < ids.length; ) {
+      for (let after = 0; after < ids.length;) {
         const r = store.range(after, 50);
         expect(r.seqs.length).toBeGreaterThan(0);
         caught.push(...r.seqs);
