@@ -14,8 +14,12 @@
  * with a new `committedAt` (a publish retried with its id) is found among
  * the recent pages, whatever their commit times (RECENT_MS, RECENT_ENTRIES).
  *
- * LegacyIds reads the ids an object kept before pages (schema 3: a table
- * keyed by time slice and id) until they expire; nothing is added there.
+ * KeyedIds holds the ids that must be found whatever the commit time: ids
+ * a publisher chose (IngestEvent.keyed), and those an object kept before
+ * pages (schema 4). One row each, keyed by (time slice, id) in a WITHOUT
+ * ROWID table (a rowid table would also write a key index entry); `bucket`
+ * is the slice's end (epoch ms), so expiry is a range delete on the key's
+ * prefix, and a lookup probes each live slice's index (a handful).
  */
 import { packJsonArrays, SQL_PARAM_BUDGET_BYTES } from "../shared/limits";
 import { SIGNATURE_TOLERANCE_SECONDS } from "../shared/protocol";
@@ -91,8 +95,11 @@ export class Redeliveries {
   }
 }
 
-/** Ids kept before schema 4, read until they expire. */
-export class LegacyIds {
+/** Slices per dedupe window: more means finer expiry but more index probes per lookup. */
+const BUCKETS_PER_WINDOW = 8;
+
+/** Ids found whatever the commit time (see the module comment). */
+export class KeyedIds {
   /** The slices present in the table (their end times), so a lookup probes only those. */
   private readonly buckets = new Set<number>();
   private lastPrune = 0;
@@ -131,6 +138,18 @@ export class LegacyIds {
       }
     }
     return known;
+  }
+
+  /** Remembers `ids` as stored now by `batchId`. */
+  remember(ids: readonly string[], batchId: string | undefined, now: number): void {
+    if (ids.length === 0) return;
+    const size = Math.ceil(this.retentionMs() / BUCKETS_PER_WINDOW);
+    const bucket = (Math.floor(now / size) + 1) * size;
+    for (const chunk of packJsonArrays(ids, SQL_PARAM_BUDGET_BYTES)) {
+      const json = "json" in chunk ? chunk.json : JSON.stringify([chunk.single]);
+      this.db.exec("INSERT OR IGNORE INTO dedupe (bucket, id, batch) SELECT ?, value, ? FROM json_each(?)", bucket, batchId ?? null, json);
+    }
+    this.buckets.add(bucket);
   }
 
   /** Deletes the slices that ended before the retention (at most every PRUNE_INTERVAL_MS). */

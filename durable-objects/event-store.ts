@@ -12,7 +12,7 @@ import { applySchema } from "./schema";
 import { CHANNEL_SCHEMA } from "./channel-schema";
 import { CountedSql, type SqlUsage } from "./sql";
 import { envelopeJson, gapEnvelope } from "./envelope";
-import { LegacyIds, MIN_RETENTION_MS, Redeliveries } from "./dedupe";
+import { KeyedIds, MIN_RETENTION_MS, Redeliveries } from "./dedupe";
 import { Pages, type Entry } from "./pages";
 import { readMeta, type Counters, type FanoutIdentity } from "./meta";
 
@@ -60,8 +60,8 @@ export class EventStore {
   fanout: FanoutIdentity | undefined;
   private readonly pages: Pages;
   private readonly redeliveries: Redeliveries;
-  /** Ids kept before schema 4, read until they expire (dedupe.ts). */
-  private readonly legacyIds: LegacyIds;
+  /** Ids a publisher chose, and those kept before schema 4 (dedupe.ts). */
+  private readonly keyedIds: KeyedIds;
   /** When the counters were last written (0: they are unwritten since the object started). */
   private countersWrittenAt = 0;
   /** The first seq the history serves (HISTORY_MAX_EVENTS and HISTORY_MAX_AGE_SECONDS, as of the last write). */
@@ -85,7 +85,7 @@ export class EventStore {
     }
     this.floor = Math.max(meta.floor, this.counters.headSeq - this.config().HISTORY_MAX_EVENTS + 1);
     this.redeliveries = new Redeliveries(this.pages);
-    this.legacyIds = new LegacyIds(this.db, () => this.config().DEDUPE_WINDOW_SECONDS * 1000);
+    this.keyedIds = new KeyedIds(this.db, () => this.config().DEDUPE_WINDOW_SECONDS * 1000);
   }
 
   /** Every statement goes through the production SQL limits and is counted (sql.ts). */
@@ -152,10 +152,10 @@ export class EventStore {
     // A redelivered event has its commit time again; a replayed marker comes within the signature window.
     const since = Math.min(markerId ? now - MIN_RETENTION_MS : Infinity, ...events.map((e) => e.committedAt));
     const found = this.redeliveries.find(ids, since, now);
-    const legacy = this.legacyIds.lookup(ids, batchId);
-    const sameBatch = legacy.sameBatch || (batchId !== undefined && [...found.values()].includes(batchId));
+    const keyed = this.keyedIds.lookup(ids, batchId);
+    const sameBatch = keyed.sameBatch || (batchId !== undefined && [...found.values()].includes(batchId));
     if (sameBatch) return { replayed: true, bodies: [], sizes: [], seqs: [], committedAt: [], duplicates: 0 };
-    const known = new Set([...found.keys(), ...legacy.ids]);
+    const known = new Set([...found.keys(), ...keyed.ids]);
     const entries: Entry[] = [];
     const committedAt: number[] = [];
     // The source lost events before this batch: a marker takes the next seq (envelope.ts).
@@ -165,6 +165,7 @@ export class EventStore {
       entries.push({ seq, body, bytes: body.length, committed: now, ...(markerId ? { id: markerId } : {}) });
     }
     let duplicates = 0;
+    const keyedStored: string[] = [];
     // Events were validated and serialized by the Worker before this RPC; the
     // envelope is their text with the seq in front, never parsed and
     // re-serialized (a round trip through JSON.parse could round a number).
@@ -181,15 +182,17 @@ export class EventStore {
       if (bytes > cfg.MAX_EVENT_BYTES) throw new EventTooLargeError(ev.id, bytes, cfg.MAX_EVENT_BYTES);
       entries.push({ seq, body, bytes, id: ev.id, committed: ev.committedAt });
       committedAt.push(ev.committedAt);
+      if (ev.keyed) keyedStored.push(ev.id);
     }
     this.counters.duplicates += duplicates;
     const stored = entries.length - (gap ? 1 : 0);
     if (entries.length > 0) {
       this.pages.append(entries, batchId ?? null, now);
+      this.keyedIds.remember(keyedStored, batchId, now);
       this.counters.events += stored;
       if (stored > 0) this.counters.lastEventAt = now;
       this.pruneHistory(now);
-      this.legacyIds.prune(now);
+      this.keyedIds.prune(now);
     }
     if (gap || now - this.countersWrittenAt >= COUNTERS_WRITE_MS) this.persistCounters(now);
     return {

@@ -100,6 +100,12 @@ export interface IngestEvent {
   committedAt: number;
   /** The ChangeEvent as JSON text. */
   json: string;
+  /**
+   * Its producer chose the id and may send it again with another
+   * `committedAt` (a publish retried with its id): the object keeps the id
+   * where it is found whatever the commit time (durable-objects/dedupe.ts).
+   */
+  keyed?: boolean;
 }
 
 export interface IngestOutcome {

@@ -24,10 +24,10 @@ export class DeliveryError extends Error {
 
 export class ReplayError extends Error {}
 
-/** Serializes a validated event once; its size and text go on to the object as they are. */
-export function serializeEvent(event: ChangeEvent): IngestEvent & { storedBytes: number } {
+/** Serializes a validated event once; its size and text go on to the object as they are (`keyed`: IngestEvent). */
+export function serializeEvent(event: ChangeEvent, keyed = false): IngestEvent & { storedBytes: number } {
   const json = JSON.stringify(event);
-  return { id: event.id, channel: event.channel, committedAt: event.committedAt, json, storedBytes: storedJsonBytes(json) };
+  return { id: event.id, channel: event.channel, committedAt: event.committedAt, json, storedBytes: storedJsonBytes(json), ...(keyed ? { keyed } : {}) };
 }
 
 /**
@@ -39,7 +39,7 @@ export async function deliver(env: Env, serialized: IngestEvent[], batchId?: str
   // A channel with a gap gets its marker ahead of its events, in the same object call.
   for (const channel of gaps) groups.set(channel, []);
   // Only what the contract names crosses to the object.
-  const events = serialized.map(({ id, channel, committedAt, json }) => ({ id, channel, committedAt, json }));
+  const events = serialized.map(({ id, channel, committedAt, json, keyed }) => ({ id, channel, committedAt, json, ...(keyed ? { keyed } : {}) }));
   for (const ev of events) {
     const g = groups.get(ev.channel);
     if (g) g.push(ev);

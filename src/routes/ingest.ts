@@ -35,7 +35,7 @@ ingestRoutes.post("/internal/events", async (c) => {
 
   // Checked before anything is applied, so a refused batch leaves no trace and
   // the sender can move exactly these events aside and resend the rest.
-  const events = batch.events.map(serializeEvent);
+  const events = batch.events.map((e) => serializeEvent(e));
   const oversize = events.filter((ev) => ev.storedBytes > config.MAX_EVENT_BYTES).map((ev) => ev.id);
   if (oversize.length > 0)
     throw new ApiError("EVENT_TOO_LARGE", `event(s) ${oversize.slice(0, 5).join(", ")} exceed MAX_EVENT_BYTES (${config.MAX_EVENT_BYTES} bytes)`, {

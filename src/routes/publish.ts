@@ -43,7 +43,8 @@ publishRoutes.post("/api/channels/:channel/publish", publishKey, channelParam(),
     data: parsed.data.data,
     committedAt: Date.now(),
   };
-  const serialized = serializeEvent(event);
+  // An id the caller chose may come again with a new commit time (a retry): kept for the whole dedupe window.
+  const serialized = serializeEvent(event, parsed.data.id !== undefined);
   if (serialized.storedBytes > c.var.config.MAX_EVENT_BYTES)
     throw new ApiError("EVENT_TOO_LARGE", `event ${event.id} exceeds MAX_EVENT_BYTES (${c.var.config.MAX_EVENT_BYTES} bytes)`, { eventIds: [event.id] });
   try {

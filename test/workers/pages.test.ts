@@ -83,7 +83,7 @@ describe("dedupe without a row per id", () => {
       expect(store.ingest([ev("first", t0)], "b-again", at + 1)).toMatchObject({ duplicates: 1, seqs: [] });
       // A replay of the very batch: nothing done.
       expect(store.ingest([ev(`later-${3 * PAGE_MAX_ENTRIES - 1}`, at)], `bl-${3 * PAGE_MAX_ENTRIES - 1}`, at + 2)).toMatchObject({ replayed: true });
-      // A publish retried with its id gets a new commit time: found while its page is recent.
+      // A producer that resends with a new commit time: found while the page is recent.
       store.ingest([ev("published", at + 10)], "p1", at + 10);
       expect(store.ingest([ev("published", at + RECENT_MS / 2)], "p2", at + RECENT_MS / 2)).toMatchObject({ duplicates: 1 });
       // A new object on the same storage (after an eviction) knows them all the same.
@@ -92,6 +92,28 @@ describe("dedupe without a row per id", () => {
         duplicates: 2,
         seqs: [store.counters.headSeq + 1],
       });
+    });
+  });
+
+  it("keeps an id a publisher chose for the whole window, whatever commit time its retry carries", async () => {
+    const ch = freshChannel("keyed");
+    await runInDurableObject(testStub(env, ch), async (_instance, state) => {
+      const config = { ...loadConfig(env), HISTORY_MAX_EVENTS: 50 };
+      const store = new EventStore(state.storage, () => config);
+      store.bindChannel(ch);
+      const ev = evFor(ch);
+      const keyed = (id: string, at: number): IngestEvent => ({ ...ev(id, at), keyed: true });
+      store.ingest([keyed("order-1-shipped", t0)], undefined, t0);
+      let at = t0;
+      for (let i = 0; i < 3 * PAGE_MAX_ENTRIES; i++) {
+        at += 60_000;
+        store.ingest([ev(`later-${i}`, at)], `bl-${i}`, at);
+      }
+      // Hours later, past the recent pages, the same id published again: a duplicate.
+      expect(store.ingest([keyed("order-1-shipped", at + 1)], undefined, at + 1)).toMatchObject({ duplicates: 1, seqs: [] });
+      // Only keyed ids take a row of the id table; the other events cost none.
+      const rows = state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM dedupe").one().n;
+      expect(rows).toBe(1);
     });
   });
 });
