@@ -73,14 +73,16 @@ export class Redeliveries {
     };
     const { pages, open } = this.pages.list();
     const recent = new Set<PageInfo>();
+    let start = this.pages.firstCommittedSince(since);
     for (let k = pages.length - 1, entries = 0; k >= 0 && entries < RECENT_ENTRIES && pages[k]!.at >= now - RECENT_MS; k--) {
       recent.add(pages[k]!);
       entries += pages[k]!.last - pages[k]!.first + 1;
+      start = Math.min(start, k);
     }
     const recentFirsts = new Set([...recent].map((p) => p.first));
     for (const first of this.parsed.keys()) if (!recentFirsts.has(first)) this.parsed.delete(first);
     const toRead: number[] = [];
-    for (const p of pages) {
+    for (const p of pages.slice(start)) {
       if (p === open?.info || !(recent.has(p) || p.committed >= since)) continue;
       const cached = this.parsed.get(p.first);
       if (cached) scan(cached.runs, cached.ids);

@@ -54,6 +54,8 @@ export interface PageInfo {
   at: number;
   /** The largest commit time among its entries (the sources' clocks). */
   committed: number;
+  /** The largest `committed` of this page and every page before it (a lookup's start: dedupe.ts). */
+  upTo: number;
   /** It still holds its envelopes (false: stripped, its ids kept for dedupe). */
   live: boolean;
 }
@@ -91,7 +93,8 @@ export class Pages {
         "SELECT first, last, json_extract(runs, '$[0][0]') AS oldest, at, committed, body IS NOT NULL AS live FROM pages ORDER BY first",
       )
       .toArray()
-      .map((r) => ({ first: r.first, last: r.last, oldest: r.oldest, at: r.at, committed: r.committed, live: r.live === 1 }));
+      .map((r) => ({ first: r.first, last: r.last, oldest: r.oldest, at: r.at, committed: r.committed, upTo: r.committed, live: r.live === 1 }));
+    this.index.forEach((p, k) => (p.upTo = Math.max(p.committed, this.index![k - 1]?.upTo ?? 0)));
     return this.index;
   }
 
@@ -125,7 +128,12 @@ export class Pages {
       let page = this.openPage();
       const fresh = !page || !Pages.fits(page, entries[i]!);
       if (fresh) {
-        page = { info: { first: entries[i]!.seq, last: entries[i]!.seq - 1, oldest: now, at: now, committed: 0, live: true }, runs: [], ids: [], bytes: -1 };
+        page = {
+          info: { first: entries[i]!.seq, last: entries[i]!.seq - 1, oldest: now, at: now, committed: 0, upTo: index.at(-1)?.upTo ?? 0, live: true },
+          runs: [],
+          ids: [],
+          bytes: -1,
+        };
       }
       const p = page!;
       const texts: string[] = [];
@@ -136,6 +144,7 @@ export class Pages {
         texts.push(e.body.includes("\n") ? e.body.replace(/\n/g, " ") : e.body);
         p.info.last = e.seq;
         p.info.committed = Math.max(p.info.committed, e.committed);
+        p.info.upTo = Math.max(p.info.upTo, e.committed);
         p.bytes += 1 + e.bytes;
         if (e.id !== undefined) p.ids.push(e.id);
         taken++;
@@ -162,6 +171,22 @@ export class Pages {
   /** Every page in seq order, and the open one (its ids in memory), for dedupe lookups (dedupe.ts). */
   list(): { pages: readonly PageInfo[]; open: OpenPage | undefined } {
     return { pages: this.pages(), open: this.openPage() };
+  }
+
+  /**
+   * The index of the first page that can hold an entry committed at or
+   * after `since`: `upTo` never decreases along the list (deleting a prefix
+   * leaves the rest an upper bound), so every page before it has less.
+   */
+  firstCommittedSince(since: number): number {
+    const index = this.pages();
+    let [lo, hi] = [0, index.length];
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (index[mid]!.upTo < since) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
   }
 
   /** The runs and ids of the pages starting at `firsts` (one key seek each). */
