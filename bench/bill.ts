@@ -23,7 +23,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { devToken, Stack } from "../scripts/stack";
 import { DEFAULT_ACK_EVERY_MS } from "../client/ack";
-import { PAGE_MAX_BYTES, PAGE_MAX_ENTRIES } from "../durable-objects/pages";
+import { PAGE_MAX_BYTES, PAGE_MAX_ENTRIES } from "../durable-objects/page-format";
 import { killChildren, runBench } from "./ipc";
 import { paced } from "./pace";
 import { Swarm } from "./swarm-group";

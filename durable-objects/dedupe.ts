@@ -23,7 +23,8 @@
  */
 import { packJsonArrays, SQL_PARAM_BUDGET_BYTES } from "../shared/limits";
 import { SIGNATURE_TOLERANCE_SECONDS } from "../shared/protocol";
-import type { PageInfo, Pages, Run } from "./pages";
+import type { PageInfo, Run } from "./page-format";
+import type { Pages } from "./pages";
 import type { CountedSql } from "./sql";
 
 /** The recent pages: stored within RECENT_MS, up to RECENT_ENTRIES entries, their ids kept parsed in memory. */
@@ -50,8 +51,8 @@ export interface Known {
 
 /** Finds ids in the history pages (see the module comment). */
 export class Redeliveries {
-  /** The ids of recent pages other than the open one, parsed. */
-  private readonly parsed = new Map<number, { runs: Run[]; ids: string[] }>();
+  /** The ids of recent pages other than the open one, parsed, with the page's last seq then (an ids-only page grows: pages.ts). */
+  private readonly parsed = new Map<number, { last: number; runs: Run[]; ids: string[] }>();
 
   constructor(private readonly pages: Pages) {}
 
@@ -79,18 +80,19 @@ export class Redeliveries {
       entries += pages[k]!.last - pages[k]!.first + 1;
       start = Math.min(start, k);
     }
-    const recentFirsts = new Set([...recent].map((p) => p.first));
-    for (const first of this.parsed.keys()) if (!recentFirsts.has(first)) this.parsed.delete(first);
+    const recentLast = new Map([...recent].map((p) => [p.first, p.last]));
+    for (const first of this.parsed.keys()) if (!recentLast.has(first)) this.parsed.delete(first);
     const toRead: number[] = [];
     for (const p of pages.slice(start)) {
       if (p === open?.info || !(recent.has(p) || p.committed >= since)) continue;
       const cached = this.parsed.get(p.first);
-      if (cached) scan(cached.runs, cached.ids);
+      if (cached?.last === p.last) scan(cached.runs, cached.ids);
       else toRead.push(p.first);
     }
     if (open && (open.info.committed >= since || recent.has(open.info))) scan(open.runs, open.ids);
     for (const page of this.pages.idsOf(toRead)) {
-      if (recentFirsts.has(page.first)) this.parsed.set(page.first, page);
+      const last = recentLast.get(page.first);
+      if (last !== undefined) this.parsed.set(page.first, { ...page, last });
       scan(page.runs, page.ids);
     }
     return found;

@@ -13,7 +13,8 @@ import { CHANNEL_SCHEMA } from "./channel-schema";
 import { CountedSql, type SqlUsage } from "./sql";
 import { envelopeJson, gapEnvelope } from "./envelope";
 import { KeyedIds, MIN_RETENTION_MS, Redeliveries } from "./dedupe";
-import { Pages, type Entry } from "./pages";
+import type { Entry } from "./page-format";
+import { Pages } from "./pages";
 import { readMeta, type Counters, type FanoutIdentity } from "./meta";
 
 /** An event over MAX_EVENT_BYTES reached the object; the whole ingest is rolled back. */

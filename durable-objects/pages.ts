@@ -6,73 +6,27 @@
  * a batch costs one row (its page's insert or update) instead of a row per
  * event, its dedupe id and their deletes.
  *
- * Life of a page: appended to while it has room; stripped of its envelopes
- * (one row written) once every entry is past the history (HISTORY_MAX_EVENTS,
- * HISTORY_MAX_AGE_SECONDS), its ids kept for the dedupe window; deleted (one
- * row) after that. A fan-out object keeps no ids: its pages are deleted when
- * they leave the history.
+ * Life of a page (its shape and caps: page-format.ts): appended to while it
+ * has room; once every entry is past the history (HISTORY_MAX_EVENTS,
+ * HISTORY_MAX_AGE_SECONDS), deleted, its ids and batches appended to an
+ * ids-only page kept for the dedupe window, then deleted in turn. A fan-out
+ * object keeps no ids: its pages are deleted when they leave the history.
  *
  * Each page records the largest `committedAt` of its entries, which is what
  * dedupe lookups narrow by (dedupe.ts). The page list (a few numbers per
  * page) is kept in memory, loaded on the first ingest after the object
  * starts.
  */
-import { packJsonArrays, SQL_PARAM_BUDGET_BYTES } from "../shared/limits";
+import { packJsonArrays, SQL_PARAM_BUDGET_BYTES, utf8Length } from "../shared/limits";
+import { firstIndex, ID_PAGE_MAX_BYTES, PAGE_MAX_BYTES, PAGE_MAX_ENTRIES, type Entry, type OpenPage, type PageInfo, type Run } from "./page-format";
 import type { CountedSql } from "./sql";
-
-/**
- * Body bytes per page. A batch appends with one UPDATE that rewrites the row,
- * so a smaller page is cheaper to append to; a larger one is pruned less
- * often. A single larger event (up to MAX_EVENT_BYTES, at most 1.9 MB) gets a
- * page of its own, which with its one id stays under the platform's 2 MB per
- * row (shared/limits.ts).
- */
-export const PAGE_MAX_BYTES = 32 * 1024;
-/** Entries per page (bounds the ids kept with it: 128 × 128 characters at most). */
-export const PAGE_MAX_ENTRIES = 128;
-
-/** One history entry to store. */
-export interface Entry {
-  seq: number;
-  body: string;
-  /** UTF-8 bytes of `body`. */
-  bytes: number;
-  /** The dedupe id (events and gap markers on the ordering object); absent on copies. */
-  id?: string;
-  /** The event's commit time at its source (a marker's: when stored): what lookups narrow by. */
-  committed: number;
-}
-
-/** The entries one batch stored at one time: [stored at (epoch ms), how many, batch id]. */
-export type Run = [at: number, n: number, batch: string | null];
-
-export interface PageInfo {
-  first: number;
-  last: number;
-  /** When its oldest and newest entries were stored (this object's clock). */
-  oldest: number;
-  at: number;
-  /** The largest commit time among its entries (the sources' clocks). */
-  committed: number;
-  /** The largest `committed` of this page and every page before it (a lookup's start: dedupe.ts). */
-  upTo: number;
-  /** It still holds its envelopes (false: stripped, its ids kept for dedupe). */
-  live: boolean;
-}
-
-/** The newest page while it takes appends. */
-export interface OpenPage {
-  info: PageInfo;
-  runs: Run[];
-  /** One per entry, or none at all (copies, and history from before pages). */
-  ids: string[];
-  bytes: number;
-}
 
 export class Pages {
   /** Every page, in seq order (undefined until needed, and after a rolled-back transaction). */
   private index: PageInfo[] | undefined;
   private open: OpenPage | undefined;
+  /** The newest ids-only page, while retire() may append to it. */
+  private idTail: OpenPage | undefined;
 
   constructor(private readonly db: CountedSql) {}
 
@@ -80,6 +34,7 @@ export class Pages {
   reset(): void {
     this.index = undefined;
     this.open = undefined;
+    this.idTail = undefined;
   }
 
   /** The newest entry's seq and store time, if any (one row). */
@@ -102,9 +57,7 @@ export class Pages {
   private openPage(): OpenPage | undefined {
     const newest = this.pages().at(-1);
     if (!newest?.live) return undefined;
-    if (this.open?.info === newest) return this.open;
-    const row = this.db.exec<{ runs: string; ids: string; bytes: number }>("SELECT runs, ids, bytes FROM pages WHERE first = ?", newest.first).one();
-    this.open = { info: newest, runs: JSON.parse(row.runs) as Run[], ids: JSON.parse(row.ids) as string[], bytes: row.bytes };
+    if (this.open?.info !== newest) this.open = this.load(newest);
     return this.open;
   }
 
@@ -179,14 +132,7 @@ export class Pages {
    * leaves the rest an upper bound), so every page before it has less.
    */
   firstCommittedSince(since: number): number {
-    const index = this.pages();
-    let [lo, hi] = [0, index.length];
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (index[mid]!.upTo < since) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+    return firstIndex(this.pages(), (p) => p.upTo >= since);
   }
 
   /** The runs and ids of the pages starting at `firsts` (one key seek each). */
@@ -205,7 +151,7 @@ export class Pages {
   /** The first seq stored at or after `cutoff` among entries from `from` on (`head + 1` when none). */
   firstStoredSince(cutoff: number, from: number, head: number): number {
     const index = this.pages();
-    for (let k = firstPageEndingAtOrAfter(index, from); k < index.length; k++) {
+    for (let k = firstIndex(index, (p) => p.last >= from); k < index.length; k++) {
       const p = index[k]!;
       if (!p.live || p.at < cutoff) continue;
       if (p.oldest >= cutoff) return Math.max(p.first, from);
@@ -223,30 +169,70 @@ export class Pages {
   }
 
   /**
-   * Pages wholly before `floor` leave the history: stripped of their
-   * envelopes while their ids must be kept (until `keepIdsAfter`), deleted
-   * otherwise (`keepIdsAfter` undefined: a fan-out object keeps no ids). Each
-   * is a statement over a range of the key.
+   * Pages wholly before `floor` leave the history: their ids move into
+   * ids-only pages while they must be kept (until `keepIdsAfter`: retire),
+   * they are deleted otherwise (`keepIdsAfter` undefined: a fan-out object
+   * keeps no ids). Expired pages go in one range delete on the key.
    */
   prune(floor: number, keepIdsAfter: number | undefined): void {
     const index = this.pages();
-    const below = firstPageEndingAtOrAfter(index, floor);
+    const below = firstIndex(index, (p) => p.last >= floor);
     const drop = (count: number) => {
       if (count === 0) return;
       this.db.exec("DELETE FROM pages WHERE first <= ?", index[count - 1]!.first);
-      if (this.open && index.indexOf(this.open.info) < count) this.open = undefined;
       index.splice(0, count);
+      if (this.open && !index.includes(this.open.info)) this.open = undefined;
+      if (this.idTail && !index.includes(this.idTail.info)) this.idTail = undefined;
     };
     if (keepIdsAfter === undefined) return drop(below);
-    const strip = index.slice(0, below).filter((p) => p.live);
-    if (strip.length > 0) {
-      this.db.exec("UPDATE pages SET body = NULL, bytes = 0 WHERE first >= ? AND first <= ? AND body IS NOT NULL", strip[0]!.first, strip.at(-1)!.first);
-      for (const p of strip) p.live = false;
-      if (this.open && !this.open.info.live) this.open = undefined;
+    const leaving = index.slice(0, below).filter((p) => p.live);
+    if (leaving.length > 0) this.retire(leaving);
+    drop(firstIndex(index, (p) => p.live || p.at >= keepIdsAfter));
+  }
+
+  /**
+   * Moves the ids of `leaving` (the oldest live pages, consecutive) into
+   * ids-only pages of up to ID_PAGE_MAX_BYTES, appending to the newest one
+   * while it has room, and deletes them: one row written per page leaving
+   * and one per ids-only page touched.
+   */
+  private retire(leaving: PageInfo[]): void {
+    const index = this.pages();
+    const start = index.indexOf(leaving[0]!);
+    const contents = new Map<number, { runs: Run[]; ids: string[] }>();
+    if (this.open && leaving.includes(this.open.info)) contents.set(this.open.info.first, this.open);
+    for (const page of this.idsOf(leaving.filter((p) => !contents.has(p.first)).map((p) => p.first))) contents.set(page.first, page);
+    const before = index[start - 1];
+    let tail = before && !before.live ? (this.idTail?.info === before ? this.idTail : this.load(before)) : undefined;
+    const touched: OpenPage[] = [];
+    for (const p of leaving) {
+      const c = contents.get(p.first)!;
+      // Pages from before schema 4 (and copies) have no ids to keep.
+      const kept = c.ids.length === p.last - p.first + 1 ? c : { runs: [], ids: [] };
+      const bytes = kept.ids.length > 0 ? utf8Length(JSON.stringify(kept.ids)) + utf8Length(JSON.stringify(kept.runs)) : 0;
+      if (!tail || tail.bytes + bytes > ID_PAGE_MAX_BYTES) tail = { info: { ...p, live: false }, runs: [], ids: [], bytes: 0 };
+      tail.runs.push(...kept.runs);
+      tail.ids.push(...kept.ids);
+      tail.bytes += bytes;
+      Object.assign(tail.info, { last: p.last, at: Math.max(tail.info.at, p.at), committed: Math.max(tail.info.committed, p.committed) });
+      tail.info.upTo = Math.max(tail.info.upTo, p.upTo);
+      if (!touched.includes(tail)) touched.push(tail);
     }
-    let expired = 0;
-    while (expired < index.length && !index[expired]!.live && index[expired]!.at < keepIdsAfter) expired++;
-    drop(expired);
+    this.db.exec("DELETE FROM pages WHERE first >= ? AND first <= ?", leaving[0]!.first, leaving.at(-1)!.first);
+    for (const t of touched) {
+      const values = [t.info.last, t.info.at, t.info.committed, JSON.stringify(t.runs), JSON.stringify(t.ids), t.bytes, t.info.first];
+      if (t.info === before) this.db.exec("UPDATE pages SET last = ?, at = ?, committed = ?, runs = ?, ids = ?, bytes = ? WHERE first = ?", ...values);
+      else this.db.exec("INSERT INTO pages (last, at, committed, runs, ids, bytes, first, body) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)", ...values);
+    }
+    index.splice(start, leaving.length, ...touched.filter((t) => t.info !== before).map((t) => t.info));
+    if (this.open && !index.includes(this.open.info)) this.open = undefined;
+    this.idTail = tail;
+  }
+
+  /** A page's runs, ids and size, read once. */
+  private load(info: PageInfo): OpenPage {
+    const row = this.db.exec<{ runs: string; ids: string; bytes: number }>("SELECT runs, ids, bytes FROM pages WHERE first = ?", info.first).one();
+    return { info, runs: JSON.parse(row.runs) as Run[], ids: JSON.parse(row.ids) as string[], bytes: row.bytes };
   }
 
   /** The first live page's first seq from `floor` on (key seeks only), or undefined. */
@@ -269,15 +255,4 @@ export class Pages {
       for (let i = 0; i < bodies.length; i++) if (row.first + i > since) yield [row.first + i, bodies[i]!];
     }
   }
-}
-
-/** The index of the first page whose last seq is at or after `seq` (pages are in seq order). */
-function firstPageEndingAtOrAfter(index: readonly PageInfo[], seq: number): number {
-  let [lo, hi] = [0, index.length];
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (index[mid]!.last < seq) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }

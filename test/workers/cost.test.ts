@@ -10,7 +10,7 @@ import { describe, expect, it } from "vitest";
 import { env, runInDurableObject } from "cloudflare:test";
 import { EventStore } from "../../durable-objects/event-store";
 import { MIN_RETENTION_MS } from "../../durable-objects/dedupe";
-import { PAGE_MAX_ENTRIES } from "../../durable-objects/pages";
+import { PAGE_MAX_ENTRIES } from "../../durable-objects/page-format";
 import { loadConfig } from "../../shared/worker-config";
 import type { IngestEvent } from "../../src/channel-contract";
 import { connect, event, freshChannel, ingest } from "../support/worker-client";

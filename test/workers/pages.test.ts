@@ -6,7 +6,7 @@
 import { describe, expect, it } from "vitest";
 import { env, runInDurableObject } from "cloudflare:test";
 import { EventStore } from "../../durable-objects/event-store";
-import { PAGE_MAX_BYTES, PAGE_MAX_ENTRIES } from "../../durable-objects/pages";
+import { ID_PAGE_MAX_BYTES, PAGE_MAX_BYTES, PAGE_MAX_ENTRIES } from "../../durable-objects/page-format";
 import { RECENT_MS } from "../../durable-objects/dedupe";
 import { loadConfig } from "../../shared/worker-config";
 import type { IngestEvent } from "../../src/channel-contract";
@@ -79,6 +79,12 @@ describe("dedupe without a row per id", () => {
         store.ingest([ev(`later-${i}`, at)], `bl-${i}`, at);
       }
       expect(store.oldestSeq()).toBeGreaterThan(2);
+      // The pages that left the history were merged into one ids-only page (ID_PAGE_MAX_BYTES).
+      const rows = state.storage.sql
+        .exec<{ live: number; idsOnly: number }>("SELECT sum(body IS NOT NULL) AS live, sum(body IS NULL) AS idsOnly FROM pages")
+        .one();
+      expect(rows.idsOnly).toBe(1);
+      expect(rows.live).toBeLessThanOrEqual(2);
       // The relay's redelivery carries the event's commit time: found in its (stripped) page.
       expect(store.ingest([ev("first", t0)], "b-again", at + 1)).toMatchObject({ duplicates: 1, seqs: [] });
       // A replay of the very batch: nothing done.
@@ -114,6 +120,28 @@ describe("dedupe without a row per id", () => {
       // Only keyed ids take a row of the id table; the other events cost none.
       const rows = state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM dedupe").one().n;
       expect(rows).toBe(1);
+    });
+  });
+
+  it("fills ids-only pages up to ID_PAGE_MAX_BYTES and starts the next, every id still found", async () => {
+    const ch = freshChannel("idpages");
+    await runInDurableObject(testStub(env, ch), async (_instance, state) => {
+      const config = { ...loadConfig(env), HISTORY_MAX_EVENTS: 50 };
+      const store = new EventStore(state.storage, () => config);
+      store.bindChannel(ch);
+      const ev = evFor(ch);
+      const id = (i: number) => `${String(i).padStart(6, "0")}-${"x".repeat(120)}`; // 127 characters
+      // Each id with its run is about 190 bytes: enough events to fill more than one ids-only page.
+      const count = Math.ceil((1.5 * ID_PAGE_MAX_BYTES) / 190);
+      for (let i = 0; i < count; i++) store.ingest([ev(id(i), t0 + i)], `b${i}`, t0 + i);
+      const idsOnly = state.storage.sql
+        .exec<{ n: number; biggest: number }>("SELECT count(*) AS n, max(length(ids) + length(runs)) AS biggest FROM pages WHERE body IS NULL")
+        .one();
+      expect(idsOnly.n).toBeGreaterThanOrEqual(2);
+      expect(idsOnly.biggest).toBeLessThanOrEqual(ID_PAGE_MAX_BYTES);
+      // Redeliveries of the first, a middle and the last events: all duplicates, nothing stored.
+      const again = [0, Math.floor(count / 2), count - 1].map((i) => ev(id(i), t0 + i));
+      expect(store.ingest(again, "again", t0 + count)).toMatchObject({ duplicates: 3, seqs: [] });
     });
   });
 });
