@@ -11,8 +11,8 @@
  * and relay POSTs (Worker requests, the relay's /metrics). The fan-out tree's
  * cost per fan-out object is the tree run minus the one-object run at the
  * same rate, divided by its objects. Counted from the code, not measured:
- * each history page's delete after the dedupe window (durable-objects/pages.ts,
- * one per page; a short run ends before it), the SDK's acks (client/ack.ts: one per
+ * each ids-only page's delete after the dedupe window (durable-objects/pages.ts,
+ * one per 512 KiB of ids; a short run ends before it), the SDK's acks (client/ack.ts: one per
  * ACK_EVERY_MS per viewer while events arrive), the stats store's reports
  * (at most one per object per STATS_ROLLUP_MS). Assumed, and said so in the
  * output: viewers reconnect once an hour, a Worker request costs 1 ms of CPU.
@@ -23,7 +23,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { devToken, Stack } from "../scripts/stack";
 import { DEFAULT_ACK_EVERY_MS } from "../client/ack";
-import { PAGE_MAX_BYTES, PAGE_MAX_ENTRIES } from "../durable-objects/page-format";
+import { ID_PAGE_MAX_BYTES } from "../durable-objects/page-format";
 import { killChildren, runBench } from "./ipc";
 import { paced } from "./pace";
 import { Swarm } from "./swarm-group";
@@ -49,8 +49,8 @@ const CF = {
 /** Incoming WebSocket messages are billed as requests at 20:1. */
 const WS_MESSAGES_PER_REQUEST = 20;
 const STATS_ROLLUP_S = 5;
-/** Envelopes here are about 250 bytes; pages close at PAGE_MAX_ENTRIES or PAGE_MAX_BYTES, whichever comes first. */
-const EVENTS_PER_PAGE = Math.min(PAGE_MAX_ENTRIES, Math.floor(PAGE_MAX_BYTES / 300));
+/** An id with its share of the runs (a UUID, and [at, n, batch id] per batch) is under 200 bytes in an ids-only page. */
+const EVENTS_PER_ID_PAGE = Math.floor(ID_PAGE_MAX_BYTES / 200);
 
 interface Totals {
   events: number;
@@ -216,9 +216,9 @@ function render(measured: PerEvent[], perFanout: Omit<Totals, "events">): string
     const events = w.channels * w.eventsPerSec * MONTH_S;
     const viewers = w.channels * w.viewersPerChannel;
     const objects = w.channels * (1 + fanouts);
-    // Each page is deleted once its ids leave the dedupe window (a day), after a short run ends.
+    // Each ids-only page is deleted once its ids leave the dedupe window (a day), after a short run ends.
     // + the stats store's report: its row and its index entry moved (a delete and an insert), durable-objects/stats-store.ts.
-    const rowsWritten = events * (base.sqlRowsWritten + 1 / EVENTS_PER_PAGE + fanouts * perFanout.sqlRowsWritten) + ((objects * MONTH_S) / STATS_ROLLUP_S) * 3;
+    const rowsWritten = events * (base.sqlRowsWritten + 1 / EVENTS_PER_ID_PAGE + fanouts * perFanout.sqlRowsWritten) + ((objects * MONTH_S) / STATS_ROLLUP_S) * 3;
     const rowsRead = events * (base.sqlRowsRead + fanouts * perFanout.sqlRowsRead);
     const connects = viewers * 24 * 30; // assumed: each viewer reconnects once an hour
     const acks = viewers * Math.min(w.eventsPerSec, 1000 / DEFAULT_ACK_EVERY_MS) * MONTH_S;
@@ -248,7 +248,7 @@ function render(measured: PerEvent[], perFanout: Omit<Totals, "events">): string
       "| notifiws on Cloudflare | used a month | cost |",
       "|---|---|---|",
       `| Workers Paid base | | ${usd(bill.base)} |`,
-      `| SQLite rows written (measured per event + each page's delete after the dedupe window + the stats store's report rows) | ${fmt(rowsWritten)} | ${usd(bill.rowsWritten)} |`,
+      `| SQLite rows written (measured per event + each ids-only page's delete after the dedupe window + the stats store's report rows) | ${fmt(rowsWritten)} | ${usd(bill.rowsWritten)} |`,
       `| SQLite rows read | ${fmt(rowsRead)} | ${usd(bill.rowsRead)} |`,
       `| Durable Object requests (ingest and hand-off RPCs, alarms, connects, acks at 20:1, stats reports) | ${fmt(doRequests)} | ${usd(bill.doRequests)} |`,
       `| Durable Object duration (every object awake all month, 128 MB) | ${fmt(gbSeconds)} GB-s | ${usd(bill.duration)} |`,

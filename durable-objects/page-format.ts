@@ -49,7 +49,7 @@ export interface PageInfo {
   committed: number;
   /** The largest `committed` of this page and every page before it (a lookup's start: dedupe.ts). */
   upTo: number;
-  /** It still holds its envelopes (false: stripped, its ids kept for dedupe). */
+  /** It holds envelopes (false: an ids-only page, kept for dedupe: pages.ts). */
   live: boolean;
 }
 

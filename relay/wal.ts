@@ -8,17 +8,14 @@
  * the Worker dedupes by event id.
  *
  * pg-logical-replication holds the replication connection and parses
- * pgoutput. Its acknowledgements are not used: it confirms what was
- * received (not what the Worker stored), and it confirms LSN + 1, which can
- * skip a transaction whose commit record starts exactly where the previous
- * one ended (decoding skips commits that start before the confirmed
- * position). The standby status update is written here, as Postgres's own
- * apply worker writes it (protocol-replication.html, "Standby status update").
- *
- * A channel the edge fails to store is spilled to notifiws.outbox, and its
- * later events follow it there while it has rows, so the outbox drain
- * delivers them in order with its per-channel backoff (relay/drain.ts) and
- * the slot keeps moving for every other channel.
+ * pgoutput. Its acknowledgements are not used: it confirms what was received
+ * (not what the Worker stored), and LSN + 1, which can skip a transaction
+ * whose commit record starts where the previous one ended. The standby
+ * status update is written here, as Postgres's apply worker writes it
+ * (protocol-replication.html, "Standby status update"). A channel the edge
+ * fails to store is spilled to notifiws.outbox, its later events behind it,
+ * so the outbox drain delivers them in order with its per-channel backoff
+ * (relay/drain.ts) and the slot keeps moving for every other channel.
  */
 import type pg from "pg";
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from "pg-logical-replication";
@@ -120,11 +117,10 @@ export class WalStream {
   }
 
   /**
-   * Ends the stream without waiting for the server. `graceful` (a stop)
-   * first sends the confirmed position, so the next leader does not resend
-   * what this one delivered; otherwise (the session failed) the socket is
-   * simply destroyed, and the next leader resends since the last status
-   * (at most one status tick: the Worker drops the repeats by event id).
+   * Ends the stream without waiting for the server. `graceful` (a stop) first
+   * sends the confirmed position, so the next leader does not resend what this
+   * one delivered; otherwise the socket is destroyed, and the next leader resends
+   * since the last status (one tick at most: the Worker drops repeats by event id).
    */
   close(graceful = false): void {
     const service = this.service;
@@ -231,27 +227,31 @@ export class WalStream {
     conn.sendCopyFromChunk(standbyStatus(this.confirmed, now, requestReply || due));
   }
 
+  /** Runs the delivery loop; it restarts itself only after a pass that sent (else it would spin on promise callbacks, starving timers). */
   private deliver(): void {
-    this.delivering ??= this.deliverLoop().finally(() => {
+    this.delivering ??= this.deliverLoop().then((progressed) => {
       this.delivering = undefined;
-      if (this.items.length > 0 && this.service) this.deliver();
+      if (progressed && this.items.length > 0 && this.service && !this.host.stopping()) this.deliver();
     });
   }
 
-  private async deliverLoop(): Promise<void> {
+  /** Delivers until nothing is pending; false when a pass could not send (stopping, or no longer the leader). */
+  private async deliverLoop(): Promise<boolean> {
     try {
       while (this.items.length > 0 && this.service && !this.host.stopping()) {
         if (this.host.config.RELAY_COALESCE_MS > 0) await this.host.sleep(this.host.config.RELAY_COALESCE_MS);
-        await this.host.exclusive(() => this.deliverOnce());
+        if (!(await this.host.exclusive(() => this.deliverOnce()))) return false;
       }
+      return true;
     } catch (err) {
       log("warn", "WAL delivery failed; the stream starts over from the slot's confirmed position", errorFields(err));
       this.fail(err as Error);
+      return false;
     }
   }
 
-  /** Handles the oldest events: sends, spills or dead-letters each, then confirms the transactions they complete. */
-  private async deliverOnce(): Promise<void> {
+  /** Handles the oldest events: sends, spills or dead-letters each, then confirms the transactions they complete; false when nothing could be sent. */
+  private async deliverOnce(): Promise<boolean> {
     const client = this.host.client();
     if (!client) throw new Error("no leader connection");
     const take = batchSpan(this.items, this.eventCap, this.host.config.RELAY_BATCH_MAX_BYTES);
@@ -262,10 +262,10 @@ export class WalStream {
       this.host,
       taken.filter((e) => !this.spilled.has(e.channel)),
     );
-    if (result.kind === "stopped") return;
+    if (result.kind === "stopped") return false;
     if (result.kind === "smaller") {
       this.eventCap = result.cap; // the caps apply on the next pass
-      return;
+      return true;
     }
     this.eventCap = Math.min(this.host.config.RELAY_BATCH_MAX_EVENTS, this.eventCap * 2);
     const order = new Map(taken.map((e, i) => [e, i]));
@@ -291,6 +291,7 @@ export class WalStream {
       internals(this.service)._connection?.stream?.resume();
     }
     // The new position goes out with the next status tick (every 200 ms): one write per tick, not per batch.
+    return true;
   }
 }
 
