@@ -218,7 +218,8 @@ function render(measured: PerEvent[], perFanout: Omit<Totals, "events">): string
     const objects = w.channels * (1 + fanouts);
     // Each ids-only page is deleted once its ids leave the dedupe window (a day), after a short run ends.
     // + the stats store's report: its row and its index entry moved (a delete and an insert), durable-objects/stats-store.ts.
-    const rowsWritten = events * (base.sqlRowsWritten + 1 / EVENTS_PER_ID_PAGE + fanouts * perFanout.sqlRowsWritten) + ((objects * MONTH_S) / STATS_ROLLUP_S) * 3;
+    const rowsWritten =
+      events * (base.sqlRowsWritten + 1 / EVENTS_PER_ID_PAGE + fanouts * perFanout.sqlRowsWritten) + ((objects * MONTH_S) / STATS_ROLLUP_S) * 3;
     const rowsRead = events * (base.sqlRowsRead + fanouts * perFanout.sqlRowsRead);
     const connects = viewers * 24 * 30; // assumed: each viewer reconnects once an hour
     const acks = viewers * Math.min(w.eventsPerSec, 1000 / DEFAULT_ACK_EVERY_MS) * MONTH_S;
