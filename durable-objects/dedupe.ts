@@ -27,9 +27,13 @@ import type { PageInfo, Run } from "./page-format";
 import type { Pages } from "./pages";
 import type { CountedSql } from "./sql";
 
-/** The recent pages: stored within RECENT_MS, up to RECENT_ENTRIES entries, their ids kept parsed in memory. */
-export const RECENT_MS = 5 * 60_000;
-export const RECENT_ENTRIES = 16_384;
+/**
+ * The recent pages: the history's newest pages stored within RECENT_MS, up
+ * to RECENT_ENTRIES entries, their ids kept in memory (a few hundred KB at
+ * most: an isolate's 128 MB is shared by the objects it runs).
+ */
+export const RECENT_MS = 2 * 60_000;
+export const RECENT_ENTRIES = 4096;
 
 /**
  * Ids are kept at least this long whatever DEDUPE_WINDOW_SECONDS says: a
@@ -51,8 +55,12 @@ export interface Known {
 
 /** Finds ids in the history pages (see the module comment). */
 export class Redeliveries {
-  /** The ids of recent pages other than the open one, parsed, with the page's last seq then (an ids-only page grows: pages.ts). */
-  private readonly parsed = new Map<number, { last: number; runs: Run[]; ids: string[] }>();
+  /**
+   * The recent pages other than the open one, each as id → batch (with the
+   * page's last seq when read, so a page that changed is read again): a
+   * lookup costs one probe per id, not a walk over every id kept.
+   */
+  private readonly parsed = new Map<number, { last: number; byId: Map<string, string | null> }>();
 
   constructor(private readonly pages: Pages) {}
 
@@ -64,20 +72,16 @@ export class Redeliveries {
   /** Which of `ids` are stored, and the batch that stored each; `since` is the smallest commit time among them. */
   find(ids: readonly string[], since: number, now: number): Map<string, string | null> {
     const found = new Map<string, string | null>();
-    const wanted = new Set(ids);
-    const scan = (runs: Run[], pageIds: readonly string[]) => {
-      let k = 0;
-      for (const [, n, batch] of runs) {
-        for (let j = k; j < k + n && j < pageIds.length; j++) if (wanted.has(pageIds[j]!)) found.set(pageIds[j]!, batch);
-        k += n;
-      }
+    const probe = (byId: Map<string, string | null>) => {
+      for (const id of ids) if (byId.has(id)) found.set(id, byId.get(id)!);
     };
     const { pages, open } = this.pages.list();
     const recent = new Set<PageInfo>();
     let start = this.pages.firstCommittedSince(since);
-    for (let k = pages.length - 1, entries = 0; k >= 0 && entries < RECENT_ENTRIES && pages[k]!.at >= now - RECENT_MS; k--) {
-      recent.add(pages[k]!);
+    for (let k = pages.length - 1, entries = 0; k >= 0 && pages[k]!.live && pages[k]!.at >= now - RECENT_MS; k--) {
       entries += pages[k]!.last - pages[k]!.first + 1;
+      if (entries > RECENT_ENTRIES) break;
+      recent.add(pages[k]!);
       start = Math.min(start, k);
     }
     const recentLast = new Map([...recent].map((p) => [p.first, p.last]));
@@ -86,14 +90,15 @@ export class Redeliveries {
     for (const p of pages.slice(start)) {
       if (p === open?.info || !(recent.has(p) || p.committed >= since)) continue;
       const cached = this.parsed.get(p.first);
-      if (cached?.last === p.last) scan(cached.runs, cached.ids);
+      if (cached?.last === p.last) probe(cached.byId);
       else toRead.push(p.first);
     }
-    if (open && (open.info.committed >= since || recent.has(open.info))) scan(open.runs, open.ids);
+    if (open && (open.info.committed >= since || recent.has(open.info))) probe(byId(open.runs, open.ids));
     for (const page of this.pages.idsOf(toRead)) {
       const last = recentLast.get(page.first);
-      if (last !== undefined) this.parsed.set(page.first, { ...page, last });
-      scan(page.runs, page.ids);
+      const map = byId(page.runs, page.ids);
+      if (last !== undefined) this.parsed.set(page.first, { last, byId: map });
+      probe(map);
     }
     return found;
   }
@@ -101,6 +106,17 @@ export class Redeliveries {
 
 /** Slices per dedupe window: more means finer expiry but more index probes per lookup. */
 const BUCKETS_PER_WINDOW = 8;
+
+/** A page's ids with the batch that stored each (runs and ids are aligned: page-format.ts). */
+function byId(runs: readonly Run[], ids: readonly string[]): Map<string, string | null> {
+  const map = new Map<string, string | null>();
+  let k = 0;
+  for (const [, n, batch] of runs) {
+    for (let j = k; j < k + n && j < ids.length; j++) map.set(ids[j]!, batch);
+    k += n;
+  }
+  return map;
+}
 
 /** Ids found whatever the commit time (see the module comment). */
 export class KeyedIds {

@@ -43,13 +43,14 @@ export class Pages {
   }
 
   private pages(): PageInfo[] {
-    this.index ??= this.db
+    if (this.index) return this.index;
+    let upTo = 0;
+    this.index = this.db
       .exec<{ first: number; last: number; oldest: number; at: number; committed: number; live: number }>(
         "SELECT first, last, json_extract(runs, '$[0][0]') AS oldest, at, committed, body IS NOT NULL AS live FROM pages ORDER BY first",
       )
       .toArray()
-      .map((r) => ({ first: r.first, last: r.last, oldest: r.oldest, at: r.at, committed: r.committed, upTo: r.committed, live: r.live === 1 }));
-    this.index.forEach((p, k) => (p.upTo = Math.max(p.committed, this.index![k - 1]?.upTo ?? 0)));
+      .map((r) => ({ ...r, upTo: (upTo = Math.max(upTo, r.committed)), live: r.live === 1 }));
     return this.index;
   }
 
