@@ -15,23 +15,28 @@ import { testStub } from "./worker";
 
 const t0 = 1_700_000_000_000;
 
-function evFor(ch: string) {
-  return (id: string, committedAt: number, size = 0): IngestEvent => ({
-    id,
-    channel: ch,
-    committedAt,
-    json: JSON.stringify(event(ch, 0, { id, committedAt, data: { pad: "é".repeat(size) } })),
+type Ev = (id: string, committedAt: number, size?: number) => IngestEvent;
+
+/** A store on a fresh channel's object with `historyMaxEvents` of history, and an event maker for it. */
+async function withStore(name: string, historyMaxEvents: number, body: (store: EventStore, ev: Ev, state: DurableObjectState) => void): Promise<void> {
+  const ch = freshChannel(name);
+  await runInDurableObject(testStub(env, ch), async (_instance, state) => {
+    const config = { ...loadConfig(env), HISTORY_MAX_EVENTS: historyMaxEvents };
+    const store = new EventStore(state.storage, () => config);
+    store.bindChannel(ch);
+    const ev: Ev = (id, committedAt, size = 0) => ({
+      id,
+      channel: ch,
+      committedAt,
+      json: JSON.stringify(event(ch, 0, { id, committedAt, data: { pad: "é".repeat(size) } })),
+    });
+    body(store, ev, state);
   });
 }
 
 describe("resume and catch-up across pages", () => {
   it("serves exactly the events after any seq, with pages split by count, by size and by a large event", async () => {
-    const ch = freshChannel("pages");
-    await runInDurableObject(testStub(env, ch), async (_instance, state) => {
-      const config = { ...loadConfig(env), HISTORY_MAX_EVENTS: 10_000 };
-      const store = new EventStore(state.storage, () => config);
-      store.bindChannel(ch);
-      const ev = evFor(ch);
+    await withStore("pages", 10_000, (store, ev, state) => {
       const ids: string[] = [];
       let n = 0;
       const batch = (count: number, size = 0) => {
@@ -65,12 +70,7 @@ describe("resume and catch-up across pages", () => {
 
 describe("dedupe without a row per id", () => {
   it("finds a redelivery by its commit time long after, and a retry with a new commit time among the recent pages", async () => {
-    const ch = freshChannel("redeliver");
-    await runInDurableObject(testStub(env, ch), async (_instance, state) => {
-      const config = { ...loadConfig(env), HISTORY_MAX_EVENTS: 50 };
-      const store = new EventStore(state.storage, () => config);
-      store.bindChannel(ch);
-      const ev = evFor(ch);
+    await withStore("redeliver", 50, (store, ev, state) => {
       store.ingest([ev("first", t0)], "b0", t0);
       // Hours of later events in many pages; the history keeps only 50 of them.
       let at = t0;
@@ -93,7 +93,7 @@ describe("dedupe without a row per id", () => {
       store.ingest([ev("published", at + 10)], "p1", at + 10);
       expect(store.ingest([ev("published", at + RECENT_MS / 2)], "p2", at + RECENT_MS / 2)).toMatchObject({ duplicates: 1 });
       // A new object on the same storage (after an eviction) knows them all the same.
-      const woken = new EventStore(state.storage, () => config);
+      const woken = new EventStore(state.storage, () => ({ ...loadConfig(env), HISTORY_MAX_EVENTS: 50 }));
       expect(woken.ingest([ev("first", t0), ev("published", at + RECENT_MS / 2 + 1), ev("new", at + 20)], "b-woken", at + RECENT_MS / 2 + 1)).toMatchObject({
         duplicates: 2,
         seqs: [store.counters.headSeq + 1],
@@ -102,12 +102,7 @@ describe("dedupe without a row per id", () => {
   });
 
   it("keeps an id a publisher chose for the whole window, whatever commit time its retry carries", async () => {
-    const ch = freshChannel("keyed");
-    await runInDurableObject(testStub(env, ch), async (_instance, state) => {
-      const config = { ...loadConfig(env), HISTORY_MAX_EVENTS: 50 };
-      const store = new EventStore(state.storage, () => config);
-      store.bindChannel(ch);
-      const ev = evFor(ch);
+    await withStore("keyed", 50, (store, ev, state) => {
       const keyed = (id: string, at: number): IngestEvent => ({ ...ev(id, at), keyed: true });
       store.ingest([keyed("order-1-shipped", t0)], undefined, t0);
       let at = t0;
@@ -124,12 +119,7 @@ describe("dedupe without a row per id", () => {
   });
 
   it("fills ids-only pages up to ID_PAGE_MAX_BYTES and starts the next, every id still found", async () => {
-    const ch = freshChannel("idpages");
-    await runInDurableObject(testStub(env, ch), async (_instance, state) => {
-      const config = { ...loadConfig(env), HISTORY_MAX_EVENTS: 50 };
-      const store = new EventStore(state.storage, () => config);
-      store.bindChannel(ch);
-      const ev = evFor(ch);
+    await withStore("idpages", 50, (store, ev, state) => {
       const id = (i: number) => `${String(i).padStart(6, "0")}-${"x".repeat(120)}`; // 127 characters
       // Each id with its run is about 190 bytes: enough events to fill more than one ids-only page.
       const count = Math.ceil((1.5 * ID_PAGE_MAX_BYTES) / 190);
