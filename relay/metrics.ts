@@ -2,7 +2,6 @@
 import { createServer, type Server } from "node:http";
 import type pg from "pg";
 import { Histogram, renderHistogram } from "../shared/histogram";
-import type { WalStream } from "./wal";
 
 /** What /metrics reads from Postgres at scrape time. */
 export interface Backlog {
@@ -13,7 +12,13 @@ export interface Backlog {
 }
 
 /** Reads the outbox's backlog and, while a slot exists, what it retains (a scrape's two queries). */
-export async function readBacklog(client: pg.Client, slotName: string, wal: WalStream | undefined): Promise<Backlog> {
+/** What the backlog reads of the WAL stream (relay/wal.ts): named here so the metrics do not import the stream. */
+export interface PendingWal {
+  oldestPendingAt: number | undefined;
+  pendingBytes: number;
+}
+
+export async function readBacklog(client: pg.Client, slotName: string, wal: PendingWal | undefined): Promise<Backlog> {
   const r = await client.query<{ n: string; age: number | null }>(
     "SELECT count(*) AS n, extract(epoch FROM now() - min(created_at))::float8 AS age FROM notifiws.outbox",
   );
