@@ -16,13 +16,22 @@ import { utf8Length } from "../shared/limits";
 import { errorFields, log } from "../shared/log";
 import { RANGE_MAX_EVENTS } from "./event-store";
 import type { ChannelParts } from "./parts";
+import { BoundedQueue } from "./queue";
 
 /** A failed hand-off to a fan-out object is retried by the ordering object's alarm after this long. */
 export const FANOUT_RETRY_MS = 1000;
+/**
+ * Stored batches whose hand-off may wait behind the one running before an
+ * ingest waits for its own: at most this many batches' texts (each ≤ the
+ * relay's batch size) are held in memory beyond the history.
+ */
+export const HANDOFF_MAX_QUEUED = 4;
 
 export class FanoutTree {
   /** Fan-out steps (catch-up, hand-offs, attach, detach) run one after another. */
   private chain: Promise<unknown> = Promise.resolve();
+  /** The ordering side's hand-offs, in seq order. */
+  private readonly handOffs = new BoundedQueue(HANDOFF_MAX_QUEUED, (err) => log("error", "hand-off step failed", { ...this.where(), ...errorFields(err) }));
   /** The ordering side's targets, read once per instance (they are read on every batch), then kept in step. */
   private targets: string[] | undefined;
 
@@ -48,10 +57,22 @@ export class FanoutTree {
     this.targets = undefined;
   }
 
-  /** Hands a stored batch to every attached fan-out object; a failed hand-off is retried by the alarm. */
-  async handOff(bodies: string[], seqs: number[]): Promise<void> {
+  /**
+   * Queues a stored batch for every attached fan-out object and returns at
+   * once, so the ingest's reply (and the relay's next batch) does not wait
+   * for the copies to be stored and sent: the batch is durable here already,
+   * and the output gate holds the calls until it is. Hand-offs run one after
+   * another, in seq order; past HANDOFF_MAX_QUEUED waiting batches the
+   * ingest waits too, which bounds the memory they hold. A failed hand-off
+   * is retried by the alarm (the object pulls what it missed).
+   */
+  handOff(bodies: string[], seqs: number[]): Promise<void> {
     const targets = this.targetNames();
-    if (targets.length === 0) return;
+    if (targets.length === 0) return Promise.resolve();
+    return this.handOffs.push(() => this.deliver(targets, bodies, seqs));
+  }
+
+  private async deliver(targets: string[], bodies: string[], seqs: number[]): Promise<void> {
     const results = await Promise.allSettled(targets.map((name) => this.stub(name).receive(bodies, seqs)));
     let failed = false;
     results.forEach((r, i) => {

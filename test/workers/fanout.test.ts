@@ -118,8 +118,10 @@ describe("fan-out tree", () => {
     const [c] = await connectIn(ch, undefined, 1);
     const failing = () =>
       runInDurableObject(stub(ch), (_o, state) => state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM fanouts WHERE failing = 1").one().n);
-    expect((await ingest(range(1, 3).map((n) => event(ch, n)))).status).toBe(200); // stored: the hand-off failure is not the ingest's
-    expect(await failing()).toBe(1);
+    // Stored: the ingest does not wait for the hand-off, and its failure is not the ingest's.
+    expect((await ingest(range(1, 3).map((n) => event(ch, n)))).status).toBe(200);
+    expect((await stub(ch).stats()).headSeq).toBe(3);
+    await waitUntil("the failed hand-off to be marked", async () => (await failing()) === 1);
     // The alarm's retry asks the object to catch up, which it does by pulling the range.
     expect(seqs(await c!.waitForEvents(3, 5000))).toEqual([1, 2, 3]);
     await waitUntil("the retry to succeed", async () => (await failing()) === 0);
