@@ -365,6 +365,9 @@ async function main() {
               if (Date.now() > DEADLINE) break;
               log("W2 end-to-end", { system: system.name, rate, subscribers: n });
               entry.w2.push(await endToEnd(swarm, { rate, seconds: P.seconds }));
+              // Once every socket has been sent something (notifiws sends its welcome on connect, the
+              // others nothing until the first event), measured at the lowest rate, all of it delivered.
+              if (rate === P.rates[0]) entry.w1[entry.w1.length - 1]!.serverRssAfterEventsMiB = Math.round(serverRss());
             }
             if (Date.now() < DEADLINE) {
               log("W3 fan-out burst", { system: system.name, rows: P.burst, sockets: n });
@@ -450,6 +453,10 @@ function figures(): Figure[] {
       pick: (f) => num(f.w1.find((x) => x.clients === P.subscribers && Number(x.held) === P.subscribers)?.openP99),
     },
     { label: `W1 server RSS, ${P.subscribers} sockets`, pick: (f) => Number(f.w1.find((x) => x.clients === P.subscribers)?.serverRssMiB) },
+    {
+      label: `W2 server RSS, ${P.subscribers} sockets sent events`,
+      pick: (f) => num(f.w1.find((x) => x.clients === P.subscribers)?.serverRssAfterEventsMiB),
+    },
     ...P.rates.map((rate) => ({ label: `W2 p99 at ${rate} rows/s`, pick: (f: SystemResult) => f.w2.find((r) => r.rate === rate && r.drained)?.p99 })),
     { label: "W3 fan-out deliveries/s", pick: (f) => f.w3?.deliveriesPerSec, higherIsBetter: true },
   ];
@@ -484,6 +491,7 @@ async function report(results: Record<string, unknown>) {
       "connect p99 ms",
       "open p99 ms",
       "server RSS MiB",
+      "RSS after events MiB",
       "isolate heap MiB",
       "server fds/socket",
       "relay RSS MiB",
@@ -506,6 +514,7 @@ async function report(results: Record<string, unknown>) {
             fs(col("connectP99")),
             fs(col("openP99")),
             fs(col("serverRssMiB")),
+            fs(col("serverRssAfterEventsMiB")),
             fs(col("isolateHeapMiB")),
             fs(col("serverFdsPerSocket"), 2),
             fs(col("relayRssMiB")),
