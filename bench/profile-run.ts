@@ -14,9 +14,10 @@ import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { devToken, Stack, type Proc } from "../scripts/stack";
 import { percentile } from "./histogram";
+import { groupPids, pidRss } from "./proc";
 import { killChildren, runBench } from "./ipc";
 import { startPartyServerPeer } from "./peer";
-import { startProfiler, type ProfileSummary } from "./profile";
+import { isolateHeap, startProfiler, type ProfileSummary } from "./profile";
 import type { Flavour } from "./swarm";
 import { Swarm } from "./swarm-group";
 
@@ -35,15 +36,32 @@ interface Phase {
   summary: ProfileSummary;
   connectP99?: number;
   deliveriesPerSec?: number;
+  /** workerd's RSS (all its processes) once the phase is done, and before it (the connect phase: with no socket open). */
+  rssMiB: number;
+  rssBeforeMiB?: number;
+  /** The isolate's heap after a full GC (connect phase). */
+  heap?: { usedMiB: number; totalMiB: number };
+  /** workerd's RSS again after that GC: what a collection gives back. */
+  rssAfterGcMiB?: number;
 }
 
-async function profileSystem(db: pg.Pool, flavour: Flavour, url: string, inspectorPort: number, token: string): Promise<Phase[]> {
+async function profileSystem(db: pg.Pool, flavour: Flavour, url: string, inspectorPort: number, token: string, serverPid: number): Promise<Phase[]> {
+  const rss = () => Math.round(groupPids(serverPid, /workerd/).reduce((s, pid) => s + pidRss(pid), 0));
   const phases: Phase[] = [];
+  const before = rss();
   let profiler = await startProfiler(inspectorPort);
   const swarm = await Swarm.start({ flavour, url, count: CLIENTS, token, concurrency: 100 });
   const connect = await profiler.stop();
   const connected = await swarm.report();
-  phases.push({ phase: `connect ${CLIENTS}`, summary: connect, connectP99: percentile(connected.connectMs, 0.99) });
+  phases.push({
+    phase: `connect ${CLIENTS}`,
+    summary: connect,
+    connectP99: percentile(connected.connectMs, 0.99),
+    rssMiB: rss(),
+    rssBeforeMiB: before,
+    heap: await isolateHeap(inspectorPort),
+    rssAfterGcMiB: rss(),
+  });
 
   const minId = Number((await db.query<{ v: string }>("SELECT nextval('bench_rows_id_seq') AS v")).rows[0]!.v) + 1;
   await swarm.ask({ cmd: "expect", minId, maxId: minId + BURST - 1 });
@@ -59,6 +77,7 @@ async function profileSystem(db: pg.Pool, flavour: Flavour, url: string, inspect
     phase: `fan out ${BURST} rows to ${CLIENTS}`,
     summary: await profiler.stop(),
     deliveriesPerSec: Math.round(rep.deliveries / (Math.max(1, rep.lastAt - rep.firstAt) / 1000)),
+    rssMiB: rss(),
   });
   await swarm.stop();
   return phases;
@@ -83,7 +102,14 @@ async function main() {
     await db.query("SELECT notifiws.watch('bench_rows', 'bench', ARRAY['id', 'payload'])");
     const token = await devToken(stack.secrets, { channels: ["bench"] });
     log("profiling notifiws", { clients: CLIENTS });
-    out[`notifiws (${RUNTIME})`] = await profileSystem(db, "notifiws", stack.workerUrl.replace(/^http/, "ws"), stack.inspectorPort, token);
+    out[`notifiws (${RUNTIME})`] = await profileSystem(
+      db,
+      "notifiws",
+      stack.workerUrl.replace(/^http/, "ws"),
+      stack.inspectorPort,
+      token,
+      stack.worker!.child.pid!,
+    );
 
     // The peer, fed by the same relay.
     await stack.worker!.stop();
@@ -91,7 +117,7 @@ async function main() {
     peer = started.proc;
     await stack.retargetRelay(started.url);
     log("profiling partyserver", { clients: CLIENTS });
-    out[`partyserver (${RUNTIME})`] = await profileSystem(db, "partyserver", started.url.replace(/^http/, "ws"), started.inspectorPort, token);
+    out[`partyserver (${RUNTIME})`] = await profileSystem(db, "partyserver", started.url.replace(/^http/, "ws"), started.inspectorPort, token, peer.child.pid!);
   } finally {
     killChildren();
     await peer?.stop();
@@ -104,7 +130,11 @@ async function main() {
   for (const [system, phases] of Object.entries(out)) {
     for (const p of phases) {
       const figure = p.connectP99 !== undefined ? `connect p99 ${p.connectP99.toFixed(1)} ms` : `${p.deliveriesPerSec} deliveries/s`;
-      lines.push("", `## ${system}: ${p.phase} (${figure}; JS busy ${p.summary.busyMs} ms, outside V8 ${p.summary.gapMs} ms, of ${p.summary.wallMs} ms)`, "");
+      lines.push(
+        "",
+        `## ${system}: ${p.phase} (${figure}; JS busy ${p.summary.busyMs} ms, outside V8 ${p.summary.gapMs} ms, of ${p.summary.wallMs} ms; workerd RSS ${p.rssBeforeMiB !== undefined ? `${p.rssBeforeMiB} → ` : ""}${p.rssMiB} MiB${p.heap ? `; heap used ${p.heap.usedMiB} of ${p.heap.totalMiB} MiB after GC, RSS then ${p.rssAfterGcMiB} MiB` : ""})`,
+        "",
+      );
       lines.push("| code | self ms | share of busy |", "|---|---|---|", ...p.summary.groups.map((g) => `| ${g.group} | ${g.ms} | ${g.share}% |`));
       lines.push(
         "",

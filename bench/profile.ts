@@ -183,11 +183,17 @@ async function inspect(
  * and the runtime, which that limit does not count).
  */
 export async function isolateHeapMiB(inspectorPort: number): Promise<number> {
+  return (await isolateHeap(inspectorPort)).usedMiB;
+}
+
+/** The isolate's heap after a full GC: what is used, and what V8 holds for it (counted in the process's RSS). */
+export async function isolateHeap(inspectorPort: number): Promise<{ usedMiB: number; totalMiB: number }> {
   const s = await inspect(inspectorPort);
   try {
     await s.call("HeapProfiler.collectGarbage").catch(() => undefined);
-    const { usedSize } = await s.call<{ usedSize: number }>("Runtime.getHeapUsage");
-    return Math.round((usedSize / 2 ** 20) * 10) / 10;
+    const { usedSize, totalSize } = await s.call<{ usedSize: number; totalSize: number }>("Runtime.getHeapUsage");
+    const mib = (n: number) => Math.round((n / 2 ** 20) * 10) / 10;
+    return { usedMiB: mib(usedSize), totalMiB: mib(totalSize) };
   } finally {
     s.close();
   }

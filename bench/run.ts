@@ -357,6 +357,8 @@ async function main() {
               flavour === "notifiws" || flavour === "partyserver"
                 ? await isolateHeapMiB(flavour === "notifiws" ? stack.inspectorPort : peerInspector).catch(() => NaN)
                 : undefined,
+            // Again once that full collection ran: what of the RSS was garbage V8 had not collected yet.
+            serverRssAfterGcMiB: flavour === "notifiws" || flavour === "partyserver" ? Math.round(serverRss()) : undefined,
             serverFdsPerSocket: Math.round(((fdsHeld - fdsBefore) / Math.max(1, swarm.ready.connected)) * 100) / 100,
             relayRssMiB: flavour === "notifiws" || flavour === "partyserver" ? Math.round(pidRss(stack.relay!.child.pid)) : undefined,
           });
@@ -454,6 +456,10 @@ function figures(): Figure[] {
     },
     { label: `W1 server RSS, ${P.subscribers} sockets`, pick: (f) => Number(f.w1.find((x) => x.clients === P.subscribers)?.serverRssMiB) },
     {
+      label: `W1 server RSS after a full GC, ${P.subscribers} sockets`,
+      pick: (f) => num(f.w1.find((x) => x.clients === P.subscribers)?.serverRssAfterGcMiB),
+    },
+    {
       label: `W2 server RSS, ${P.subscribers} sockets sent events`,
       pick: (f) => num(f.w1.find((x) => x.clients === P.subscribers)?.serverRssAfterEventsMiB),
     },
@@ -491,6 +497,7 @@ async function report(results: Record<string, unknown>) {
       "connect p99 ms",
       "open p99 ms",
       "server RSS MiB",
+      "RSS after GC MiB",
       "RSS after events MiB",
       "isolate heap MiB",
       "server fds/socket",
@@ -514,6 +521,7 @@ async function report(results: Record<string, unknown>) {
             fs(col("connectP99")),
             fs(col("openP99")),
             fs(col("serverRssMiB")),
+            fs(col("serverRssAfterGcMiB")),
             fs(col("serverRssAfterEventsMiB")),
             fs(col("isolateHeapMiB")),
             fs(col("serverFdsPerSocket"), 2),
