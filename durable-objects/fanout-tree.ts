@@ -60,8 +60,8 @@ export class FanoutTree {
   /**
    * Queues a stored batch for every attached fan-out object and returns at
    * once, so the ingest's reply (and the relay's next batch) does not wait
-   * for the copies to be stored and sent: the batch is durable here already,
-   * and the output gate holds the calls until it is. Hand-offs run one after
+   * for the copies to be stored and sent: the batch is stored here already,
+   * and the output gate holds the calls until it is durable. Hand-offs run one after
    * another, in seq order; past HANDOFF_MAX_QUEUED waiting batches the
    * ingest waits too, which bounds the memory they hold. A failed hand-off
    * is retried by the alarm (the object pulls what it missed).
