@@ -35,6 +35,8 @@ interface Phase {
   phase: string;
   summary: ProfileSummary;
   connectP99?: number;
+  /** The same after the first wave of 100 (cold isolate, new object). */
+  warmP99?: number;
   deliveriesPerSec?: number;
   /** workerd's RSS (all its processes) once the phase is done, and before it (the connect phase: with no socket open). */
   rssMiB: number;
@@ -57,6 +59,7 @@ async function profileSystem(db: pg.Pool, flavour: Flavour, url: string, inspect
     phase: `connect ${CLIENTS}`,
     summary: connect,
     connectP99: percentile(connected.connectMs, 0.99),
+    warmP99: percentile(connected.warmConnectMs, 0.99),
     rssMiB: rss(),
     rssBeforeMiB: before,
     heap: await isolateHeap(inspectorPort),
@@ -129,7 +132,10 @@ async function main() {
   const lines = [`# CPU profile of the isolate (Worker + Durable Objects) on ${RUNTIME}, ${new Date().toISOString()}`];
   for (const [system, phases] of Object.entries(out)) {
     for (const p of phases) {
-      const figure = p.connectP99 !== undefined ? `connect p99 ${p.connectP99.toFixed(1)} ms` : `${p.deliveriesPerSec} deliveries/s`;
+      const figure =
+        p.connectP99 !== undefined
+          ? `connect p99 ${p.connectP99.toFixed(1)} ms, ${p.warmP99?.toFixed(1) ?? "–"} ms after the first wave`
+          : `${p.deliveriesPerSec} deliveries/s`;
       lines.push(
         "",
         `## ${system}: ${p.phase} (${figure}; JS busy ${p.summary.busyMs} ms, outside V8 ${p.summary.gapMs} ms, of ${p.summary.wallMs} ms; workerd RSS ${p.rssBeforeMiB !== undefined ? `${p.rssBeforeMiB} → ` : ""}${p.rssMiB} MiB${p.heap ? `; heap used ${p.heap.usedMiB} of ${p.heap.totalMiB} MiB after GC, RSS then ${p.rssAfterGcMiB} MiB` : ""})`,

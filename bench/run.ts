@@ -351,6 +351,8 @@ async function main() {
             connectP99: percentile(rep.connectMs, 0.99),
             // The handshake alone (to `open`); notifiws's connect also waits for its `welcome`.
             openP99: percentile(rep.openMs, 0.99),
+            // After the first wave (a cold isolate and a new object): what a connect costs a running channel.
+            warmP99: percentile(rep.warmConnectMs, 0.99),
             serverRssMiB: Math.round(serverRss()),
             // The Workers' isolate heap, which production's 128 MB limit applies to.
             isolateHeapMiB:
@@ -451,6 +453,10 @@ function figures(): Figure[] {
   return [
     ...[...new Set([P.subscribers, ...P.connectCounts])].map((n) => ({ label: `W1 connect p99, ${n} sockets`, pick: w1At(n) })),
     {
+      label: `W1 connect p99 after the first wave (warm), ${P.subscribers} sockets`,
+      pick: (f) => num(f.w1.find((x) => x.clients === P.subscribers && Number(x.held) === P.subscribers)?.warmP99),
+    },
+    {
       label: `W1 handshake (open) p99, ${P.subscribers} sockets`,
       pick: (f) => num(f.w1.find((x) => x.clients === P.subscribers && Number(x.held) === P.subscribers)?.openP99),
     },
@@ -496,6 +502,7 @@ async function report(results: Record<string, unknown>) {
       "connect p50 ms",
       "connect p99 ms",
       "open p99 ms",
+      "p99 after the first wave ms",
       "server RSS MiB",
       "RSS after GC MiB",
       "RSS after events MiB",
@@ -520,6 +527,7 @@ async function report(results: Record<string, unknown>) {
             fs(col("connectP50")),
             fs(col("connectP99")),
             fs(col("openP99")),
+            fs(col("warmP99")),
             fs(col("serverRssMiB")),
             fs(col("serverRssAfterGcMiB")),
             fs(col("serverRssAfterEventsMiB")),

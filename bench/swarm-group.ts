@@ -56,6 +56,7 @@ export class Swarm {
       failed: reps.reduce((s, r) => s + r.failed, 0),
       connectMs: reps.flatMap((r) => r.connectMs),
       openMs: reps.flatMap((r) => r.openMs),
+      warmConnectMs: reps.flatMap((r) => r.warmConnectMs),
       deliveries: reps.reduce((s, r) => s + r.deliveries, 0),
       duplicates: reps.reduce((s, r) => s + r.duplicates, 0),
       missing: reps.reduce((s, r) => s + r.missing, 0),

@@ -31,6 +31,12 @@ export interface SwarmReport {
   connectMs: number[];
   /** Time to the socket's `open` (the handshake only): for notifiws the `welcome` follows; for the others it is connectMs. */
   openMs: number[];
+  /**
+   * connectMs of the connects started once the first `concurrency` had been
+   * started: the first wave also waits for a cold isolate and a new object,
+   * and on 1,000 clients it alone makes the p99 (docs/benchmarks.md, "Connect").
+   */
+  warmConnectMs: number[];
   deliveries: number;
   duplicates: number;
   missing: number;
@@ -51,6 +57,7 @@ const args = JSON.parse(process.argv[2]!) as SwarmArgs;
 const clients: Client[] = [];
 const connectMs: number[] = [];
 const openMs: number[] = [];
+const warmConnectMs: number[] = [];
 let failed = 0;
 let hist = new Histogram();
 let minId = 0;
@@ -78,7 +85,7 @@ function record(c: Client, id: number, committedAt: number, at: number) {
   }
 }
 
-function open(): Promise<void> {
+function open(index: number): Promise<void> {
   const started = now();
   const c: Client = { seen: new Uint8Array(0), received: 0, close: () => {} };
   return new Promise<void>((resolve) => {
@@ -94,6 +101,7 @@ function open(): Promise<void> {
       clearTimeout(timer);
       if (ok) {
         connectMs.push(now() - started);
+        if (index >= args.concurrency) warmConnectMs.push(now() - started);
         clients.push(c);
       } else failed++;
       resolve();
@@ -143,8 +151,7 @@ async function connectAll() {
   let next = 0;
   const lanes = Array.from({ length: Math.min(args.concurrency, args.count) }, async () => {
     while (next < args.count) {
-      next++;
-      await open();
+      await open(next++);
       const settled = clients.length + failed;
       if (settled % 1000 === 0)
         process.stderr.write(JSON.stringify({ level: "debug", msg: "swarm progress", flavour: args.flavour, connected: clients.length, failed }) + "\n");
@@ -172,6 +179,7 @@ process.on("message", (m: SwarmCommand) => {
       failed,
       connectMs,
       openMs,
+      warmConnectMs,
       deliveries,
       duplicates,
       missing,
