@@ -127,6 +127,27 @@ describe("fan-out tree", () => {
     await waitUntil("the retry to succeed", async () => (await failing()) === 0);
   });
 
+  it("answers an ingest without waiting for a fan-out object that is slow to take its hand-off", async () => {
+    const ch = freshChannel("tree");
+    const [slow] = await connectIn(ch, "EU", 1);
+    const [quick] = await connectIn(ch, "NA", 1);
+    const held = stub(fanoutName(ch, "eu", 0));
+    await held.holdHandOffs();
+    try {
+      // Were the ingest to wait for every copy, none of these would answer before the release.
+      for (let n = 1; n <= 3; n++) {
+        let status: number | undefined;
+        void ingest([event(ch, n)]).then((r) => (status = r.status));
+        expect(await waitUntil(`ingest ${n} to answer while its hand-off is held`, () => status)).toBe(200);
+      }
+      // The other object got the first batch; hand-offs run in order, so the rest wait behind the held one.
+      expect(seqs(await quick!.waitForEvents(1))).toEqual([1]);
+    } finally {
+      await held.releaseHandOffs();
+    }
+    for (const c of [slow!, quick!]) expect(seqs(await c.waitForEvents(3))).toEqual([1, 2, 3]);
+  });
+
   it("shows a tree channel as one channel in /stats, with connections per object and region", async () => {
     const ch = freshChannel("tree");
     const clients = [...(await connectIn(ch, "EU", 3)), ...(await connectIn(ch, "NA", 1))];

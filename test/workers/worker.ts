@@ -8,6 +8,8 @@
  *   into one of these channels fails inside the object's storage
  *   transaction, after every write (partial-failure tests); a hand-off to a
  *   fan-out object of that name fails.
+ * - `holdHandOffs()` / `releaseHandOffs()`: hand-offs this fan-out object
+ *   receives wait until released (the ordering object must not wait for them).
  * - `constructed` counts instances (the stats test shows /stats wakes no channel).
  * - `stats()` reads an object's own counters directly.
  */
@@ -59,7 +61,22 @@ export class ChannelObject extends ProductionChannelObject {
   override async receive(bodies: string[], seqs: number[]): Promise<void> {
     const { fanout } = boundTo(this.ctx.storage);
     if (fanout !== undefined && this.failing.includes(fanout)) throw new Error(`TEST_FAIL_CHANNELS: hand-off to ${fanout} fails on purpose`);
+    // A plain promise, not storage: the input gate stays open, so releaseHandOffs() gets in.
+    if (this.held) await this.held.promise;
     return super.receive(bodies, seqs);
+  }
+
+  private held: { promise: Promise<void>; release: () => void } | undefined;
+
+  async holdHandOffs(): Promise<void> {
+    let release!: () => void;
+    const promise = new Promise<void>((resolve) => (release = resolve));
+    this.held = { promise, release };
+  }
+
+  async releaseHandOffs(): Promise<void> {
+    this.held?.release();
+    this.held = undefined;
   }
 
   async stats(): Promise<ChannelStats> {
