@@ -20,7 +20,7 @@ import { ATTACHMENT_MAX_BYTES } from "../shared/limits";
 import { CloseCode, PING_FRAME, PONG_FRAME, type ServerMessage } from "../shared/protocol";
 import { decideMessage } from "./client-message";
 import { EventStore, RANGE_MAX_EVENTS } from "./event-store";
-import { FANOUT_RETRY_MS, FanoutTree } from "./fanout-tree";
+import { FanoutTree } from "./fanout-tree";
 import type { ChannelParts } from "./parts";
 import { refreshSession } from "./refresh";
 import { Rollup } from "./rollup";
@@ -274,7 +274,7 @@ export class ChannelObject extends DurableObject<Env> {
       const now = Date.now();
       let { next, expired } = this.sockets.expire(now);
       if (expired) this.rollup.dirty = true;
-      if (await this.tree.retryHandOffs()) next = Math.min(next, now + FANOUT_RETRY_MS);
+      next = Math.min(next, await this.tree.alarmed(now));
       if ((this.rollup.dueAt() ?? Infinity) <= now) await this.rollup.report();
       next = Math.min(next, this.rollup.dueAt() ?? Infinity);
       if (next !== Infinity) await this.clock.arm(next);

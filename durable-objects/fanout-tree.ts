@@ -19,13 +19,22 @@ import type { ChannelParts } from "./parts";
 import { BoundedQueue } from "./queue";
 
 /** A failed hand-off to a fan-out object is retried by the ordering object's alarm after this long. */
-export const FANOUT_RETRY_MS = 1000;
+const FANOUT_RETRY_MS = 1000;
 /**
  * Stored batches whose hand-off may wait behind the one running before an
  * ingest waits for its own: at most this many batches' texts (each ≤ the
  * relay's batch size) are held in memory beyond the history.
  */
 export const HANDOFF_MAX_QUEUED = 4;
+/**
+ * Hand-offs live in memory: a restart (a deploy, a crash) loses the running
+ * and queued ones, and on a quiet channel no next batch would reveal the gap.
+ * Every hand-off makes sure the alarm fires within this long; the first alarm
+ * of an instance that has not yet handed a batch to every target asks them
+ * all to catch up. The stats report's alarm is usually armed that soon
+ * already, so watching adds no setAlarm (a billed row) while events flow.
+ */
+export const HANDOFF_WATCH_MS = 5000;
 
 export class FanoutTree {
   /** Fan-out steps (catch-up, hand-offs, attach, detach) run one after another. */
@@ -34,6 +43,11 @@ export class FanoutTree {
   private readonly handOffs = new BoundedQueue(HANDOFF_MAX_QUEUED, (err) => log("error", "hand-off step failed", { ...this.where(), ...errorFields(err) }));
   /** The ordering side's targets, read once per instance (they are read on every batch), then kept in step. */
   private targets: string[] | undefined;
+  /**
+   * This instance handed a batch to every target, or had them all catch up:
+   * until then an earlier instance's hand-offs may have been lost with it.
+   */
+  private current = false;
 
   constructor(private readonly host: ChannelParts) {}
 
@@ -69,7 +83,16 @@ export class FanoutTree {
   handOff(bodies: string[], seqs: number[]): Promise<void> {
     const targets = this.targetNames();
     if (targets.length === 0) return Promise.resolve();
+    void this.host
+      .armAlarm(Date.now() + HANDOFF_WATCH_MS)
+      .catch((err) => log("warn", "could not arm the hand-off watch", { ...this.where(), ...errorFields(err) }));
     return this.handOffs.push(() => this.deliver(targets, bodies, seqs));
+  }
+
+  /** The alarm fired: retry what failed (or was lost), and say when the alarm must fire next for the hand-offs (Infinity: no need). */
+  async alarmed(now: number): Promise<number> {
+    if (await this.retryHandOffs()) return now + FANOUT_RETRY_MS;
+    return this.handOffs.size > 0 ? now + HANDOFF_WATCH_MS : Infinity;
   }
 
   private async deliver(targets: string[], bodies: string[], seqs: number[]): Promise<void> {
@@ -82,24 +105,34 @@ export class FanoutTree {
       log("warn", "hand-off to a fan-out object failed; the alarm retries", { ...this.where(), fanout: targets[i], ...errorFields(r.reason) });
     });
     if (failed) await this.host.armAlarm(Date.now() + FANOUT_RETRY_MS);
+    else this.current = true;
   }
 
-  /** Asks every fan-out object whose hand-off failed to catch up; true while some still fail. */
-  async retryHandOffs(): Promise<boolean> {
+  /**
+   * Asks every fan-out object whose hand-off failed to catch up, or every
+   * one when this instance may follow lost hand-offs (HANDOFF_WATCH_MS);
+   * true while some still fail.
+   */
+  private async retryHandOffs(): Promise<boolean> {
     let still = false;
-    const failing = this.host.store
-      .exec<{ name: string }>("SELECT name FROM fanouts WHERE failing = 1")
-      .toArray()
-      .map((r) => r.name);
-    for (const name of failing) {
-      try {
-        await this.stub(name).resync();
-        this.setFailing(name, false);
-      } catch (err) {
-        still = true;
-        log("warn", "fan-out object still unreachable", { ...this.where(), fanout: name, ...errorFields(err) });
+    const failing = new Set(
+      this.host.store
+        .exec<{ name: string }>("SELECT name FROM fanouts WHERE failing = 1")
+        .toArray()
+        .map((r) => r.name),
+    );
+    const names = [...(this.current ? failing : this.targetNames())];
+    const results = await Promise.allSettled(names.map((name) => this.stub(name).resync()));
+    results.forEach((r, i) => {
+      const name = names[i]!;
+      if (r.status === "fulfilled") {
+        if (failing.has(name)) this.setFailing(name, false);
+        return;
       }
-    }
+      still = true;
+      log("warn", "fan-out object still unreachable", { ...this.where(), fanout: name, ...errorFields(r.reason) });
+    });
+    if (!still) this.current = true;
     return still;
   }
 

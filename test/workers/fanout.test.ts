@@ -148,6 +148,22 @@ describe("fan-out tree", () => {
     for (const c of [slow!, quick!]) expect(seqs(await c.waitForEvents(3))).toEqual([1, 2, 3]);
   });
 
+  it("catches up the hand-offs an ordering object's restart lost, with no further event", async () => {
+    const ch = freshChannel("tree");
+    const [slow] = await connectIn(ch, "EU", 1);
+    const [quick] = await connectIn(ch, "NA", 1);
+    const held = stub(fanoutName(ch, "eu", 0));
+    await held.holdHandOffs();
+    for (let n = 1; n <= 3; n++) expect((await ingest([event(ch, n)])).status).toBe(200);
+    // Batch 1 is out (one object holds it); 2 and 3 wait in the ordering object's memory…
+    expect(seqs(await quick!.waitForEvents(1))).toEqual([1]);
+    // …and are gone with its restart. No event follows that would show the gap.
+    // (ctx.abort() resets the object as a crash would; evictDurableObject waits for the held call.)
+    await expect(runInDurableObject(stub(ch), (_o, state) => state.abort("a restart, on purpose"))).rejects.toThrow("a restart, on purpose");
+    await held.releaseHandOffs();
+    for (const c of [slow!, quick!]) expect(seqs(await c.waitForEvents(3, 8_000))).toEqual([1, 2, 3]);
+  });
+
   it("shows a tree channel as one channel in /stats, with connections per object and region", async () => {
     const ch = freshChannel("tree");
     const clients = [...(await connectIn(ch, "EU", 3)), ...(await connectIn(ch, "NA", 1))];
