@@ -17,6 +17,15 @@ const stub = (name: string) => testStub(env, name);
 const socketsOn = (name: string) => runInDurableObject(stub(name), (_o, state) => state.getWebSockets().length);
 const connectIn = (ch: string, continent: string | undefined, n: number, opts: { since?: number } = {}) =>
   Promise.all(Array.from({ length: n }, () => connect(ch, { continent, ...opts })));
+/** A tree channel with a client in two regions, whose EU fan-out object holds every hand-off until released. */
+async function oneHeldRegion() {
+  const ch = freshChannel("tree");
+  const [slow] = await connectIn(ch, "EU", 1);
+  const [quick] = await connectIn(ch, "NA", 1);
+  const held = stub(fanoutName(ch, "eu", 0));
+  await held.holdHandOffs();
+  return { ch, slow: slow!, quick: quick!, held };
+}
 
 describe("fan-out tree", () => {
   it("spreads sockets over objects by region and capacity, and every subscriber sees one order", async () => {
@@ -128,11 +137,7 @@ describe("fan-out tree", () => {
   });
 
   it("answers an ingest without waiting for a fan-out object that is slow to take its hand-off", async () => {
-    const ch = freshChannel("tree");
-    const [slow] = await connectIn(ch, "EU", 1);
-    const [quick] = await connectIn(ch, "NA", 1);
-    const held = stub(fanoutName(ch, "eu", 0));
-    await held.holdHandOffs();
+    const { ch, slow, quick, held } = await oneHeldRegion();
     try {
       // Were the ingest to wait for every copy, none of these would answer before the release.
       for (let n = 1; n <= 3; n++) {
@@ -141,27 +146,23 @@ describe("fan-out tree", () => {
         expect(await waitUntil(`ingest ${n} to answer while its hand-off is held`, () => status)).toBe(200);
       }
       // The other object got the first batch; hand-offs run in order, so the rest wait behind the held one.
-      expect(seqs(await quick!.waitForEvents(1))).toEqual([1]);
+      expect(seqs(await quick.waitForEvents(1))).toEqual([1]);
     } finally {
       await held.releaseHandOffs();
     }
-    for (const c of [slow!, quick!]) expect(seqs(await c.waitForEvents(3))).toEqual([1, 2, 3]);
+    for (const c of [slow, quick]) expect(seqs(await c.waitForEvents(3))).toEqual([1, 2, 3]);
   });
 
   it("catches up the hand-offs an ordering object's restart lost, with no further event", async () => {
-    const ch = freshChannel("tree");
-    const [slow] = await connectIn(ch, "EU", 1);
-    const [quick] = await connectIn(ch, "NA", 1);
-    const held = stub(fanoutName(ch, "eu", 0));
-    await held.holdHandOffs();
+    const { ch, slow, quick, held } = await oneHeldRegion();
     for (let n = 1; n <= 3; n++) expect((await ingest([event(ch, n)])).status).toBe(200);
     // Batch 1 is out (one object holds it); 2 and 3 wait in the ordering object's memory…
-    expect(seqs(await quick!.waitForEvents(1))).toEqual([1]);
+    expect(seqs(await quick.waitForEvents(1))).toEqual([1]);
     // …and are gone with its restart. No event follows that would show the gap.
     // (ctx.abort() resets the object as a crash would; evictDurableObject waits for the held call.)
     await expect(runInDurableObject(stub(ch), (_o, state) => state.abort("a restart, on purpose"))).rejects.toThrow("a restart, on purpose");
     await held.releaseHandOffs();
-    for (const c of [slow!, quick!]) expect(seqs(await c.waitForEvents(3, 8_000))).toEqual([1, 2, 3]);
+    for (const c of [slow, quick]) expect(seqs(await c.waitForEvents(3, 8_000))).toEqual([1, 2, 3]);
   });
 
   it("shows a tree channel as one channel in /stats, with connections per object and region", async () => {
